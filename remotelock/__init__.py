@@ -1,0 +1,28 @@
+"""remotelock: "only one at a time" across processes and machines, for Python functions.
+
+Only the names in ``__all__`` (here and in :mod:`remotelock.stores`) are public.
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .config import configure
+from .errors import (
+    LockLost,
+    LockTimeout,
+    RemoteLockError,
+    StoreConfigError,
+    StoreError,
+    StoreUnavailable,
+)
+
+__all__ = [
+    "LockLost",
+    "LockTimeout",
+    "RemoteLockError",
+    "StoreConfigError",
+    "StoreError",
+    "StoreUnavailable",
+    "__version__",
+    "configure",
+]

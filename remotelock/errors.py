@@ -1,0 +1,89 @@
+"""Every exception remotelock raises, under one base class.
+
+Each error also subclasses the closest builtin (``TimeoutError``, ``ConnectionError``,
+``ValueError``), so generic handlers keep working. Errors carry their facts as
+attributes and pickle with them, so they survive a trip through a process pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RemoteLockError(Exception):
+    """Base class: ``except RemoteLockError`` catches everything remotelock raises."""
+
+
+class LockTimeout(RemoteLockError, TimeoutError):
+    """The wait for a lock stopped (its ``stop`` strategy fired) before the lock was free.
+
+    :param key: the lock key that could not be taken.
+    :param attempts: how many acquire attempts were made.
+    :param waited: seconds spent waiting, measured on a monotonic clock.
+    """
+
+    def __init__(self, key: str, attempts: int, waited: float, message: str | None = None) -> None:
+        self.key = key
+        self.attempts = attempts
+        self.waited = waited
+        self.message = message
+        super().__init__(key, attempts, waited)
+
+    def __str__(self) -> str:
+        if self.message is not None:
+            return self.message
+        plural = "" if self.attempts == 1 else "s"
+        return (
+            f"could not acquire lock {self.key!r}: still held by another owner after "
+            f"{self.attempts} attempt{plural} in {self.waited:.3f} s"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.attempts, self.waited, self.message))
+
+
+class LockLost(RemoteLockError):
+    """A held lock's lease ran out or was taken over before the holder let go.
+
+    Raised when a ``with`` block (or a decorated call) ends after the lease was found
+    lost, because the protected code may not have run alone. ``fencing_token`` is the
+    token the holder had; a successor always has a larger one.
+    """
+
+    def __init__(self, key: str, fencing_token: int | None, reason: str = "") -> None:
+        self.key = key
+        self.fencing_token = fencing_token
+        self.reason = reason
+        super().__init__(key, fencing_token, reason)
+
+    def __str__(self) -> str:
+        why = f": {self.reason}" if self.reason else ""
+        return (
+            f"lock {self.key!r} (fencing token {self.fencing_token}) was lost while held{why}; "
+            "the protected code may not have run exclusively"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.fencing_token, self.reason))
+
+
+class StoreError(RemoteLockError):
+    """A store failed to perform a step; always raised ``from`` the driver's exception."""
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """The store could not be reached, dropped the connection, or did not answer in time."""
+
+
+class StoreConfigError(RemoteLockError, ValueError):
+    """A store cannot be built: bad URL, unknown scheme, missing extra, or no usable default."""
+
+
+__all__ = [
+    "LockLost",
+    "LockTimeout",
+    "RemoteLockError",
+    "StoreConfigError",
+    "StoreError",
+    "StoreUnavailable",
+]

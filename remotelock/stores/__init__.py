@@ -1,0 +1,124 @@
+"""Lock stores, and :func:`store_from_url` to pick one by URL.
+
+Store classes load on first use (PEP 562), so ``import remotelock.stores`` imports no
+driver: a Lambda cold start pays only for the store it actually uses. Only the names
+in ``__all__`` are public.
+
+Third-party stores plug in through the ``remotelock.stores`` entry-point group: the
+entry name is the URL scheme, the value ``"module:Class"``; the class needs a
+``from_url(url, **options)`` class method.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ..errors import StoreConfigError
+from .base import AsyncStore, LockInfo, Store
+
+if TYPE_CHECKING:
+    from .callable import AsyncCallableStore, CallableStore
+    from .memory import MemoryStore
+    from .sqlite import SQLiteStore
+
+# URL scheme -> "module:Class", imported on first use.
+_SCHEMES: dict[str, str] = {
+    "memory": "remotelock.stores.memory:MemoryStore",
+    "sqlite": "remotelock.stores.sqlite:SQLiteStore",
+    "redis": "remotelock.stores.redis:RedisStore",
+    "rediss": "remotelock.stores.redis:RedisStore",
+    "unix": "remotelock.stores.redis:RedisStore",
+    "redis+sentinel": "remotelock.stores.redis:RedisStore",
+    "redis+cluster": "remotelock.stores.redis:RedisStore",
+    "postgresql": "remotelock.stores.postgres:PostgresStore",
+    "postgres": "remotelock.stores.postgres:PostgresStore",
+}
+
+# Public class name -> "module:Class", served by __getattr__ below.
+_CLASSES: dict[str, str] = {
+    "MemoryStore": "remotelock.stores.memory:MemoryStore",
+    "SQLiteStore": "remotelock.stores.sqlite:SQLiteStore",
+    "CallableStore": "remotelock.stores.callable:CallableStore",
+    "AsyncCallableStore": "remotelock.stores.callable:AsyncCallableStore",
+    "RedisStore": "remotelock.stores.redis:RedisStore",
+    "AsyncRedisStore": "remotelock.stores.redis:AsyncRedisStore",
+    "PostgresStore": "remotelock.stores.postgres:PostgresStore",
+    "AsyncPostgresStore": "remotelock.stores.postgres:AsyncPostgresStore",
+}
+
+# How to install the driver a store module imports.
+_DRIVERS: dict[str, str] = {
+    "redis": "pip install redis",
+    "psycopg": "pip install 'remotelock[postgres]'",
+    "psycopg_pool": "pip install 'remotelock[postgres]'",
+}
+
+
+def _load(target: str, what: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing in _DRIVERS:
+            raise StoreConfigError(
+                f"{what} needs the {missing!r} package, which is not installed; "
+                f"install it with: {_DRIVERS[missing]}"
+            ) from exc
+        raise
+    return getattr(module, attr)
+
+
+def _entry_point(scheme: str) -> str | None:
+    for entry in metadata.entry_points(group="remotelock.stores"):
+        if entry.name == scheme:
+            return str(entry.value)
+    return None
+
+
+def store_from_url(url: str, **options: Any) -> Store | AsyncStore:
+    """Build the store a URL names; keyword options override the URL's query string.
+
+    ``memory://``, ``sqlite:///path``, ``redis://``, ``rediss://``, ``postgresql://``,
+    plus any scheme a third-party package registers.
+
+    .. code-block:: python
+
+        store = store_from_url("redis://localhost:6379/0?prefix=myapp")
+
+    :raises StoreConfigError: unknown scheme, malformed URL, or missing driver (the
+        message names the pip command that installs it).
+    """
+    if not isinstance(url, str) or not url:
+        raise StoreConfigError(f"a store URL must be a non-empty string, got {url!r}")
+    scheme = urlsplit(url).scheme.lower()
+    target = _SCHEMES.get(scheme) or _entry_point(scheme)
+    if target is None:
+        known = ", ".join(f"{name}://" for name in sorted(_SCHEMES))
+        raise StoreConfigError(f"unknown store URL scheme {scheme!r} in {url!r}; known: {known}")
+    cls = _load(target, f"the {scheme}:// store")
+    return cls.from_url(url, **options)  # type: ignore[no-any-return]
+
+
+def __getattr__(name: str) -> Any:
+    target = _CLASSES.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = _load(target, name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "AsyncCallableStore",
+    "AsyncStore",
+    "CallableStore",
+    "LockInfo",
+    "MemoryStore",
+    "SQLiteStore",
+    "Store",
+    "store_from_url",
+]

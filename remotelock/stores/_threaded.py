@@ -1,0 +1,77 @@
+"""Bridges between sync stores and asyncio.
+
+A store step may block on I/O (a SQLite busy wait, a user's callable doing network
+calls), so it must not run on the event loop: :class:`ThreadedAsyncStore` runs each
+step with ``asyncio.to_thread``. Stores with a cheaper async ``wait`` override it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .base import LockAdmin, LockInfo, Store
+
+
+class ThreadedAsyncStore:
+    """The :class:`~remotelock.stores.base.AsyncStore` face of a sync :class:`Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.sync = store
+        self.capabilities = store.capabilities
+
+    async def acquire(self, key: str, token: str, ttl: float) -> int | None:
+        """See :meth:`Store.acquire`."""
+        return await asyncio.to_thread(self.sync.acquire, key, token, ttl)
+
+    async def release(self, key: str, token: str) -> bool:
+        """See :meth:`Store.release`."""
+        return await asyncio.to_thread(self.sync.release, key, token)
+
+    async def extend(self, key: str, token: str, ttl: float) -> bool:
+        """See :meth:`Store.extend`."""
+        return await asyncio.to_thread(self.sync.extend, key, token, ttl)
+
+    async def owner(self, key: str) -> str | None:
+        """See :meth:`Store.owner`."""
+        return await asyncio.to_thread(self.sync.owner, key)
+
+    async def wait(self, key: str, timeout: float) -> None:
+        """Run the store's own ``wait`` in a worker thread."""
+        await asyncio.to_thread(self.sync.wait, key, timeout)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.sync!r})"
+
+
+class ThreadedAsyncAdminStore(ThreadedAsyncStore):
+    """:class:`ThreadedAsyncStore` for a sync store that also has the admin operations."""
+
+    sync: Any
+
+    async def force_release(self, key: str) -> bool:
+        """See :meth:`LockAdmin.force_release`."""
+        return bool(await asyncio.to_thread(self.sync.force_release, key))
+
+    async def iter_locks(self, prefix: str = "") -> AsyncIterator[LockInfo]:
+        """See :meth:`LockAdmin.iter_locks`."""
+        admin = self.sync
+        for info in await asyncio.to_thread(lambda: list(admin.iter_locks(prefix))):
+            yield info
+
+
+def threaded(store: Store) -> ThreadedAsyncStore:
+    """The async face of ``store``, with the admin operations if the store has them."""
+    if isinstance(store, LockAdmin):
+        return ThreadedAsyncAdminStore(store)
+    return ThreadedAsyncStore(store)
+
+
+def resolve(future: asyncio.Future[None]) -> None:
+    """Complete ``future`` unless it already is (a waker may fire after a timeout)."""
+    if not future.done():
+        future.set_result(None)
+
+
+__all__ = ["ThreadedAsyncAdminStore", "ThreadedAsyncStore", "resolve", "threaded"]

@@ -1,0 +1,163 @@
+"""The store protocol: the few atomic steps every backend performs, and nothing more.
+
+A store performs **one atomic step per call and never loops**. Waiting, retrying,
+deadlines and lease renewal live above it, in :mod:`remotelock.lock` on tenacity.
+Stores conform by shape (:class:`typing.Protocol`), not by inheritance; the contract
+suite in :mod:`remotelock.testing` is what defines conformance.
+
+Rules every store keeps (the contract suite pins each one):
+
+- ``acquire`` is **non-blocking** despite its name: it takes the lock if it is free or
+  its lease has run out, and returns at once either way.
+- It returns a *fencing token*: an integer that strictly increases for a key on every
+  successful acquire, also across releases and expiries. A protected resource that
+  remembers the largest token it has seen can refuse a stale holder's late writes.
+- Re-acquiring with the token that already holds the lock is idempotent: it returns
+  the current fencing token and resets the lease. A retry after a lost reply is safe.
+- ``release`` and ``extend`` compare the token first and return ``False`` when the
+  token no longer holds the lock (released, expired or taken over). A stale holder
+  can never delete or extend its successor's lock. An expired lease counts as lost,
+  even if no one has taken the key since: exclusion was not guaranteed past expiry.
+- ``wait`` may return early (that is its purpose: a release wakes waiters) but never
+  later than its ``timeout``. A store without notifications may simply sleep.
+- Keys are opaque strings; tokens come from the lock layer, never from the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+# Capability names a store may declare in its ``capabilities`` frozenset.
+CROSS_PROCESS = "cross_process"
+"""Excludes other processes (of the same machine at least)."""
+CROSS_HOST = "cross_host"
+"""Excludes processes on other machines."""
+NOTIFY = "notify"
+"""``wait`` returns early when a lock is released (push wake-ups)."""
+FENCING = "fencing"
+"""Fencing tokens are strictly increasing per key across every holder."""
+TOKEN_CHECKED = "token_checked"
+"""``release``/``extend``/``acquire`` are atomic and compare the token on the server."""
+EXPIRY = "expiry"
+"""Leases run out on their own after ``ttl`` seconds."""
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """What a store knows about one held lock (for tooling such as the CLI)."""
+
+    key: str
+    token: str
+    fencing_token: int | None
+    expires_in: float | None
+    """Seconds until the lease runs out, by the store's clock; ``None`` if unknown."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A synchronous lock store. One call is one atomic step."""
+
+    capabilities: frozenset[str]
+
+    def acquire(self, key: str, token: str, ttl: float) -> int | None:
+        """Try once to take ``key`` for ``token`` for ``ttl`` seconds; never blocks.
+
+        :returns: the new fencing token, or ``None`` if another token holds the lock.
+        """
+        ...
+
+    def release(self, key: str, token: str) -> bool:
+        """Free ``key`` if ``token`` still holds it; ``False`` if it does not."""
+        ...
+
+    def extend(self, key: str, token: str, ttl: float) -> bool:
+        """Reset the lease to ``ttl`` seconds from now if ``token`` still holds ``key``."""
+        ...
+
+    def owner(self, key: str) -> str | None:
+        """The token holding ``key`` now, or ``None`` if it is free or expired."""
+        ...
+
+    def wait(self, key: str, timeout: float) -> None:
+        """Block until ``key`` may be free (a release) or ``timeout`` seconds pass."""
+        ...
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """The asynchronous twin of :class:`Store`: same names, same rules, coroutines."""
+
+    capabilities: frozenset[str]
+
+    async def acquire(self, key: str, token: str, ttl: float) -> int | None:
+        """See :meth:`Store.acquire`."""
+        ...
+
+    async def release(self, key: str, token: str) -> bool:
+        """See :meth:`Store.release`."""
+        ...
+
+    async def extend(self, key: str, token: str, ttl: float) -> bool:
+        """See :meth:`Store.extend`."""
+        ...
+
+    async def owner(self, key: str) -> str | None:
+        """See :meth:`Store.owner`."""
+        ...
+
+    async def wait(self, key: str, timeout: float) -> None:
+        """See :meth:`Store.wait`."""
+        ...
+
+
+@runtime_checkable
+class HasAsyncTwin(Protocol):
+    """A sync store that can hand out its async twin (sharing config and state)."""
+
+    def as_async(self) -> AsyncStore:
+        """Return the async twin of this store (the same one on every call)."""
+        ...
+
+
+@runtime_checkable
+class LockAdmin(Protocol):
+    """Optional abilities for operators and the CLI; the decorator never needs them."""
+
+    def force_release(self, key: str) -> bool:
+        """Delete ``key`` whoever holds it (breaking a stuck lock); ``True`` if it was held."""
+        ...
+
+    def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
+        """The locks held now whose key starts with ``prefix``."""
+        ...
+
+
+@runtime_checkable
+class AsyncLockAdmin(Protocol):
+    """Async twin of :class:`LockAdmin`."""
+
+    async def force_release(self, key: str) -> bool:
+        """See :meth:`LockAdmin.force_release`."""
+        ...
+
+    def iter_locks(self, prefix: str = "") -> AsyncIterator[LockInfo]:
+        """See :meth:`LockAdmin.iter_locks`."""
+        ...
+
+
+__all__ = [
+    "CROSS_HOST",
+    "CROSS_PROCESS",
+    "EXPIRY",
+    "FENCING",
+    "NOTIFY",
+    "TOKEN_CHECKED",
+    "AsyncLockAdmin",
+    "AsyncStore",
+    "HasAsyncTwin",
+    "LockAdmin",
+    "LockInfo",
+    "Store",
+]

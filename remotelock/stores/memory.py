@@ -1,0 +1,240 @@
+"""MemoryStore: locks shared by the threads and asyncio tasks of one process.
+
+The unit-test store, and the right store when "only one at a time" only has to hold
+inside one process (a web worker's background jobs, a test double for Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+from ._threaded import resolve
+from .base import EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class _Held:
+    token: str
+    fence: int
+    expires_at: float
+
+
+class MemoryStore:
+    """A lock table in this process's memory; thread-safe and task-safe.
+
+    - URL: ``memory://`` (the process-wide shared instance) or ``memory://NAME``
+      (a named shared instance). ``MemoryStore()`` makes a private one.
+    - Layout: a dict ``key -> (token, fencing token, expiry)``; released keys leave
+      nothing behind. One counter feeds the fencing tokens of every key, so a key's
+      tokens strictly increase even after its entry is gone.
+    - Clock: the injectable ``clock`` (default :func:`time.monotonic`), so tests can
+      move time by hand.
+    - Wake-ups: ``wait`` registers a per-key waker that ``release`` fires at once, and
+      is also bounded by the holder's remaining lease, so an expired lock is noticed
+      on time.
+    """
+
+    capabilities: frozenset[str] = frozenset({NOTIFY, FENCING, TOKEN_CHECKED, EXPIRY})
+
+    _shared: ClassVar[dict[str, MemoryStore]] = {}
+    _shared_mutex: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, *, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._mutex = threading.Lock()
+        self._locks: dict[str, _Held] = {}
+        self._fence = 0
+        self._wakers: dict[str, list[Callable[[], None]]] = {}
+        self._twin: AsyncMemoryStore | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """The shared instance named by ``memory://NAME`` (``memory://`` is the default one)."""
+        parts = urlsplit(url)
+        if parts.scheme != "memory":
+            raise ValueError(f"not a memory:// URL: {url!r}")
+        name = parts.netloc + parts.path
+        with cls._shared_mutex:
+            store = cls._shared.get(name)
+            if store is None:
+                store = cls._shared[name] = cls(**options)
+        return store  # type: ignore[return-value]
+
+    # -- the Store protocol ---------------------------------------------------------
+
+    def acquire(self, key: str, token: str, ttl: float) -> int | None:
+        """Take ``key`` if free or expired; idempotent for the holding token."""
+        with self._mutex:
+            now = self._clock()
+            held = self._locks.get(key)
+            if held is not None and held.expires_at > now:
+                if held.token != token:
+                    return None
+                held.expires_at = now + ttl
+                return held.fence
+            self._fence += 1
+            self._locks[key] = _Held(token, self._fence, now + ttl)
+            return self._fence
+
+    def release(self, key: str, token: str) -> bool:
+        """Free ``key`` if ``token`` holds an unexpired lease on it."""
+        with self._mutex:
+            held = self._locks.get(key)
+            if held is None or held.token != token:
+                return False
+            del self._locks[key]
+            self._wake(key)
+            return held.expires_at > self._clock()
+
+    def extend(self, key: str, token: str, ttl: float) -> bool:
+        """Reset the lease if ``token`` still holds ``key``."""
+        with self._mutex:
+            now = self._clock()
+            held = self._locks.get(key)
+            if held is None or held.token != token or held.expires_at <= now:
+                return False
+            held.expires_at = now + ttl
+            return True
+
+    def owner(self, key: str) -> str | None:
+        """The token holding ``key``, or ``None``."""
+        with self._mutex:
+            held = self._locks.get(key)
+            if held is None or held.expires_at <= self._clock():
+                return None
+            return held.token
+
+    def wait(self, key: str, timeout: float) -> None:
+        """Sleep until ``key`` is released, its lease runs out, or ``timeout`` passes."""
+        event = threading.Event()
+        bound = self._register(key, event.set, timeout)
+        if bound <= 0:
+            return
+        try:
+            event.wait(bound)
+        finally:
+            self._unregister(key, event.set)
+
+    # -- admin ----------------------------------------------------------------------
+
+    def force_release(self, key: str) -> bool:
+        """Delete ``key`` whoever holds it; ``True`` if an unexpired lease was there."""
+        with self._mutex:
+            held = self._locks.pop(key, None)
+            self._wake(key)
+            return held is not None and held.expires_at > self._clock()
+
+    def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
+        """The unexpired locks whose key starts with ``prefix``."""
+        with self._mutex:
+            now = self._clock()
+            found = [
+                LockInfo(key, held.token, held.fence, held.expires_at - now)
+                for key, held in self._locks.items()
+                if key.startswith(prefix) and held.expires_at > now
+            ]
+        return iter(sorted(found, key=lambda info: info.key))
+
+    def as_async(self) -> AsyncMemoryStore:
+        """The async view of this store; it shares the same locks."""
+        if self._twin is None:
+            self._twin = AsyncMemoryStore(self)
+        return self._twin
+
+    # -- waking ---------------------------------------------------------------------
+
+    def _register(self, key: str, waker: Callable[[], None], timeout: float) -> float:
+        """Register ``waker`` for ``key``; return how long to wait (<= 0: don't)."""
+        with self._mutex:
+            held = self._locks.get(key)
+            if held is None:
+                return 0.0
+            remaining = held.expires_at - self._clock()
+            if remaining <= 0:
+                return 0.0
+            self._wakers.setdefault(key, []).append(waker)
+            return min(timeout, remaining)
+
+    def _unregister(self, key: str, waker: Callable[[], None]) -> None:
+        with self._mutex:
+            wakers = self._wakers.get(key)
+            if wakers is not None and waker in wakers:
+                wakers.remove(waker)
+                if not wakers:
+                    del self._wakers[key]
+
+    def _wake(self, key: str) -> None:
+        # Called with the mutex held; wakers only set events or schedule callbacks.
+        for waker in self._wakers.pop(key, ()):
+            waker()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(locks={len(self._locks)})"
+
+
+class AsyncMemoryStore:
+    """The asyncio face of a :class:`MemoryStore` (same locks, awaitable methods)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.sync = store
+        self.capabilities = store.capabilities
+
+    async def acquire(self, key: str, token: str, ttl: float) -> int | None:
+        """See :meth:`MemoryStore.acquire`."""
+        return self.sync.acquire(key, token, ttl)
+
+    async def release(self, key: str, token: str) -> bool:
+        """See :meth:`MemoryStore.release`."""
+        return self.sync.release(key, token)
+
+    async def extend(self, key: str, token: str, ttl: float) -> bool:
+        """See :meth:`MemoryStore.extend`."""
+        return self.sync.extend(key, token, ttl)
+
+    async def owner(self, key: str) -> str | None:
+        """See :meth:`MemoryStore.owner`."""
+        return self.sync.owner(key)
+
+    async def wait(self, key: str, timeout: float) -> None:
+        """See :meth:`MemoryStore.wait`; releases from any thread wake this task."""
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def waker() -> None:
+            loop.call_soon_threadsafe(resolve, woken)
+
+        bound = self.sync._register(key, waker, timeout)
+        if bound <= 0:
+            return
+        try:
+            await asyncio.wait_for(woken, bound)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self.sync._unregister(key, waker)
+
+    async def force_release(self, key: str) -> bool:
+        """See :meth:`MemoryStore.force_release`."""
+        return self.sync.force_release(key)
+
+    async def iter_locks(self, prefix: str = "") -> AsyncIterator[LockInfo]:
+        """See :meth:`MemoryStore.iter_locks`."""
+        for info in self.sync.iter_locks(prefix):
+            yield info
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.sync!r})"
+
+
+__all__ = ["AsyncMemoryStore", "MemoryStore"]

@@ -1,0 +1,479 @@
+"""SQLiteStore: locks shared by the processes of one machine, with no server at all.
+
+The embedded default store. Every step is one short SQLite transaction, so the file
+stays consistent when many processes hammer it and when a holder is killed mid-step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import sqlite3
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..errors import StoreConfigError, StoreError, StoreUnavailable
+from ._threaded import ThreadedAsyncAdminStore, resolve
+from .base import CROSS_PROCESS, EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# sqlite3 hands the busy timeout to SQLite as a C int of milliseconds.
+_MAX_BUSY_TIMEOUT: Final = 2_000_000.0
+
+
+class _Local:
+    """One store's state in this process: idle connections and in-process waiters."""
+
+    def __init__(self) -> None:
+        self.idle: list[sqlite3.Connection] = []
+        self.wakers: dict[str, list[Callable[[], None]]] = {}
+        self.mutex = threading.Lock()
+
+    def close(self) -> None:
+        with self.mutex:
+            idle, self.idle = self.idle, []
+        for conn in idle:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def forget_after_fork(self) -> None:
+        # A connection must never be used on both sides of a fork, and a mutex some
+        # parent thread held would stay locked forever: the child starts afresh.
+        _ORPHANED.extend(self.idle)
+        self.idle = []
+        self.wakers = {}
+        self.mutex = threading.Lock()
+
+
+# Connections inherited across fork: kept referenced, never used or closed in the child.
+_ORPHANED: list[sqlite3.Connection] = []
+_LOCALS: weakref.WeakSet[_Local] = weakref.WeakSet()
+_MAX_IDLE = 8
+
+
+def _after_fork_in_child() -> None:
+    for local in list(_LOCALS):
+        local.forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def default_path() -> Path:
+    """The embedded default lock file: ``remotelock/locks.sqlite3`` in the user's cache dir.
+
+    ``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux and other Unixes, ``~/Library/Caches``
+    on macOS, ``%LOCALAPPDATA%`` on Windows. Processes of the same user on this machine
+    therefore agree on it without any configuration.
+    """
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "remotelock" / "locks.sqlite3"
+
+
+class SQLiteStore:
+    """Locks in a SQLite file: exclusion between the processes of one machine.
+
+    - URL: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (SQLAlchemy's
+      convention), or ``sqlite://`` for the embedded default file (:func:`default_path`).
+      Query options: ``busy_timeout`` (seconds, default 5), ``table`` (default
+      ``remotelock_locks``), ``poll_interval`` (seconds, default 0.002).
+    - Layout: table ``<table>(key TEXT PRIMARY KEY, token TEXT, fence INTEGER,
+      expires_at REAL)`` holding the held locks, and ``<table>_meta(name, value)`` whose
+      ``fence`` row feeds the fencing tokens of every key, so they keep increasing after
+      a key's row is deleted. The file runs in WAL mode with ``synchronous=NORMAL``:
+      a crashed process loses nothing; a power cut may lose the last few steps.
+    - Clock: expiry is **wall time** (``time.time``) of this machine, because several
+      processes must agree on it. A wall-clock jump shortens or stretches leases.
+    - Wake-ups: a release in this process wakes its waiters at once; waiters in other
+      processes watch SQLite's ``data_version`` every ``poll_interval`` and wake a few
+      milliseconds after a commit frees their key. Waits are also bounded by the
+      holder's remaining lease.
+    - Limits: one machine only. A file on a network filesystem is not supported by
+      SQLite's locking; use Redis or PostgreSQL across machines. Each step waits at most
+      ``busy_timeout`` for the file lock, then raises :class:`StoreUnavailable`.
+    """
+
+    capabilities: frozenset[str] = frozenset(
+        {CROSS_PROCESS, NOTIFY, FENCING, TOKEN_CHECKED, EXPIRY}
+    )
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        table: str = "remotelock_locks",
+        busy_timeout: float = 5.0,
+        poll_interval: float = 0.002,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(table, str) or not _IDENTIFIER.fullmatch(table):
+            raise StoreConfigError(f"table must be a plain SQL identifier, got {table!r}")
+        if not 0 < busy_timeout <= _MAX_BUSY_TIMEOUT:
+            raise StoreConfigError(
+                f"busy_timeout must be between 0 and {_MAX_BUSY_TIMEOUT:.0f} s, "
+                f"got {busy_timeout!r}"
+            )
+        if not 0 < poll_interval <= 1:
+            raise StoreConfigError(f"poll_interval must be in (0, 1] s, got {poll_interval!r}")
+        if path is not None and os.fspath(path) == ":memory:":
+            raise StoreConfigError(
+                "an in-memory SQLite database cannot be shared; use MemoryStore instead"
+            )
+        self.path = Path(path) if path is not None else default_path()
+        self.table = table
+        self.busy_timeout = float(busy_timeout)
+        self.poll_interval = float(poll_interval)
+        self._clock = clock
+        self._schema_ready = False
+        self._local = _Local()
+        _LOCALS.add(self._local)
+        weakref.finalize(self, self._local.close)
+        self._twin: AsyncSQLiteStore | None = None
+        t = table
+        self._sql_select: Final = f"SELECT token, fence, expires_at FROM {t} WHERE key = ?"
+        self._sql_insert: Final = f"INSERT OR REPLACE INTO {t} VALUES (?, ?, ?, ?)"
+        self._sql_renew: Final = f"UPDATE {t} SET expires_at = ? WHERE key = ?"
+        self._sql_bump: Final = f"UPDATE {t}_meta SET value = value + 1 WHERE name = 'fence'"
+        self._sql_fence: Final = f"SELECT value FROM {t}_meta WHERE name = 'fence'"
+        self._sql_release: Final = (
+            f"DELETE FROM {t} WHERE key = ? AND token = ? AND expires_at > ?"
+        )
+        self._sql_drop: Final = f"DELETE FROM {t} WHERE key = ? AND token = ?"
+        self._sql_extend: Final = (
+            f"UPDATE {t} SET expires_at = ? WHERE key = ? AND token = ? AND expires_at > ?"
+        )
+        self._sql_owner: Final = f"SELECT token FROM {t} WHERE key = ? AND expires_at > ?"
+        self._sql_expiry: Final = f"SELECT token, expires_at FROM {t} WHERE key = ?"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Build from ``sqlite:///path`` (see the class docs); kwargs override the query."""
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite":
+            raise StoreConfigError(f"not a sqlite:// URL: {url!r}")
+        if parts.netloc:
+            raise StoreConfigError(
+                f"sqlite URLs have no host: write sqlite:///relative.db or "
+                f"sqlite:////absolute/path.db, got {url!r}"
+            )
+        raw_path = unquote(parts.path)
+        path = raw_path[1:] if raw_path.startswith("/") else raw_path
+        merged: dict[str, Any] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name in ("busy_timeout", "poll_interval"):
+                try:
+                    merged[name] = float(value)
+                except ValueError:
+                    raise StoreConfigError(
+                        f"{name} in {url!r} must be a number of seconds, got {value!r}"
+                    ) from None
+            elif name == "table":
+                merged[name] = value
+            else:
+                raise StoreConfigError(f"unknown sqlite:// option {name!r} in {url!r}")
+        merged.update(options)
+        return cls(path or None, **merged)
+
+    # -- connections ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one step, taken from the idle pool and put back after."""
+        local = self._local
+        with local.mutex:
+            conn = local.idle.pop() if local.idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        except BaseException:
+            conn.close()  # it may be mid-transaction or broken: don't reuse it
+            raise
+        with local.mutex:
+            if len(local.idle) < _MAX_IDLE:
+                local.idle.append(conn)
+                return
+        conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,  # we issue BEGIN IMMEDIATE ourselves
+            check_same_thread=False,  # pooled: used by one thread at a time, any thread
+        )
+        try:
+            self._use_wal(conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if not self._schema_ready:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.table} (key TEXT PRIMARY KEY, "
+                    "token TEXT NOT NULL, fence INTEGER NOT NULL, expires_at REAL NOT NULL) "
+                    "WITHOUT ROWID"
+                )
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.table}_meta "
+                    "(name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+                )
+                conn.execute(f"INSERT OR IGNORE INTO {self.table}_meta VALUES ('fence', 0)")
+                conn.execute("COMMIT")
+                self._schema_ready = True
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL mode (persistent: done once per file, by whoever is first).
+
+        The switch needs an exclusive lock and SQLite answers "database is locked"
+        without calling the busy handler when another process holds any lock, which
+        happens when many processes open a new file at once: retry until busy_timeout.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                    raise
+                time.sleep(random.uniform(0.001, 0.02))
+
+    @contextlib.contextmanager
+    def _translate(self, step: str, key: str) -> Iterator[sqlite3.Connection]:
+        """Run one step on a pooled connection; driver errors become StoreErrors."""
+        try:
+            with self._conn() as conn:
+                yield conn
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if "locked" in text or "busy" in text:
+                raise StoreUnavailable(
+                    f"SQLite store {self.path}: {step} {key!r} waited more than "
+                    f"{self.busy_timeout:g} s for the file lock"
+                ) from exc
+            raise StoreUnavailable(f"SQLite store {self.path}: {step} {key!r}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {step} {key!r}: {exc}") from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {step} {key!r}: {exc}") from exc
+
+    # -- the Store protocol ---------------------------------------------------------
+
+    def acquire(self, key: str, token: str, ttl: float) -> int | None:
+        """Take ``key`` if free or expired, in one ``BEGIN IMMEDIATE`` transaction."""
+        with self._translate("acquire", key) as conn:
+            # A plain read first: a busy lock is answered without the write lock.
+            row = conn.execute(self._sql_select, (key,)).fetchone()
+            if row is not None and row[0] != token and row[2] > self._clock():
+                return None
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._clock()
+                row = conn.execute(self._sql_select, (key,)).fetchone()
+                if row is not None and row[2] > now:
+                    if row[0] != token:
+                        return None
+                    conn.execute(self._sql_renew, (now + ttl, key))
+                    fence = int(row[1])
+                else:
+                    conn.execute(self._sql_bump)
+                    fence = int(conn.execute(self._sql_fence).fetchone()[0])
+                    conn.execute(self._sql_insert, (key, token, fence, now + ttl))
+                conn.execute("COMMIT")
+                return fence
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+
+    def release(self, key: str, token: str) -> bool:
+        """Delete ``key`` if ``token`` holds an unexpired lease on it."""
+        with self._translate("release", key) as conn:
+            if conn.execute(self._sql_release, (key, token, self._clock())).rowcount:
+                self._wake(key)
+                return True
+            # Our lease had already run out: drop the stale row, but report the loss.
+            if conn.execute(self._sql_drop, (key, token)).rowcount:
+                self._wake(key)
+            return False
+
+    def extend(self, key: str, token: str, ttl: float) -> bool:
+        """Reset the lease if ``token`` still holds ``key``."""
+        with self._translate("extend", key) as conn:
+            now = self._clock()
+            return bool(conn.execute(self._sql_extend, (now + ttl, key, token, now)).rowcount)
+
+    def owner(self, key: str) -> str | None:
+        """The token holding ``key``, or ``None``."""
+        with self._translate("owner", key) as conn:
+            row = conn.execute(self._sql_owner, (key, self._clock())).fetchone()
+            return None if row is None else str(row[0])
+
+    def wait(self, key: str, timeout: float) -> None:
+        """Sleep until ``key`` frees (release here or elsewhere), its lease ends, or timeout."""
+        deadline = time.monotonic() + timeout
+        event = threading.Event()
+        self._register(key, event.set)
+        try:
+            with self._translate("wait", key) as conn:
+                holder = self._holder(conn, key)
+                version = self._version(conn)
+                while holder is not None:
+                    left = min(deadline, holder[1]) - time.monotonic()
+                    if left <= 0 or event.wait(min(self.poll_interval, left)):
+                        return
+                    now_version = self._version(conn)
+                    if now_version != version:
+                        version = now_version
+                        holder = self._same_holder(conn, key, holder)
+        finally:
+            self._unregister(key, event.set)
+
+    # -- admin ----------------------------------------------------------------------
+
+    def force_release(self, key: str) -> bool:
+        """Delete ``key`` whoever holds it; ``True`` if an unexpired lease was there."""
+        with self._translate("force_release", key) as conn:
+            now = self._clock()
+            held = conn.execute(
+                f"DELETE FROM {self.table} WHERE key = ? AND expires_at > ?", (key, now)
+            ).rowcount
+            conn.execute(f"DELETE FROM {self.table} WHERE key = ?", (key,))
+            self._wake(key)
+            return bool(held)
+
+    def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
+        """The unexpired locks whose key starts with ``prefix``."""
+        with self._translate("iter_locks", prefix) as conn:
+            now = self._clock()
+            rows = conn.execute(
+                f"SELECT key, token, fence, expires_at FROM {self.table} "
+                "WHERE expires_at > ? AND substr(key, 1, ?) = ? ORDER BY key",
+                (now, len(prefix), prefix),
+            ).fetchall()
+        return iter([LockInfo(r[0], r[1], int(r[2]), float(r[3]) - now) for r in rows])
+
+    def as_async(self) -> AsyncSQLiteStore:
+        """The async twin; it shares this store's file and in-process wake-ups."""
+        if self._twin is None:
+            self._twin = AsyncSQLiteStore(self)
+        return self._twin
+
+    def close(self) -> None:
+        """Close the idle connections (the store reconnects if used again)."""
+        self._local.close()
+
+    # -- waiting helpers (shared with the async twin) ---------------------------------
+
+    def _holder(self, conn: sqlite3.Connection, key: str) -> tuple[str, float] | None:
+        """``(token, monotonic deadline)`` of the current holder, or ``None`` if free."""
+        row = conn.execute(self._sql_expiry, (key,)).fetchone()
+        if row is None:
+            return None
+        left = float(row[1]) - self._clock()
+        return None if left <= 0 else (str(row[0]), time.monotonic() + left)
+
+    def _same_holder(
+        self, conn: sqlite3.Connection, key: str, holder: tuple[str, float]
+    ) -> tuple[str, float] | None:
+        """The holder after a commit, or ``None`` if the key changed hands or freed."""
+        now_holder = self._holder(conn, key)
+        if now_holder is None or now_holder[0] != holder[0]:
+            return None
+        return now_holder
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection) -> int:
+        # Changes whenever another connection commits; in WAL mode it reads shared
+        # memory only, so polling it is cheap and never waits for a writer.
+        return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _register(self, key: str, waker: Callable[[], None]) -> None:
+        with self._local.mutex:
+            self._local.wakers.setdefault(key, []).append(waker)
+
+    def _unregister(self, key: str, waker: Callable[[], None]) -> None:
+        with self._local.mutex:
+            wakers = self._local.wakers.get(key)
+            if wakers is not None and waker in wakers:
+                wakers.remove(waker)
+                if not wakers:
+                    del self._local.wakers[key]
+
+    def _wake(self, key: str) -> None:
+        with self._local.mutex:
+            wakers = self._local.wakers.pop(key, ())
+        for waker in wakers:
+            waker()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, table={self.table!r})"
+
+
+class AsyncSQLiteStore(ThreadedAsyncAdminStore):
+    """The asyncio twin of :class:`SQLiteStore`.
+
+    Steps run in worker threads (a busy file may block up to ``busy_timeout``).
+    ``wait`` runs on the event loop instead: it only reads, and WAL-mode reads never
+    wait for a writer, so a hundred waiting tasks do not occupy a hundred threads.
+    """
+
+    sync: SQLiteStore
+
+    def __init__(self, store: SQLiteStore) -> None:
+        super().__init__(store)
+
+    async def wait(self, key: str, timeout: float) -> None:
+        """See :meth:`SQLiteStore.wait`; a release in this process wakes the task at once."""
+        store = self.sync
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def waker() -> None:
+            loop.call_soon_threadsafe(resolve, woken)
+
+        store._register(key, waker)
+        try:
+            with store._translate("wait", key) as conn:
+                holder = store._holder(conn, key)
+                version = store._version(conn)
+                while holder is not None:
+                    left = min(deadline, holder[1]) - time.monotonic()
+                    if left <= 0:
+                        return
+                    await asyncio.wait((woken,), timeout=min(store.poll_interval, left))
+                    if woken.done():
+                        return
+                    now_version = store._version(conn)
+                    if now_version != version:
+                        version = now_version
+                        holder = store._same_holder(conn, key, holder)
+        finally:
+            store._unregister(key, waker)
+
+
+__all__ = ["AsyncSQLiteStore", "SQLiteStore", "default_path"]
