@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._version import __version__
 from .config import configure
+from .decorator import LockedSpec, remote_locked
 from .errors import (
     LockLost,
     LockTimeout,
@@ -15,14 +16,20 @@ from .errors import (
     StoreError,
     StoreUnavailable,
 )
+from .lease import Lease
+from .lock import RemoteLock
 
 __all__ = [
+    "Lease",
     "LockLost",
     "LockTimeout",
+    "LockedSpec",
+    "RemoteLock",
     "RemoteLockError",
     "StoreConfigError",
     "StoreError",
     "StoreUnavailable",
     "__version__",
     "configure",
+    "remote_locked",
 ]

@@ -1,0 +1,58 @@
+"""A worker process for cross-process tests: N critical sections on one shared counter.
+
+Each critical section is a deliberately non-atomic read-modify-write of a counter file,
+run through ``@remote_locked``. The worker records when it entered and left each one
+(``time.monotonic_ns``: the same clock for every process on one machine) and the
+fencing token it held, and writes them as JSON lines when done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from remotelock import remote_locked
+from remotelock.stores import store_from_url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--counter", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--work", type=float, default=0.0, help="seconds inside each section")
+    args = parser.parse_args(argv)
+    store = store_from_url(args.url)
+    records: list[dict[str, int]] = []
+
+    @remote_locked(args.key, store=store, ttl=30)
+    def critical(*, fencing_token: int | None = None) -> None:
+        entered = time.monotonic_ns()
+        text = args.counter.read_text()
+        value = int(text) if text else 0
+        if args.work:
+            time.sleep(args.work)
+        args.counter.write_text(str(value + 1))
+        records.append(
+            {
+                "pid": os.getpid(),
+                "fence": fencing_token or 0,
+                "enter": entered,
+                "exit": time.monotonic_ns(),
+            }
+        )
+
+    for _ in range(args.count):
+        critical()
+    args.out.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
