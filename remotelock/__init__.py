@@ -6,6 +6,7 @@ Only the names in ``__all__`` (here and in :mod:`remotelock.stores`) are public.
 from __future__ import annotations
 
 from ._version import __version__
+from .compat import make_remote_lock
 from .config import configure
 from .decorator import LockedSpec, remote_locked
 from .errors import (
@@ -31,5 +32,6 @@ __all__ = [
     "StoreUnavailable",
     "__version__",
     "configure",
+    "make_remote_lock",
     "remote_locked",
 ]
