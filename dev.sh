@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# remotelock developer entry point. Needs only python3 (3.10+) and bash.
+#
+#   ./dev.sh demo    set up .venv, run the two flagship scenarios across processes
+#   ./dev.sh test    set up .venv, run lint, types and the full suite on real servers
+#   ./dev.sh bench   set up .venv, run the side-by-side benchmarks
+#   ./dev.sh lint    ruff + mypy only
+#
+# Extra arguments go to the underlying command (pytest, the demo, the benchmark).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+
+die() { echo "dev.sh: $*" >&2; exit 2; }
+
+# Create .venv and install the package with the given extras, once per change of the
+# packaging files (a stamp records what was installed).
+setup() {
+    local extras=$1
+    command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python 3.10 or newer"
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+        || die "Python 3.10 or newer is needed, $PYTHON is $("$PYTHON" -V 2>&1)"
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "dev.sh: creating $VENV" >&2
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local want stamp="$VENV/.remotelock-$extras"
+    want=$(cat setup.cfg pyproject.toml | "$VENV/bin/python" -c \
+        'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        local spec=".[$extras]"
+        [ "$extras" = base ] && spec="."
+        echo "dev.sh: installing remotelock ($extras) into $VENV" >&2
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --editable "$spec"
+        echo "$want" > "$stamp"
+    fi
+}
+
+lint() {
+    "$VENV/bin/python" -m ruff check .
+    "$VENV/bin/python" -m ruff format --check .
+    "$VENV/bin/python" -m mypy
+}
+
+command=${1:-help}
+shift || true
+case "$command" in
+    demo)
+        setup base
+        exec "$VENV/bin/python" -m remotelock.demo "$@"
+        ;;
+    test)
+        setup test,postgres
+        lint
+        REMOTELOCK_REQUIRE_STORES=1 exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    bench)
+        setup test,postgres,bench
+        exec "$VENV/bin/python" -m benchmarks "$@"
+        ;;
+    lint)
+        setup test,postgres
+        lint
+        ;;
+    help|-h|--help)
+        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        ;;
+    *)
+        die "unknown command '$command' (try: demo, test, bench, lint)"
+        ;;
+esac
