@@ -14,18 +14,16 @@ import asyncio
 import functools
 import inspect
 import logging
-import secrets
-import threading
+import os
+import random
 import time
-import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import policy
 from .errors import StoreError
 from .lease import Lease, Renewer, start_async_renewal
-from .stores.base import AsyncStore, Store
+from .stores.base import AsyncQueuedStore, AsyncStore, QueuedStore, Store
 
 if TYPE_CHECKING:
     from .lock import RemoteLock
@@ -35,42 +33,48 @@ log = logging.getLogger("remotelock.lock")
 Skip = Callable[[], Any] | None
 
 
-@dataclass(frozen=True)
-class _Taken:
+class _Taken(NamedTuple):
     fence: int
     started: float  # monotonic time before the request: the lease's local deadline counts from it
+
+
+# Tokens only need to be unique: 128 bits from a private generator seeded by the OS
+# (not the `random` module's, which programs seed for reproducibility), reseeded in
+# every forked child so that parent and child never draw the same tokens.
+_tokens = random.Random(os.urandom(32))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _tokens.seed(os.urandom(32)))
+
+
+def new_token() -> str:
+    """A fresh lock token (32 hex digits)."""
+    return f"{_tokens.getrandbits(128):032x}"
 
 
 class _Attempts:
     """One acquire's state (engines are shared by concurrent threads and tasks)."""
 
+    __slots__ = ("count", "inflight", "queued", "started", "token")
+
     def __init__(self) -> None:
-        self.token = secrets.token_urlsafe(16)
+        self.token = new_token()
         self.started = time.monotonic()
         self.count = 0
+        self.queued = False  # an attempt found the lock busy (a queueing store queued us)
         self.inflight: asyncio.Future[int | None] | None = None
 
 
 class _Engine:
-    """What both engines share: the lock, and the leases it holds right now."""
+    """What both engines share: turning attempt outcomes into leases and errors."""
 
     def __init__(self, lock: RemoteLock) -> None:
         self.lock = lock
-        self._held: weakref.WeakSet[Lease] = weakref.WeakSet()
-        self._held_mutex = threading.Lock()
-
-    def held(self) -> list[Lease]:
-        """The leases issued by this engine and not yet released."""
-        with self._held_mutex:
-            return [lease for lease in self._held if not lease.released]
 
     def _issue(self, token: str, taken: _Taken, attempts: int) -> Lease:
         lock = self.lock
-        lease = Lease(lock.key, token, taken.fence, lock.ttl, deadline=taken.started + lock.ttl)
+        lease = Lease(lock.key, token, taken.fence, lock.ttl, taken.started + lock.ttl)
         lease._lock = lock
         lease._on_lost = lock.settings.on_lost
-        with self._held_mutex:
-            self._held.add(lease)
         log.debug(
             "acquired lock %r (token %s…, fencing token %d) after %d attempt(s)",
             lock.key,
@@ -105,6 +109,12 @@ class SyncEngine(_Engine):
     def __init__(self, lock: RemoteLock, store: Store) -> None:
         super().__init__(lock)
         self.store = store
+        self.queue: QueuedStore | None = store if isinstance(store, QueuedStore) else None
+
+    def _sleep(self, state: _Attempts) -> Callable[[float], None]:
+        if self.queue is not None:
+            return functools.partial(self.queue.wait_turn, self.lock.key, state.token)
+        return functools.partial(self.store.wait, self.lock.key)
 
     def acquire(self, skip: Skip, stop: policy.StopStrategy, blocking: bool) -> Lease | None:
         """A lease, ``None`` if skipped, or :class:`LockTimeout` when ``stop`` fires."""
@@ -117,12 +127,14 @@ class SyncEngine(_Engine):
                 def attempt() -> object:
                     return first.pop() if first else self._attempt(state, skip)
 
-                sleep = functools.partial(self.store.wait, self.lock.key)
-                outcome = policy.retrying(self.lock.settings.wait, stop, sleep)(attempt)
+                retrying = policy.retrying(self.lock.settings.wait, stop, self._sleep(state))
+                outcome = retrying(attempt)
         except BaseException as exc:
             if not isinstance(exc, StoreError):
-                self._give_back(state.token)
+                self._give_back(state)
             raise
+        if self.queue is not None and state.queued and not isinstance(outcome, _Taken):
+            self._leave(self.queue, state)
         lease = self._settle(outcome, state)
         if lease is not None:
             Renewer.for_store(self.store).add(lease)
@@ -135,25 +147,35 @@ class SyncEngine(_Engine):
         started = time.monotonic()
         fence = self.store.acquire(self.lock.key, state.token, self.lock.ttl)
         if fence is None:
+            state.queued = True
             return policy.BUSY
         if skip is not None and skip():
             self.store.release(self.lock.key, state.token)
             return policy.SKIPPED
         return _Taken(fence, started)
 
-    def _give_back(self, token: str) -> None:
+    def _give_back(self, state: _Attempts) -> None:
         try:
-            self.store.release(self.lock.key, token)
+            self.store.release(self.lock.key, state.token)
+            if self.queue is not None and state.queued:
+                self.queue.leave(self.lock.key, state.token)
         except Exception as exc:
             log.debug(
                 "could not give back lock %r after an interrupted acquire: %s", self.lock.key, exc
             )
+
+    def _leave(self, queue: QueuedStore, state: _Attempts) -> None:
+        try:
+            queue.leave(self.lock.key, state.token)
+        except StoreError as exc:  # the queue entry expires on its own
+            log.debug("could not leave the queue of lock %r: %s", self.lock.key, exc)
 
     def release(self, lease: Lease) -> bool:
         """Release ``lease`` (once); stop renewing it first."""
         if lease.released:
             return False
         lease.released = True
+        Renewer.for_store(self.store).discard(lease)
         return self._released(lease, self.store.release(lease.key, lease.token))
 
     def extend(self, lease: Lease, ttl: float) -> bool:
@@ -198,6 +220,12 @@ class AsyncEngine(_Engine):
         super().__init__(lock)
         self.store = store
         self.source = source  # what the user configured (a sync store served through a twin)
+        self.queue = store if isinstance(store, AsyncQueuedStore) else None
+
+    def _sleep(self, state: _Attempts) -> Callable[[float], Awaitable[None]]:
+        if self.queue is not None:
+            return functools.partial(self.queue.wait_turn, self.lock.key, state.token)
+        return functools.partial(self.store.wait, self.lock.key)
 
     async def acquire(self, skip: Skip, stop: policy.StopStrategy, blocking: bool) -> Lease | None:
         """See :meth:`SyncEngine.acquire`; cancellation leaves no lock behind."""
@@ -210,13 +238,14 @@ class AsyncEngine(_Engine):
                 async def attempt() -> object:
                     return first.pop() if first else await self._attempt(state, skip)
 
-                sleep = functools.partial(self.store.wait, self.lock.key)
-                retrying = policy.async_retrying(self.lock.settings.wait, stop, sleep)
-                outcome = await retrying(attempt)
+                wait = self.lock.settings.wait
+                outcome = await policy.async_retrying(wait, stop, self._sleep(state))(attempt)
         except BaseException as exc:
             if not isinstance(exc, StoreError):
                 await _shielded(self._give_back(state))
             raise
+        if self.queue is not None and state.queued and not isinstance(outcome, _Taken):
+            await self._leave(self.queue, state)
         lease = self._settle(outcome, state)
         if lease is not None:
             lease._renewal = start_async_renewal(lease, self.store)
@@ -234,6 +263,7 @@ class AsyncEngine(_Engine):
         )
         fence = await asyncio.shield(state.inflight)
         if fence is None:
+            state.queued = True
             return policy.BUSY
         if skip is not None and await _call(skip):
             await self.store.release(self.lock.key, state.token)
@@ -245,10 +275,18 @@ class AsyncEngine(_Engine):
             if state.inflight is not None:
                 await asyncio.wait((state.inflight,))
             await self.store.release(self.lock.key, state.token)
+            if self.queue is not None and state.queued:
+                await self.queue.leave(self.lock.key, state.token)
         except Exception as exc:
             log.debug(
                 "could not give back lock %r after an interrupted acquire: %s", self.lock.key, exc
             )
+
+    async def _leave(self, queue: AsyncQueuedStore, state: _Attempts) -> None:
+        try:
+            await queue.leave(self.lock.key, state.token)
+        except StoreError as exc:  # the queue entry expires on its own
+            log.debug("could not leave the queue of lock %r: %s", self.lock.key, exc)
 
     async def release(self, lease: Lease) -> bool:
         """See :meth:`SyncEngine.release`; completes even if the caller is cancelled."""

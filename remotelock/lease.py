@@ -16,6 +16,7 @@ import heapq
 import inspect
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -36,6 +37,8 @@ OnLost = Callable[["Lease"], Any]
 _RETRY_FRACTION = 0.1
 # A renewal thread with nothing to renew for this long exits (a new lease restarts it).
 _IDLE_SECONDS = 5.0
+# Losses are rare; one mutex for all leases keeps "first to find it" exact.
+_LOST_MUTEX = threading.Lock()
 
 
 class Lease:
@@ -46,6 +49,21 @@ class Lease:
     or partitioned former holder into a harmless one.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_lock",
+        "_lost",
+        "_on_lost",
+        "_renewal",
+        "deadline",
+        "fencing_token",
+        "key",
+        "lost_reason",
+        "released",
+        "token",
+        "ttl",
+    )
+
     def __init__(
         self, key: str, token: str, fencing_token: int, ttl: float, deadline: float
     ) -> None:
@@ -53,12 +71,12 @@ class Lease:
         self.token = token
         self.fencing_token = fencing_token
         self.ttl = ttl
+        # Monotonic time by which the lease surely ends unless renewed (counted from
+        # before the request that took or renewed it, so it errs early).
         self.deadline = deadline
-        """Monotonic time by which the lease surely ends unless renewed (measured from
-        before the request that took or renewed it, so it errs early)."""
         self.lost_reason = ""
         self.released = False
-        self._lost = threading.Event()
+        self._lost = False  # set once, by whichever thread finds the loss
         self._on_lost: OnLost | None = None
         self._lock: Any = None  # the RemoteLock that issued it (set by the lock layer)
         self._renewal: asyncio.Task[None] | None = None  # async leases: the renewal task
@@ -66,7 +84,7 @@ class Lease:
     @property
     def lost(self) -> bool:
         """True once the lock was found expired or taken over while this lease held it."""
-        return self._lost.is_set()
+        return self._lost
 
     def remaining(self) -> float:
         """Seconds the lease surely has left by the local clock (0 once it may have ended)."""
@@ -74,10 +92,11 @@ class Lease:
 
     def mark_lost(self, reason: str) -> bool:
         """Record the loss; ``True`` the first time (the caller then runs ``on_lost``)."""
-        if self._lost.is_set():
-            return False
-        self.lost_reason = reason
-        self._lost.set()
+        with _LOST_MUTEX:
+            if self._lost:
+                return False
+            self.lost_reason = reason
+            self._lost = True
         log.warning(
             "lock %r lost (token %s…, fencing token %d): %s",
             self.key,
@@ -154,10 +173,15 @@ class Renewer:
         self._heap: list[tuple[float, int, weakref.ref[Lease]]] = []
         self._order = itertools.count()
         self._running = False
+        self._wake_at = math.inf  # when the thread plans to look at the heap again
+        self._stale = 0  # entries of released leases still in the heap
 
     @classmethod
     def for_store(cls, store: Store) -> Renewer:
         """The renewer of ``store`` (created on first use)."""
+        renewer = cls._instances.get(id(store))
+        if renewer is not None and renewer.store is store:
+            return renewer
         with cls._instances_mutex:
             renewer = cls._instances.get(id(store))
             if renewer is None or renewer.store is not store:
@@ -177,11 +201,29 @@ class Renewer:
             due = time.monotonic() + lease.ttl / 3
             heapq.heappush(self._heap, (due, next(self._order), weakref.ref(lease)))
             if self._running:
-                self._cond.notify()
+                # Wake the thread only if it now has to renew sooner than it planned:
+                # waking it for every lease would cost each acquire a thread switch.
+                if due < self._wake_at:
+                    self._cond.notify()
                 return
             self._running = True
+            self._wake_at = math.inf
         name = f"remotelock-renewer-{type(self.store).__name__}"
         threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def discard(self, lease: Lease) -> None:
+        """Note that ``lease`` was released (its entry is dropped lazily, in bulk).
+
+        Most leases are released long before their first renewal; letting their
+        entries pile up until then would keep thousands of dead objects alive for the
+        garbage collector to walk over and over.
+        """
+        with self._cond:
+            self._stale += 1
+            if self._stale > 64 and self._stale * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if _live(entry[2]())]
+                heapq.heapify(self._heap)
+                self._stale = 0
 
     def _run(self) -> None:
         while True:
@@ -210,23 +252,27 @@ class Renewer:
         """Wait (holding the condition) for the next due, still-held lease; None when idle."""
         idle_until: float | None = None
         while True:
+            while self._heap and not _live(self._heap[0][2]()):
+                heapq.heappop(self._heap)
             now = time.monotonic()
-            if not self._heap:
+            if self._heap:
+                idle_until = None
+                due, _, ref = self._heap[0]
+                if due <= now:
+                    heapq.heappop(self._heap)
+                    self._wake_at = math.inf  # busy renewing: new leases may notify
+                    return ref()
+                self._wake_at = due
+            else:
                 idle_until = idle_until or now + _IDLE_SECONDS
                 if now >= idle_until:
                     return None
-                self._cond.wait(idle_until - now)
-                continue
-            idle_until = None
-            due, _, ref = self._heap[0]
-            lease = ref()
-            if lease is None or lease.released or lease.lost:
-                heapq.heappop(self._heap)
-            elif due <= now:
-                heapq.heappop(self._heap)
-                return lease
-            else:
-                self._cond.wait(due - now)
+                self._wake_at = idle_until
+            self._cond.wait(self._wake_at - now)
+
+
+def _live(lease: Lease | None) -> bool:
+    return lease is not None and not lease.released and not lease.lost
 
 
 if hasattr(os, "register_at_fork"):

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
+import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import tenacity
 
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 # A ContextVar (not a thread-local, not an attribute) lets one RemoteLock object serve
 # many threads and tasks at once, each exiting exactly the lease it entered.
 _entered: ContextVar[tuple[Lease, ...]] = ContextVar("remotelock_entered", default=())
+# Guards each lock's set of leases from acquire() (rarely contended; one for all).
+_issued_mutex = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class RemoteLock:
         )
         self._sync: SyncEngine | None = None
         self._async: AsyncEngine | None = None
+        self._issued: weakref.WeakSet[Lease] | None = None
 
     @classmethod
     def _from_settings(cls, key: str, settings: LockSettings) -> RemoteLock:
@@ -138,6 +143,7 @@ class RemoteLock:
         lock.settings = settings
         lock._sync = None
         lock._async = None
+        lock._issued = None
         return lock
 
     @property
@@ -148,6 +154,8 @@ class RemoteLock:
     # -- engines ----------------------------------------------------------------------
 
     def _sync_engine(self) -> SyncEngine:
+        if self._sync is not None and self.settings.store is not None:
+            return self._sync  # the common case: an explicit store, already checked
         from .engine import SyncEngine
 
         store = config.resolve_store(self.settings.store)
@@ -161,6 +169,8 @@ class RemoteLock:
         return self._sync
 
     def _async_engine(self) -> AsyncEngine:
+        if self._async is not None and self.settings.store is not None:
+            return self._async
         from .engine import AsyncEngine
         from .stores._threaded import threaded
 
@@ -210,8 +220,8 @@ class RemoteLock:
         for entered in reversed(_entered.get()):
             if entered._lock is self and not entered.released:
                 return entered
-        engines = [engine for engine in (self._sync, self._async) if engine is not None]
-        held = [held for engine in engines for held in engine.held()]
+        with _issued_mutex:
+            held = [held for held in self._issued or () if not held.released]
         if len(held) == 1:
             return held[0]
         if not held:
@@ -237,6 +247,9 @@ class RemoteLock:
         :raises LockTimeout: ``stop`` (or ``timeout``) fired while the lock was busy.
         :raises StoreUnavailable: the store could not be reached.
         """
+        return self._track(self._acquire(blocking, timeout))
+
+    def _acquire(self, blocking: bool, timeout: Seconds | None) -> Lease | None:
         self._check_not_entered()
         try:
             return self._sync_engine().acquire(None, self._stop_for(timeout), blocking)
@@ -266,7 +279,8 @@ class RemoteLock:
         return self._sync_engine().locked()
 
     def __enter__(self) -> Lease:
-        lease = self.acquire()
+        # Blocking and without skip_if: a lease or LockTimeout, never None.
+        lease = cast(Lease, self._acquire(True, None))
         _entered.set((*_entered.get(), lease))
         return lease
 
@@ -303,6 +317,9 @@ class RemoteLock:
         self, blocking: bool = True, timeout: Seconds | None = None
     ) -> Lease | None:
         """Async :meth:`acquire`; cancelling it never leaves the lock taken."""
+        return self._track(await self._aacquire(blocking, timeout))
+
+    async def _aacquire(self, blocking: bool, timeout: Seconds | None) -> Lease | None:
         self._check_not_entered()
         try:
             return await self._async_engine().acquire(None, self._stop_for(timeout), blocking)
@@ -325,7 +342,7 @@ class RemoteLock:
         return await self._async_engine().locked()
 
     async def __aenter__(self) -> Lease:
-        lease = await self.aacquire()
+        lease = cast(Lease, await self._aacquire(True, None))
         _entered.set((*_entered.get(), lease))
         return lease
 
@@ -350,6 +367,15 @@ class RemoteLock:
         self._lost_on_exit(lease, raised)
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _track(self, lease: Lease | None) -> Lease | None:
+        """Remember a lease from acquire(), so release() without arguments finds it."""
+        if lease is not None:
+            with _issued_mutex:
+                if self._issued is None:
+                    self._issued = weakref.WeakSet()
+                self._issued.add(lease)
+        return lease
 
     def _pop_entered(self) -> Lease:
         stack = _entered.get()

@@ -37,6 +37,7 @@ from .stores.base import (
     NOTIFY,
     TOKEN_CHECKED,
     AsyncLockAdmin,
+    AsyncQueuedStore,
     AsyncStore,
     LockAdmin,
     LockInfo,
@@ -95,10 +96,11 @@ class BlockingStore:
         return f"BlockingStore({self.store!r})"
 
 
-class BlockingAdminStore(BlockingStore):
-    """:class:`BlockingStore` for an async store with the admin operations."""
+class _BlockingAdmin:
+    """Mixin: the admin operations of an async store, run to completion."""
 
     store: Any
+    run: Any
 
     def force_release(self, key: str) -> bool:
         return bool(self.run(self.store.force_release(key)))
@@ -112,11 +114,33 @@ class BlockingAdminStore(BlockingStore):
         return iter(self.run(collect()))
 
 
+class _BlockingQueued:
+    """Mixin: the queued waiting of an async store, run to completion."""
+
+    store: Any
+    run: Any
+
+    def wait_turn(self, key: str, token: str, timeout: float) -> None:
+        self.run(self.store.wait_turn(key, token, timeout))
+
+    def leave(self, key: str, token: str) -> None:
+        self.run(self.store.leave(key, token))
+
+
+_COMBINED: dict[tuple[type, ...], type[BlockingStore]] = {}
+
+
 def blocking(store: AsyncStore) -> BlockingStore:
-    """A sync face for ``store`` (with the admin operations if it has them)."""
+    """A sync face for ``store``, keeping its optional abilities."""
+    mixins: tuple[type, ...] = ()
+    if isinstance(store, AsyncQueuedStore):
+        mixins += (_BlockingQueued,)
     if isinstance(store, AsyncLockAdmin):
-        return BlockingAdminStore(store)
-    return BlockingStore(store)
+        mixins += (_BlockingAdmin,)
+    cls = _COMBINED.get(mixins)
+    if cls is None:
+        cls = _COMBINED[mixins] = type("BlockingStore", (*mixins, BlockingStore), {})
+    return cls(store)
 
 
 def needs(store: Store, *capabilities: str) -> None:
@@ -342,4 +366,4 @@ class StoreContract:
         assert store.force_release(key) is False
 
 
-__all__ = ["BlockingAdminStore", "BlockingStore", "StoreContract", "blocking", "needs"]
+__all__ = ["BlockingStore", "StoreContract", "blocking", "needs"]

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -20,14 +20,25 @@ from remotelock import config
 from remotelock.stores.base import EXPIRY, Store
 from remotelock.stores.callable import CallableStore
 from remotelock.stores.memory import MemoryStore
+from remotelock.stores.redis import RedisStore
 from remotelock.stores.sqlite import SQLiteStore
 from remotelock.testing import BlockingStore, blocking
+
+if TYPE_CHECKING:
+    from tests.servers.redis import RedisServer
+
+pytest_plugins = ["tests.servers.redis"]
 
 REQUIRE_STORES = os.environ.get("REMOTELOCK_REQUIRE_STORES") == "1"
 
 # Every store the contract runs against; server-backed ones carry their marker.
-STORE_KINDS: list[Any] = ["memory", "sqlite", "callable"]
-ASYNC_KINDS: list[Any] = ["memory", "sqlite", "callable"]
+STORE_KINDS: list[Any] = [
+    "memory",
+    "sqlite",
+    "callable",
+    pytest.param("redis", marks=pytest.mark.redis),
+]
+ASYNC_KINDS = STORE_KINDS
 
 
 def unavailable(what: str, why: str) -> None:
@@ -53,6 +64,14 @@ def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterato
 @pytest.fixture
 def memory_store() -> MemoryStore:
     return MemoryStore()
+
+
+@pytest.fixture
+def redis_store(redis_server: RedisServer) -> Iterator[RedisStore]:
+    """A RedisStore on the session's server, with a key prefix of its own."""
+    store = RedisStore.from_url(f"{redis_server.url}?prefix=test-{uuid.uuid4().hex[:12]}")
+    yield store
+    store.close()
 
 
 @pytest.fixture

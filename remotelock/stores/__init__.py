@@ -22,6 +22,8 @@ from .base import AsyncStore, LockInfo, Store
 if TYPE_CHECKING:
     from .callable import AsyncCallableStore, CallableStore
     from .memory import MemoryStore
+    from .redis import RedisStore
+    from .redis_async import AsyncRedisStore
     from .sqlite import SQLiteStore
 
 # URL scheme -> "module:Class", imported on first use.
@@ -44,7 +46,7 @@ _CLASSES: dict[str, str] = {
     "CallableStore": "remotelock.stores.callable:CallableStore",
     "AsyncCallableStore": "remotelock.stores.callable:AsyncCallableStore",
     "RedisStore": "remotelock.stores.redis:RedisStore",
-    "AsyncRedisStore": "remotelock.stores.redis:AsyncRedisStore",
+    "AsyncRedisStore": "remotelock.stores.redis_async:AsyncRedisStore",
     "PostgresStore": "remotelock.stores.postgres:PostgresStore",
     "AsyncPostgresStore": "remotelock.stores.postgres:AsyncPostgresStore",
 }
@@ -114,10 +116,12 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AsyncCallableStore",
+    "AsyncRedisStore",
     "AsyncStore",
     "CallableStore",
     "LockInfo",
     "MemoryStore",
+    "RedisStore",
     "SQLiteStore",
     "Store",
     "store_from_url",

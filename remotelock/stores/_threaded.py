@@ -1,8 +1,10 @@
 """Bridges between sync stores and asyncio.
 
 A store step may block on I/O (a SQLite busy wait, a user's callable doing network
-calls), so it must not run on the event loop: :class:`ThreadedAsyncStore` runs each
-step with ``asyncio.to_thread``. Stores with a cheaper async ``wait`` override it.
+calls), so it must not run on the event loop: :func:`threaded` serves a sync store to
+asyncio code by running each step with ``asyncio.to_thread``, keeping whichever
+optional abilities (admin, queued waiting) the store has. Stores with a cheaper async
+``wait`` override it in a subclass.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .base import LockAdmin, LockInfo, Store
+from .base import LockAdmin, LockInfo, QueuedStore, Store
 
 
 class ThreadedAsyncStore:
     """The :class:`~remotelock.stores.base.AsyncStore` face of a sync :class:`Store`."""
 
     def __init__(self, store: Store) -> None:
-        self.sync = store
+        self.sync: Any = store
         self.capabilities = store.capabilities
 
     async def acquire(self, key: str, token: str, ttl: float) -> int | None:
@@ -27,11 +29,11 @@ class ThreadedAsyncStore:
 
     async def release(self, key: str, token: str) -> bool:
         """See :meth:`Store.release`."""
-        return await asyncio.to_thread(self.sync.release, key, token)
+        return bool(await asyncio.to_thread(self.sync.release, key, token))
 
     async def extend(self, key: str, token: str, ttl: float) -> bool:
         """See :meth:`Store.extend`."""
-        return await asyncio.to_thread(self.sync.extend, key, token, ttl)
+        return bool(await asyncio.to_thread(self.sync.extend, key, token, ttl))
 
     async def owner(self, key: str) -> str | None:
         """See :meth:`Store.owner`."""
@@ -45,8 +47,8 @@ class ThreadedAsyncStore:
         return f"{type(self).__name__}({self.sync!r})"
 
 
-class ThreadedAsyncAdminStore(ThreadedAsyncStore):
-    """:class:`ThreadedAsyncStore` for a sync store that also has the admin operations."""
+class ThreadedAdmin:
+    """Mixin: the admin operations of a :class:`LockAdmin` store, in worker threads."""
 
     sync: Any
 
@@ -61,11 +63,39 @@ class ThreadedAsyncAdminStore(ThreadedAsyncStore):
             yield info
 
 
+class ThreadedQueued:
+    """Mixin: the queued waiting of a :class:`QueuedStore`, in worker threads."""
+
+    sync: Any
+
+    async def wait_turn(self, key: str, token: str, timeout: float) -> None:
+        """See :meth:`QueuedStore.wait_turn`."""
+        await asyncio.to_thread(self.sync.wait_turn, key, token, timeout)
+
+    async def leave(self, key: str, token: str) -> None:
+        """See :meth:`QueuedStore.leave`."""
+        await asyncio.to_thread(self.sync.leave, key, token)
+
+
+class ThreadedAsyncAdminStore(ThreadedAdmin, ThreadedAsyncStore):
+    """:class:`ThreadedAsyncStore` for a store with the admin operations."""
+
+
+_COMBINED: dict[tuple[type, ...], type[ThreadedAsyncStore]] = {}
+
+
 def threaded(store: Store) -> ThreadedAsyncStore:
-    """The async face of ``store``, with the admin operations if the store has them."""
+    """The async face of ``store``, keeping its optional abilities."""
+    mixins: tuple[type, ...] = ()
+    if isinstance(store, QueuedStore):
+        mixins += (ThreadedQueued,)
     if isinstance(store, LockAdmin):
-        return ThreadedAsyncAdminStore(store)
-    return ThreadedAsyncStore(store)
+        mixins += (ThreadedAdmin,)
+    cls = _COMBINED.get(mixins)
+    if cls is None:
+        name = "Threaded" + "".join(m.__name__.replace("Threaded", "") for m in mixins)
+        cls = _COMBINED[mixins] = type(name + "AsyncStore", (*mixins, ThreadedAsyncStore), {})
+    return cls(store)
 
 
 def resolve(future: asyncio.Future[None]) -> None:
@@ -74,4 +104,11 @@ def resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-__all__ = ["ThreadedAsyncAdminStore", "ThreadedAsyncStore", "resolve", "threaded"]
+__all__ = [
+    "ThreadedAdmin",
+    "ThreadedAsyncAdminStore",
+    "ThreadedAsyncStore",
+    "ThreadedQueued",
+    "resolve",
+    "threaded",
+]

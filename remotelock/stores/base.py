@@ -42,6 +42,8 @@ TOKEN_CHECKED = "token_checked"
 """``release``/``extend``/``acquire`` are atomic and compare the token on the server."""
 EXPIRY = "expiry"
 """Leases run out on their own after ``ttl`` seconds."""
+FAIR = "fair"
+"""Waiters get the lock in arrival order (the store implements :class:`QueuedStore`)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,38 @@ class HasAsyncTwin(Protocol):
 
 
 @runtime_checkable
+class QueuedStore(Protocol):
+    """Optional: a store that queues waiters and serves them in arrival order.
+
+    A plain ``wait(key, timeout)`` cannot say *who* waits; a fair store must know, so
+    that a release wakes each queued waiter and only the first in line may take the
+    lock. The lock layer uses these methods instead of ``wait`` when a store has them.
+    An ``acquire`` that finds the lock busy puts its token in the queue.
+    """
+
+    def wait_turn(self, key: str, token: str, timeout: float) -> None:
+        """Like :meth:`Store.wait`, as the queued waiter ``token``."""
+        ...
+
+    def leave(self, key: str, token: str) -> None:
+        """Take ``token`` out of the queue (it gave up, or no longer needs the lock)."""
+        ...
+
+
+@runtime_checkable
+class AsyncQueuedStore(Protocol):
+    """Async twin of :class:`QueuedStore`."""
+
+    async def wait_turn(self, key: str, token: str, timeout: float) -> None:
+        """See :meth:`QueuedStore.wait_turn`."""
+        ...
+
+    async def leave(self, key: str, token: str) -> None:
+        """See :meth:`QueuedStore.leave`."""
+        ...
+
+
+@runtime_checkable
 class LockAdmin(Protocol):
     """Optional abilities for operators and the CLI; the decorator never needs them."""
 
@@ -151,13 +185,16 @@ __all__ = [
     "CROSS_HOST",
     "CROSS_PROCESS",
     "EXPIRY",
+    "FAIR",
     "FENCING",
     "NOTIFY",
     "TOKEN_CHECKED",
     "AsyncLockAdmin",
+    "AsyncQueuedStore",
     "AsyncStore",
     "HasAsyncTwin",
     "LockAdmin",
     "LockInfo",
+    "QueuedStore",
     "Store",
 ]

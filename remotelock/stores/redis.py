@@ -1,0 +1,452 @@
+"""RedisStore: locks on Redis (standalone, Sentinel or Cluster), fenced, fair, push-woken.
+
+Each primitive is one Lua script (see :mod:`remotelock.stores._redis_lua` for the key
+layout and every script's KEYS, ARGV and reply). Expiry is decided by the Redis
+server's clock (``PX``), so client clocks do not matter. Waiters queue in arrival
+order; a release wakes each of them through its own list (``BLPOP``), and a waiter
+never blocks longer than the holder's remaining lease, so a crashed holder's lock is
+noticed as soon as it runs out.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+import redis
+import redis.exceptions as rex
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+
+from ..errors import StoreConfigError, StoreError, StoreUnavailable
+from ._redis_lua import SCRIPTS
+from ._threaded import threaded
+from .base import (
+    CROSS_HOST,
+    CROSS_PROCESS,
+    EXPIRY,
+    FAIR,
+    FENCING,
+    NOTIFY,
+    TOKEN_CHECKED,
+    AsyncStore,
+    LockInfo,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger(__name__)
+
+_PREFIX: Final = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
+DEFAULT_SOCKET_TIMEOUT: Final = 5.0
+"""Connect and read timeout of clients built from a URL: no call can hang longer."""
+
+CAPABILITIES: Final = frozenset(
+    {CROSS_PROCESS, CROSS_HOST, NOTIFY, FENCING, TOKEN_CHECKED, EXPIRY, FAIR}
+)
+
+
+class Layout(NamedTuple):
+    """The Redis keys of one lock; they share one hash tag (one Cluster slot)."""
+
+    lock: str
+    fence: str
+    queue: str
+    alive: str
+    wake: str  # prefix of the per-waiter wake-up lists
+
+
+@functools.lru_cache(maxsize=4096)
+def layout(prefix: str, key: str) -> Layout:
+    """``<prefix>:{<key>}:lock`` and friends. ``%`` and ``}`` in the key are escaped,
+    so the hash tag is always the whole key and never ends early or comes out empty."""
+    base = f"{prefix}:{{{key.replace('%', '%25').replace('}', '%7D')}}}"
+    return Layout(
+        base + ":lock", base + ":fence", base + ":queue", base + ":alive", base + ":wake:"
+    )
+
+
+def key_of(redis_key: str, prefix: str) -> str | None:
+    """The lock key a ``...:lock`` Redis key belongs to (``None`` if it is not one)."""
+    head = prefix + ":{"
+    if not (redis_key.startswith(head) and redis_key.endswith("}:lock")):
+        return None
+    return redis_key[len(head) : -len("}:lock")].replace("%7D", "}").replace("%25", "%")
+
+
+def ms(seconds: float) -> int:
+    """Whole milliseconds for PX/PEXPIRE, never rounded down to 0 (that would be no lease)."""
+    return max(1, math.ceil(seconds * 1000))
+
+
+def text(value: Any) -> str | None:
+    """A reply as ``str`` whether the client decodes responses or not."""
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_UNAVAILABLE: Final = (
+    rex.ConnectionError,
+    rex.TimeoutError,
+    OSError,
+    rex.ReadOnlyError,
+    rex.ClusterDownError,
+    rex.TryAgainError,
+)
+
+
+class translate:
+    """Redis errors become StoreErrors, raised from the original (one place per store).
+
+    A class rather than a generator context manager: it runs twice per lock cycle.
+    """
+
+    __slots__ = ("key", "step", "store")
+
+    def __init__(self, store: object, step: str, key: str) -> None:
+        self.store = store
+        self.step = step
+        self.key = key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None:
+            return
+        where = f"{self.store!r}: {self.step} {self.key!r}: {exc}"
+        if isinstance(exc, _UNAVAILABLE):
+            raise StoreUnavailable(where) from exc
+        if isinstance(exc, (rex.RedisError, rex.RedisClusterException)):
+            raise StoreError(where) from exc
+
+
+class Options(NamedTuple):
+    """remotelock's own options (the rest of a URL goes to redis-py)."""
+
+    prefix: str = "remotelock"
+    waiter_grace: float = 3.0
+
+
+def check_options(prefix: object, waiter_grace: object) -> Options:
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        raise StoreConfigError(
+            f"prefix must be 1-64 characters of letters, digits and _.:/-, got {prefix!r}"
+        )
+    if isinstance(waiter_grace, bool) or not isinstance(waiter_grace, (int, float)):
+        raise StoreConfigError(f"waiter_grace must be a number of seconds, got {waiter_grace!r}")
+    if not 0.1 <= waiter_grace <= 3600:
+        raise StoreConfigError(f"waiter_grace must be 0.1-3600 s, got {waiter_grace!r}")
+    return Options(prefix, float(waiter_grace))
+
+
+def parse_url(url: str, options: dict[str, Any]) -> tuple[str, Options, dict[str, Any]]:
+    """Split a URL into (URL for redis-py, our options, client kwargs).
+
+    Keyword options override the query string, also for redis-py's own options (which
+    redis-py would otherwise let the query string win).
+    """
+    parts = urlsplit(url)
+    own: dict[str, Any] = {}
+    kept = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "prefix":
+            own[name] = value
+        elif name == "waiter_grace":
+            try:
+                own[name] = float(value)
+            except ValueError:
+                raise StoreConfigError(f"waiter_grace in {url!r} must be a number") from None
+        elif name not in options:
+            kept.append((name, value))
+    for name in ("prefix", "waiter_grace"):
+        if name in options:
+            own[name] = options.pop(name)
+    # Rebuilt by hand: urlunsplit drops the "//" of "unix:///path" (empty host).
+    base = url.split("?", 1)[0]
+    client_url = f"{base}?{urlencode(kept)}" if kept else base
+    return client_url, check_options(**{**Options()._asdict(), **own}), options
+
+
+def hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (after any ``user:password@``) as a list."""
+    found = []
+    for item in netloc.rpartition("@")[2].split(","):
+        host, _, port = item.strip().rpartition(":") if ":" in item else (item, "", "")
+        found.append((host or "127.0.0.1", int(port) if port else default_port))
+    return found
+
+
+def client_defaults(kind: str) -> dict[str, Any]:
+    """Timeouts and retries for clients remotelock builds itself.
+
+    Connection errors (a pooled connection that went stale, a failover) are retried
+    once; timeouts are not, so a frozen server costs one socket timeout, not ten.
+    """
+    defaults: dict[str, Any] = {
+        "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
+        "socket_connect_timeout": DEFAULT_SOCKET_TIMEOUT,
+    }
+    if kind == "cluster":
+        defaults["retry"] = Retry(
+            ExponentialBackoff(cap=0.2, base=0.01), 3, (rex.ConnectionError,)
+        )
+    else:
+        defaults["retry"] = Retry(NoBackoff(), 1, (rex.ConnectionError,))
+    return defaults
+
+
+def sync_client(url: str, kwargs: dict[str, Any]) -> Any:
+    """A redis-py client for ``url``: plain, ``redis+sentinel://`` or ``redis+cluster://``."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "redis+cluster":
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes = [ClusterNode(host, port) for host, port in hosts(parts.netloc, 6379)]
+        extra = dict(parse_qsl(parts.query))
+        settings = {**client_defaults("cluster"), **extra, **kwargs}
+        if parts.password:
+            settings.setdefault("password", unquote(parts.password))
+        return RedisCluster(startup_nodes=nodes, **settings)
+    if scheme == "redis+sentinel":
+        from redis.sentinel import Sentinel
+
+        service, _, db = parts.path.strip("/").partition("/")
+        if not service:
+            raise StoreConfigError(f"sentinel URLs need the service name as the path: {url!r}")
+        settings = {**client_defaults("sentinel"), **dict(parse_qsl(parts.query)), **kwargs}
+        if parts.password:
+            settings.setdefault("password", unquote(parts.password))
+        if db:
+            settings["db"] = int(db)
+        sentinel = Sentinel(
+            hosts(parts.netloc, 26379),
+            socket_timeout=settings["socket_timeout"],
+            sentinel_kwargs={"socket_timeout": settings["socket_timeout"]},
+        )
+        return sentinel.master_for(service, **settings)
+    return redis.Redis.from_url(url, **{**client_defaults("plain"), **kwargs})
+
+
+def max_block(client: Any) -> float:
+    """Longest single BLPOP: well under the client's read timeout (else it would fire)."""
+    pool = getattr(client, "connection_pool", None)
+    timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout") if pool else None
+    if timeout is None:
+        return 1.0
+    return max(0.05, min(1.0, float(timeout) / 2))
+
+
+class RedisStore:
+    """Locks in Redis: exclusion across processes and machines.
+
+    - URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS),
+      ``unix:///path/redis.sock``, ``redis+sentinel://host:26379[,host:port]/service[/db]``,
+      ``redis+cluster://host:port[,host:port]``. Query options: ``prefix`` (key
+      namespace, default ``remotelock``), ``waiter_grace`` (seconds a queued waiter
+      keeps its place without coming back, default 3), plus any redis-py option
+      (``socket_timeout``, ``db``, ...). Clients built from a URL get 5 s connect and
+      read timeouts and retry a broken connection once.
+    - Or pass a client: ``RedisStore(redis.Redis(...))``, a Sentinel ``master_for``
+      client, or a ``RedisCluster``. Give it a ``socket_timeout``, or a frozen server
+      can hang its calls.
+    - Layout (per lock key, one hash tag): ``<prefix>:{<key>}:lock`` (holder token,
+      PX lease), ``:fence`` (fencing counter, never expires: one small key per lock
+      key ever used), ``:queue`` and ``:alive`` (waiters, in arrival order) and
+      ``:wake:<token>`` (one waiter's wake-up list).
+    - Clock: the Redis server's (``PX`` expiry, ``TIME`` in scripts).
+    - Wake-ups: a release pushes to every queued waiter's own list; waiters block on it
+      (``BLPOP``) at most until the holder's lease runs out. Needs Redis >= 6.
+    """
+
+    capabilities: frozenset[str] = CAPABILITIES
+
+    def __init__(
+        self, client: Any, *, prefix: str = "remotelock", waiter_grace: float = 3.0
+    ) -> None:
+        options = check_options(prefix, waiter_grace)
+        self.client = client
+        self.prefix = options.prefix
+        self.waiter_grace = options.waiter_grace
+        self._grace_ms = ms(options.waiter_grace)
+        self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+        self._max_block = max_block(client)
+        # token -> monotonic time the holder's lease ends, learnt from a busy acquire:
+        # a waiter never sleeps past it, so an expired lock is noticed on time.
+        self._holder_ends: dict[str, float] = {}
+        self._url: tuple[str, dict[str, Any]] | None = None
+        self._twin: AsyncStore | None = None
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None and pool.connection_kwargs.get("socket_timeout") is None:
+            log.warning(
+                "%r: the Redis client has no socket_timeout; a frozen server can hang calls",
+                self,
+            )
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Build a store and its client from a URL (see the class docs)."""
+        client_url, own, kwargs = parse_url(url, dict(options))
+        try:
+            client = sync_client(client_url, dict(kwargs))
+        except (ValueError, TypeError) as exc:
+            raise StoreConfigError(f"bad Redis URL {url!r}: {exc}") from exc
+        store = cls(client, prefix=own.prefix, waiter_grace=own.waiter_grace)
+        store._url = (url, options)
+        return store
+
+    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return self._scripts[name](keys=keys, args=args)
+
+    # -- the Store protocol ---------------------------------------------------------
+
+    def acquire(self, key: str, token: str, ttl: float) -> int | None:
+        """Take ``key`` if free and no earlier waiter is queued; else queue ``token``."""
+        k = layout(self.prefix, key)
+        with translate(self, "acquire", key):
+            reply = int(
+                self._run(
+                    "acquire",
+                    [k.lock, k.fence, k.queue, k.alive],
+                    [token, ms(ttl), self._grace_ms, k.wake],
+                )
+            )
+        if reply < 0:
+            self._holder_ends[token] = time.monotonic() - reply / 1000
+        else:
+            self._holder_ends.pop(token, None)
+        return reply if reply > 0 else None
+
+    def release(self, key: str, token: str) -> bool:
+        """Delete the lock if ``token`` holds it and wake every waiter."""
+        k = layout(self.prefix, key)
+        self._holder_ends.pop(token, None)
+        with translate(self, "release", key):
+            return bool(self._run("release", [k.lock, k.queue, k.alive], [token, k.wake]))
+
+    def extend(self, key: str, token: str, ttl: float) -> bool:
+        """Reset the lease if ``token`` still holds ``key``."""
+        with translate(self, "extend", key):
+            return bool(self._run("extend", [layout(self.prefix, key).lock], [token, ms(ttl)]))
+
+    def owner(self, key: str) -> str | None:
+        """The token holding ``key``, or ``None``."""
+        with translate(self, "owner", key):
+            return text(self.client.get(layout(self.prefix, key).lock))
+
+    def wait(self, key: str, timeout: float) -> None:
+        """Wait for ``key`` to change hands (polls every 5 ms; the lock layer uses
+        :meth:`wait_turn`, which is pushed)."""
+        lock = layout(self.prefix, key).lock
+        deadline = time.monotonic() + timeout
+        with translate(self, "wait", key):
+            holder = self.client.get(lock)
+            left = self.client.pttl(lock)
+            if holder is None:
+                return
+            if left > 0:
+                deadline = min(deadline, time.monotonic() + left / 1000)
+            while (pause := deadline - time.monotonic()) > 0:
+                time.sleep(min(0.005, pause))
+                if self.client.get(lock) != holder:
+                    return
+
+    # -- QueuedStore ------------------------------------------------------------------
+
+    def wait_turn(self, key: str, token: str, timeout: float) -> None:
+        """Block on ``token``'s wake-up list until a release, the holder's lease end,
+        or ``timeout``; keep the place in line during long waits."""
+        k = layout(self.prefix, key)
+        deadline = time.monotonic() + timeout
+        holder_ends = self._holder_ends.get(token)
+        if holder_ends is not None:
+            deadline = min(deadline, holder_ends + 0.001)
+        with translate(self, "wait", key):
+            while True:
+                left = deadline - time.monotonic()
+                if left < 0.002:  # BLPOP cannot block this briefly (0 would mean forever)
+                    time.sleep(max(left, 0))
+                    return
+                if self.client.blpop([k.wake + token], timeout=min(left, self._max_block)):
+                    return
+                if deadline - time.monotonic() >= 0.002:
+                    self._run("refresh", [k.queue, k.alive], [token, self._grace_ms])
+
+    def leave(self, key: str, token: str) -> None:
+        """Take ``token`` out of the queue (and hand the turn on if it was first)."""
+        k = layout(self.prefix, key)
+        self._holder_ends.pop(token, None)
+        with translate(self, "leave", key):
+            self._run("leave", [k.lock, k.queue, k.alive], [token, k.wake])
+
+    # -- admin ----------------------------------------------------------------------
+
+    def force_release(self, key: str) -> bool:
+        """Delete ``key``'s lock whoever holds it; wake its waiters."""
+        k = layout(self.prefix, key)
+        with translate(self, "force_release", key):
+            return bool(self._run("force_release", [k.lock, k.queue], [k.wake]))
+
+    def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
+        """The held locks whose key starts with ``prefix`` (SCAN: not a snapshot)."""
+        with translate(self, "iter_locks", prefix):
+            found = []
+            for raw in self.client.scan_iter(match=f"{self.prefix}:{{*}}:lock", count=500):
+                key = key_of(text(raw) or "", self.prefix)
+                if key is None or not key.startswith(prefix):
+                    continue
+                k = layout(self.prefix, key)
+                token, left, fence = (
+                    self.client.get(k.lock),
+                    self.client.pttl(k.lock),
+                    self.client.get(k.fence),
+                )
+                if token is not None:
+                    fencing = int(fence) if fence is not None else None
+                    expires = left / 1000 if left > 0 else None
+                    found.append(LockInfo(key, text(token) or "", fencing, expires))
+        return iter(sorted(found, key=lambda info: info.key))
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def as_async(self) -> AsyncStore:
+        """The async twin: a native asyncio client for URL-built stores, else this
+        store's client run in worker threads."""
+        if self._twin is None:
+            if self._url is not None:
+                from .redis_async import AsyncRedisStore
+
+                url, options = self._url
+                self._twin = AsyncRedisStore.from_url(url, **options)
+            else:
+                self._twin = threaded(self)
+        return self._twin
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self.client.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.client!r}, prefix={self.prefix!r})"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AsyncRedisStore":  # one import path for both, as the registry expects
+        from .redis_async import AsyncRedisStore
+
+        return AsyncRedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["RedisStore"]

@@ -1,0 +1,247 @@
+"""AsyncRedisStore: the asyncio twin of :class:`~remotelock.stores.redis.RedisStore`.
+
+Same scripts, same key layout, same rules; ``redis.asyncio`` clients. A store built
+from a URL keeps one client per event loop, because asyncio connections belong to the
+loop that opened them (``asyncio.run`` twice must not share a connection pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis.asyncio as aioredis
+
+from ..errors import StoreConfigError
+from ._redis_lua import SCRIPTS
+from .base import LockInfo
+from .redis import (
+    CAPABILITIES,
+    check_options,
+    client_defaults,
+    hosts,
+    key_of,
+    layout,
+    max_block,
+    ms,
+    parse_url,
+    text,
+    translate,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+
+def async_client(url: str, kwargs: dict[str, Any]) -> Any:
+    """A ``redis.asyncio`` client for ``url`` (plain, sentinel or cluster)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "redis+cluster":
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        nodes = [ClusterNode(host, port) for host, port in hosts(parts.netloc, 6379)]
+        settings = {**client_defaults("cluster"), **dict(parse_qsl(parts.query)), **kwargs}
+        if parts.password:
+            settings.setdefault("password", unquote(parts.password))
+        return RedisCluster(startup_nodes=nodes, **settings)
+    if scheme == "redis+sentinel":
+        from redis.asyncio.sentinel import Sentinel
+
+        service, _, db = parts.path.strip("/").partition("/")
+        if not service:
+            raise StoreConfigError(f"sentinel URLs need the service name as the path: {url!r}")
+        settings = {**client_defaults("sentinel"), **dict(parse_qsl(parts.query)), **kwargs}
+        if parts.password:
+            settings.setdefault("password", unquote(parts.password))
+        if db:
+            settings["db"] = int(db)
+        sentinel = Sentinel(
+            hosts(parts.netloc, 26379),
+            socket_timeout=settings["socket_timeout"],
+            sentinel_kwargs={"socket_timeout": settings["socket_timeout"]},
+        )
+        return sentinel.master_for(service, **settings)
+    return aioredis.Redis.from_url(url, **{**client_defaults("plain"), **kwargs})
+
+
+class _Bound:
+    """A client and its registered scripts (scripts belong to the client they ran on)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+        self.max_block = max_block(client)
+
+
+class AsyncRedisStore:
+    """Async Redis lock store; see :class:`~remotelock.stores.redis.RedisStore`.
+
+    Build it from a URL (``AsyncRedisStore.from_url(url)``, the async twin of a
+    URL-built ``RedisStore``) or from a ``redis.asyncio`` client of your own.
+    """
+
+    capabilities: frozenset[str] = CAPABILITIES
+
+    def __init__(
+        self, client: Any = None, *, prefix: str = "remotelock", waiter_grace: float = 3.0
+    ) -> None:
+        options = check_options(prefix, waiter_grace)
+        self.prefix = options.prefix
+        self.waiter_grace = options.waiter_grace
+        self._grace_ms = ms(options.waiter_grace)
+        self._holder_ends: dict[str, float] = {}
+        self._given = _Bound(client) if client is not None else None
+        self._factory: tuple[str, dict[str, Any]] | None = None
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bound] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """A store whose clients (one per event loop) are built from ``url``."""
+        client_url, own, kwargs = parse_url(url, dict(options))
+        async_client(client_url, dict(kwargs))  # fail now on a bad URL, not on first use
+        store = cls(prefix=own.prefix, waiter_grace=own.waiter_grace)
+        store._factory = (client_url, kwargs)
+        return store
+
+    def _bound(self) -> _Bound:
+        if self._given is not None:
+            return self._given
+        loop = asyncio.get_running_loop()
+        bound = self._per_loop.get(loop)
+        if bound is None:
+            assert self._factory is not None
+            url, kwargs = self._factory
+            bound = self._per_loop[loop] = _Bound(async_client(url, dict(kwargs)))
+        return bound
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._bound().scripts[name](keys=keys, args=args)
+
+    @property
+    def client(self) -> Any:
+        """The client for the running event loop."""
+        return self._bound().client
+
+    async def acquire(self, key: str, token: str, ttl: float) -> int | None:
+        """See :meth:`RedisStore.acquire`."""
+        k = layout(self.prefix, key)
+        with translate(self, "acquire", key):
+            reply = int(
+                await self._run(
+                    "acquire",
+                    [k.lock, k.fence, k.queue, k.alive],
+                    [token, ms(ttl), self._grace_ms, k.wake],
+                )
+            )
+        if reply < 0:
+            self._holder_ends[token] = time.monotonic() - reply / 1000
+        else:
+            self._holder_ends.pop(token, None)
+        return reply if reply > 0 else None
+
+    async def release(self, key: str, token: str) -> bool:
+        """See :meth:`RedisStore.release`."""
+        k = layout(self.prefix, key)
+        self._holder_ends.pop(token, None)
+        with translate(self, "release", key):
+            return bool(await self._run("release", [k.lock, k.queue, k.alive], [token, k.wake]))
+
+    async def extend(self, key: str, token: str, ttl: float) -> bool:
+        """See :meth:`RedisStore.extend`."""
+        lock = layout(self.prefix, key).lock
+        with translate(self, "extend", key):
+            return bool(await self._run("extend", [lock], [token, ms(ttl)]))
+
+    async def owner(self, key: str) -> str | None:
+        """See :meth:`RedisStore.owner`."""
+        with translate(self, "owner", key):
+            return text(await self.client.get(layout(self.prefix, key).lock))
+
+    async def wait(self, key: str, timeout: float) -> None:
+        """See :meth:`RedisStore.wait`."""
+        lock = layout(self.prefix, key).lock
+        deadline = time.monotonic() + timeout
+        with translate(self, "wait", key):
+            client = self.client
+            holder = await client.get(lock)
+            left = await client.pttl(lock)
+            if holder is None:
+                return
+            if left > 0:
+                deadline = min(deadline, time.monotonic() + left / 1000)
+            while (pause := deadline - time.monotonic()) > 0:
+                await asyncio.sleep(min(0.005, pause))
+                if await client.get(lock) != holder:
+                    return
+
+    async def wait_turn(self, key: str, token: str, timeout: float) -> None:
+        """See :meth:`RedisStore.wait_turn`."""
+        k = layout(self.prefix, key)
+        deadline = time.monotonic() + timeout
+        holder_ends = self._holder_ends.get(token)
+        if holder_ends is not None:
+            deadline = min(deadline, holder_ends + 0.001)
+        with translate(self, "wait", key):
+            bound = self._bound()
+            while True:
+                left = deadline - time.monotonic()
+                if left < 0.002:
+                    await asyncio.sleep(max(left, 0))
+                    return
+                chunk = min(left, bound.max_block)
+                if await bound.client.blpop([k.wake + token], timeout=chunk):
+                    return
+                if deadline - time.monotonic() >= 0.002:
+                    await self._run("refresh", [k.queue, k.alive], [token, self._grace_ms])
+
+    async def leave(self, key: str, token: str) -> None:
+        """See :meth:`RedisStore.leave`."""
+        k = layout(self.prefix, key)
+        self._holder_ends.pop(token, None)
+        with translate(self, "leave", key):
+            await self._run("leave", [k.lock, k.queue, k.alive], [token, k.wake])
+
+    async def force_release(self, key: str) -> bool:
+        """See :meth:`RedisStore.force_release`."""
+        k = layout(self.prefix, key)
+        with translate(self, "force_release", key):
+            return bool(await self._run("force_release", [k.lock, k.queue], [k.wake]))
+
+    async def iter_locks(self, prefix: str = "") -> AsyncIterator[LockInfo]:
+        """See :meth:`RedisStore.iter_locks`."""
+        with translate(self, "iter_locks", prefix):
+            client = self.client
+            found = []
+            async for raw in client.scan_iter(match=f"{self.prefix}:{{*}}:lock", count=500):
+                key = key_of(text(raw) or "", self.prefix)
+                if key is None or not key.startswith(prefix):
+                    continue
+                k = layout(self.prefix, key)
+                token = await client.get(k.lock)
+                left = await client.pttl(k.lock)
+                fence = await client.get(k.fence)
+                if token is not None:
+                    fencing = int(fence) if fence is not None else None
+                    expires = left / 1000 if left > 0 else None
+                    found.append(LockInfo(key, text(token) or "", fencing, expires))
+        for info in sorted(found, key=lambda info: info.key):
+            yield info
+
+    async def aclose(self) -> None:
+        """Close the client of the running loop (or the one you passed in)."""
+        bound = self._given or self._per_loop.pop(asyncio.get_running_loop(), None)
+        if bound is not None:
+            await bound.client.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(prefix={self.prefix!r})"
+
+
+__all__ = ["AsyncRedisStore"]

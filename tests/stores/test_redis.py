@@ -1,0 +1,428 @@
+"""RedisStore on a real redis-server: layout, URLs, fairness, wake-ups, failures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.exceptions
+import tenacity
+
+from remotelock import (
+    LockTimeout,
+    RemoteLock,
+    StoreConfigError,
+    StoreError,
+    StoreUnavailable,
+    remote_locked,
+)
+from remotelock.stores import AsyncRedisStore, RedisStore, store_from_url
+from remotelock.stores.redis import key_of, layout
+from tests.helpers.crossproc import ROOT, assert_exclusive, run_counter
+from tests.servers.redis import RedisCluster, RedisServer
+
+pytestmark = pytest.mark.redis
+
+
+def cluster_slot(name: str) -> str:
+    start = name.find("{")
+    end = name.find("}", start + 1)
+    return name[start + 1 : end]
+
+
+# -- key layout --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["report:7", "a}b", "}start", "{x}", "50%", "ünï code"])
+def test_every_key_of_a_lock_shares_one_hash_tag(key: str) -> None:
+    keys = layout("remotelock", key)
+    tags = {cluster_slot(name) for name in keys}
+    assert len(tags) == 1
+    assert tags.pop()  # never an empty tag (that would hash the whole name)
+    assert key_of(keys.lock, "remotelock") == key
+
+
+def test_readable_layout() -> None:
+    assert layout("app", "report:7").lock == "app:{report:7}:lock"
+    assert layout("app", "report:7").fence == "app:{report:7}:fence"
+
+
+# -- URLs and clients ----------------------------------------------------------------------
+
+
+def test_url_options_and_overrides(redis_server: RedisServer) -> None:
+    store = store_from_url(f"{redis_server.url}?prefix=jobs&waiter_grace=7&socket_timeout=3")
+    assert isinstance(store, RedisStore)
+    assert store.prefix == "jobs"
+    assert store.waiter_grace == 7
+    kwargs = store.client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 3
+    assert kwargs["socket_connect_timeout"] == 5
+    store.close()
+    overridden = RedisStore.from_url(f"{redis_server.url}?socket_timeout=3", socket_timeout=1.5)
+    assert overridden.client.connection_pool.connection_kwargs["socket_timeout"] == 1.5
+    overridden.close()
+
+
+def test_url_built_clients_have_timeouts(redis_server: RedisServer) -> None:
+    store = RedisStore.from_url(redis_server.url)
+    kwargs = store.client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 5
+    assert kwargs["socket_connect_timeout"] == 5
+    store.close()
+
+
+def test_unix_socket_url(tmp_path: Path) -> None:
+    from tests.servers.redis import _binary
+
+    sock = tmp_path / "redis.sock"
+    server = RedisServer(_binary(), tmp_path / "r", "--unixsocket", str(sock)).start()
+    try:
+        store = store_from_url(f"unix://{sock}?prefix=u")
+        assert isinstance(store, RedisStore)
+        assert store.acquire("k", "t", 5) is not None
+        store.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("redis://localhost?prefix=bad{prefix", "prefix"),
+        ("redis://localhost?waiter_grace=soon", "waiter_grace"),
+        ("redis://localhost?waiter_grace=0", "waiter_grace"),
+        ("redis+sentinel://localhost:26379", "service name"),
+    ],
+)
+def test_bad_urls(url: str, match: str) -> None:
+    with pytest.raises(StoreConfigError, match=match):
+        store_from_url(url)
+
+
+def test_client_without_timeout_is_warned_about(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.Redis(port=redis_server.port, socket_timeout=None)
+    with caplog.at_level(logging.WARNING, logger="remotelock.stores.redis"):
+        RedisStore(client)
+    assert any("socket_timeout" in record.getMessage() for record in caplog.records)
+    client.close()
+
+
+def test_store_from_a_client(redis_server: RedisServer) -> None:
+    client = redis.Redis(port=redis_server.port, socket_timeout=5, decode_responses=True)
+    store = RedisStore(client, prefix=f"client-{uuid.uuid4().hex[:8]}")
+    with RemoteLock("k", store=store) as lease:
+        assert store.owner("k") == lease.token
+    client.close()
+
+
+# -- the scripts' rules --------------------------------------------------------------------
+
+
+def test_waiters_are_served_in_arrival_order(redis_store: RedisStore, key: str) -> None:
+    assert redis_store.acquire(key, "A", 30) is not None
+    assert redis_store.acquire(key, "B", 30) is None  # queued first
+    assert redis_store.acquire(key, "C", 30) is None  # queued second
+    assert redis_store.release(key, "A") is True
+    assert redis_store.acquire(key, "C", 30) is None  # free, but B is first in line
+    assert redis_store.acquire(key, "A", 30) is None  # the releaser cannot jump the line
+    assert redis_store.acquire(key, "B", 30) is not None
+    assert redis_store.release(key, "B") is True
+    assert redis_store.acquire(key, "C", 30) is not None
+
+
+def test_leaving_hands_the_turn_on(redis_store: RedisStore, key: str) -> None:
+    redis_store.acquire(key, "A", 30)
+    redis_store.acquire(key, "B", 30)
+    redis_store.acquire(key, "C", 30)
+    redis_store.release(key, "A")
+    woke: list[float] = []
+
+    def wait_for_c() -> None:
+        redis_store.wait_turn(key, "C", 30)
+        woke.append(time.monotonic())
+
+    waiter = threading.Thread(target=wait_for_c)
+    waiter.start()
+    time.sleep(0.2)
+    left = time.monotonic()
+    redis_store.leave(key, "B")  # B gives up while first in line: C's turn
+    waiter.join(30)
+    assert woke
+    assert woke[0] - left < 10
+    assert redis_store.acquire(key, "C", 30) is not None
+
+
+def test_a_waiter_that_never_comes_back_loses_its_place(redis_server: RedisServer) -> None:
+    store = RedisStore.from_url(f"{redis_server.url}?prefix=grace-{uuid.uuid4().hex[:8]}")
+    store = RedisStore(store.client, prefix=store.prefix, waiter_grace=0.3)
+    store.acquire("k", "A", 30)
+    store.acquire("k", "ghost", 30)  # queued, then crashes
+    store.release("k", "A")
+    assert store.acquire("k", "C", 30) is None
+    time.sleep(0.5)
+    assert store.acquire("k", "C", 30) is not None
+    store.close()
+
+
+def test_release_wakes_every_queued_waiter(redis_store: RedisStore, key: str) -> None:
+    redis_store.acquire(key, "holder", 30)
+    waiters = [f"w{n}" for n in range(5)]
+    for waiter in waiters:
+        assert redis_store.acquire(key, waiter, 30) is None
+    woke: list[str] = []
+
+    def wait(token: str) -> None:
+        redis_store.wait_turn(key, token, 30)
+        woke.append(token)
+
+    threads = [threading.Thread(target=wait, args=(token,)) for token in waiters]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    redis_store.release(key, "holder")
+    for thread in threads:
+        thread.join(30)
+    assert sorted(woke) == waiters  # everyone, not just the first in line
+    assert time.monotonic() - started < 10
+
+
+def test_wait_is_bounded_by_the_holders_lease(redis_store: RedisStore, key: str) -> None:
+    redis_store.acquire(key, "crashed", 0.5)
+    assert redis_store.acquire(key, "waiter", 30) is None
+    started = time.monotonic()
+    redis_store.wait_turn(key, "waiter", 60)
+    assert time.monotonic() - started < 10  # the lease ran out: no 60 s wait
+    assert redis_store.acquire(key, "waiter", 30) is not None
+
+
+def test_a_releasing_holder_does_not_starve_a_waiter(redis_store: RedisStore, key: str) -> None:
+    got_it = threading.Event()
+    cycles_after_waiting: list[int] = []
+
+    def greedy() -> None:
+        for _ in range(300):
+            with RemoteLock(key, store=redis_store, ttl=10):
+                time.sleep(0.001)
+            if waiting.is_set():
+                cycles_after_waiting.append(1)
+            if got_it.is_set():
+                return
+
+    waiting = threading.Event()
+    thread = threading.Thread(target=greedy)
+    thread.start()
+    time.sleep(0.05)
+    waiting.set()
+    with RemoteLock(key, store=redis_store, ttl=10, stop=tenacity.stop_after_delay(30)):
+        got_it.set()
+    thread.join(60)
+    assert len(cycles_after_waiting) <= 3  # FIFO: our turn came at the next release
+
+
+# -- error translation ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (redis.exceptions.ConnectionError("refused"), StoreUnavailable),
+        (redis.exceptions.TimeoutError("timed out"), StoreUnavailable),
+        (redis.exceptions.ReadOnlyError("replica"), StoreUnavailable),
+        (redis.exceptions.ResponseError("WRONGTYPE"), StoreError),
+    ],
+)
+def test_driver_errors_become_store_errors(
+    redis_store: RedisStore, error: Exception, expected: type[Exception]
+) -> None:
+    def broken(**kwargs: Any) -> Any:
+        raise error
+
+    redis_store._scripts["acquire"] = broken
+    with pytest.raises(expected) as caught:
+        redis_store.acquire("k", "t", 5)
+    assert caught.value.__cause__ is error
+
+
+# -- failures of a real server --------------------------------------------------------------
+
+
+def test_frozen_server_gives_store_unavailable_not_a_hang(private_redis: RedisServer) -> None:
+    store = RedisStore.from_url(private_redis.url, socket_timeout=1)
+    store.acquire("warm", "t", 5)
+    private_redis.freeze()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            RemoteLock("k", store=store, stop=tenacity.stop_after_delay(2)).acquire()
+        assert time.monotonic() - started < 2 + 1 + 5
+    finally:
+        private_redis.thaw()
+    store.close()
+
+
+def test_server_killed_while_waiting_then_restarted(private_redis: RedisServer) -> None:
+    store = RedisStore.from_url(private_redis.url, socket_timeout=1)
+    holder = RemoteLock("k", store=store, ttl=30).acquire()
+    errors: list[BaseException] = []
+    finished: list[float] = []
+
+    def wait() -> None:
+        try:
+            RemoteLock("k", store=store, stop=tenacity.stop_after_delay(30)).acquire()
+        except BaseException as exc:
+            errors.append(exc)
+        finished.append(time.monotonic())
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.3)
+    killed = time.monotonic()
+    private_redis.stop()
+    waiter.join(60)
+    assert errors
+    assert isinstance(errors[0], StoreUnavailable)
+    assert finished[0] - killed < 15  # the socket timeout, not the 30 s stop
+    holder.released = True  # its server is gone; don't let the renewer keep trying
+    private_redis.start()  # same port: the same store works again
+    with RemoteLock("k", store=store) as lease:
+        assert store.owner("k") == lease.token
+    store.close()
+
+
+def _spawn_holder(url: str, key: str, ttl: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.holder", "--url", url, "--key", key,
+         "--ttl", str(ttl)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+
+
+def _read(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    assert proc.stdout is not None
+    return json.loads(proc.stdout.readline())  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_paused_holder_loses_the_lock_and_fencing_tells_them_apart(
+    redis_server: RedisServer,
+) -> None:
+    url = f"{redis_server.url}?prefix=pause-{uuid.uuid4().hex[:8]}"
+    store = RedisStore.from_url(url)
+    with _spawn_holder(url, "k", ttl=1.0) as holder:
+        held = _read(holder)
+        os.kill(holder.pid, signal.SIGSTOP)  # a long GC pause, a frozen VM
+        try:
+            successor = RemoteLock("k", store=store, ttl=30).acquire(timeout=20)
+        finally:
+            os.kill(holder.pid, signal.SIGCONT)
+        assert successor.fencing_token > held["fence"]
+        assert holder.stdin is not None
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        report = _read(holder)
+        assert report["renewal_saw_it"] is True
+        assert report["on_lost"] == ["on_lost"]
+        assert report["released"] is False  # the stale release did nothing...
+        assert _read(holder) == {"event": "LockLost", "fence": held["fence"]}
+        assert holder.wait(30) == 0
+    assert store.owner("k") == successor.token  # ...and the new holder still holds it
+    successor.release()
+    store.close()
+
+
+@pytest.mark.slow
+def test_killed_holder_frees_the_lock_within_its_ttl(redis_server: RedisServer) -> None:
+    url = f"{redis_server.url}?prefix=kill-{uuid.uuid4().hex[:8]}"
+    store = RedisStore.from_url(url)
+    ttl = 2.0
+    with _spawn_holder(url, "k", ttl=ttl) as holder:
+        _read(holder)
+        holder.kill()
+        killed = time.monotonic()
+        holder.wait(10)
+        lease = RemoteLock("k", store=store, ttl=10).acquire(timeout=30)
+        assert time.monotonic() - killed <= ttl + 1
+        lease.release()
+    store.close()
+
+
+@pytest.mark.slow
+def test_counter_across_processes_on_redis(redis_server: RedisServer, tmp_path: Path) -> None:
+    url = f"{redis_server.url}?prefix=counter-{uuid.uuid4().hex[:8]}"
+    final, sections = run_counter(url, "counter", tmp_path, processes=8, count=200)
+    assert final == 1600
+    assert_exclusive(sections)
+
+
+# -- asyncio --------------------------------------------------------------------------------
+
+
+async def test_native_async_twin(redis_store: RedisStore, key: str) -> None:
+    twin = redis_store.as_async()
+    assert isinstance(twin, AsyncRedisStore)
+    calls = []
+
+    @remote_locked(key, store=redis_store, ttl=5)
+    async def work(*, fencing_token: int | None = None) -> int | None:
+        calls.append(fencing_token)
+        return fencing_token
+
+    results = await asyncio_gather(*(work() for _ in range(5)))
+    assert sorted(results) == sorted(set(results))
+    await twin.aclose()
+
+
+async def asyncio_gather(*coros: Any) -> list[Any]:
+    import asyncio
+
+    return list(await asyncio.gather(*coros))
+
+
+# -- Redis Cluster ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster_store(redis_cluster: RedisCluster) -> Iterator[RedisStore]:
+    store = store_from_url(f"{redis_cluster.url}?prefix=c{uuid.uuid4().hex[:8]}")
+    assert isinstance(store, RedisStore)
+    yield store
+    store.close()
+
+
+def test_cluster_locks_across_slots(cluster_store: RedisStore) -> None:
+    keys = [f"job:{n}" for n in range(20)]  # spread over the three masters
+    leases = [RemoteLock(k, store=cluster_store, ttl=10).acquire() for k in keys]
+    assert all(
+        cluster_store.owner(k) == lease.token for k, lease in zip(keys, leases, strict=True)
+    )
+    with pytest.raises(LockTimeout):
+        RemoteLock(keys[0], store=cluster_store, stop=tenacity.stop_after_attempt(2)).acquire()
+    for lease in leases:
+        assert lease.release() is True
+    assert {info.key for info in cluster_store.iter_locks()} == set()
+
+
+def test_cluster_queue_and_wake_ups(cluster_store: RedisStore) -> None:
+    cluster_store.acquire("k", "A", 30)
+    assert cluster_store.acquire("k", "B", 30) is None
+    timer = threading.Timer(0.2, cluster_store.release, args=("k", "A"))
+    timer.start()
+    cluster_store.wait_turn("k", "B", 30)
+    timer.join()
+    assert cluster_store.acquire("k", "B", 30) is not None
