@@ -47,8 +47,8 @@ class LockedSpec:
         return self.settings.ttl
 
     @property
-    def wait(self) -> WaitStrategy:
-        """The tenacity wait strategy."""
+    def wait(self) -> WaitStrategy | None:
+        """The tenacity wait strategy (``None``: the store's default)."""
         return self.settings.wait
 
     @property

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from . import policy
 from .errors import StoreError
 from .lease import Lease, Renewer, start_async_renewal
-from .stores.base import AsyncQueuedStore, AsyncStore, QueuedStore, Store
+from .stores.base import AsyncQueuedStore, AsyncStore, Handover, QueuedStore, Store
 
 if TYPE_CHECKING:
     from .lock import RemoteLock
@@ -36,6 +36,7 @@ Skip = Callable[[], Any] | None
 class _Taken(NamedTuple):
     fence: int
     started: float  # monotonic time before the request: the lease's local deadline counts from it
+    lease: float  # seconds the store granted (shorter than the ttl for a handed-over lock)
 
 
 # Tokens only need to be unique: 128 bits from a private generator seeded by the OS
@@ -54,14 +55,41 @@ def new_token() -> str:
 class _Attempts:
     """One acquire's state (engines are shared by concurrent threads and tasks)."""
 
-    __slots__ = ("count", "inflight", "queued", "started", "token")
+    __slots__ = ("busy_at", "count", "handed", "inflight", "queued", "started", "token")
 
     def __init__(self) -> None:
         self.token = new_token()
         self.started = time.monotonic()
         self.count = 0
         self.queued = False  # an attempt found the lock busy (a queueing store queued us)
+        self.busy_at = self.started  # when the last attempt found it busy
+        self.handed: Handover | None = None  # the lock was handed to us while we waited
         self.inflight: asyncio.Future[int | None] | None = None
+
+    def take(self, fence: int | None, started: float, ttl: float) -> object:
+        """The outcome of a request made at ``started`` (``None``: busy, now queued)."""
+        if fence is None:
+            self.queued = True
+            self.busy_at = started
+            return policy.BUSY
+        return _Taken(fence, started, ttl)
+
+    def take_handed(self) -> _Taken | None:
+        """The lock handed over during the last wait, if any (consumed once).
+
+        Its lease was granted after our last busy attempt, so counting from then errs
+        early, which is the safe side.
+        """
+        handed, self.handed = self.handed, None
+        if handed is None:
+            return None
+        return _Taken(handed.fencing_token, self.busy_at, handed.lease)
+
+
+def _first_renewal(lease: Lease, outcome: object) -> float:
+    """Renew after a third of the lease the store granted (short for a handed-over lock)."""
+    granted = outcome.lease if isinstance(outcome, _Taken) else lease.ttl
+    return min(lease.ttl, granted) / 3
 
 
 class _Engine:
@@ -72,7 +100,7 @@ class _Engine:
 
     def _issue(self, token: str, taken: _Taken, attempts: int) -> Lease:
         lock = self.lock
-        lease = Lease(lock.key, token, taken.fence, lock.ttl, taken.started + lock.ttl)
+        lease = Lease(lock.key, token, taken.fence, lock.ttl, taken.started + taken.lease)
         lease._lock = lock
         lease._on_lost = lock.settings.on_lost
         log.debug(
@@ -111,10 +139,17 @@ class SyncEngine(_Engine):
         self.store = store
         self.queue: QueuedStore | None = store if isinstance(store, QueuedStore) else None
 
-    def _sleep(self, state: _Attempts) -> Callable[[float], None]:
-        if self.queue is not None:
-            return functools.partial(self.queue.wait_turn, self.lock.key, state.token)
-        return functools.partial(self.store.wait, self.lock.key)
+    def _sleep(self, state: _Attempts, skip: Skip) -> Callable[[float], None]:
+        queue, key = self.queue, self.lock.key
+        if queue is None:
+            return functools.partial(self.store.wait, key)
+        # A caller with skip_if must hear of every release: it may not need the lock.
+        every_release = skip is not None
+
+        def wait_turn(seconds: float) -> None:
+            state.handed = queue.wait_turn(key, state.token, seconds, every_release)
+
+        return wait_turn
 
     def acquire(self, skip: Skip, stop: policy.StopStrategy, blocking: bool) -> Lease | None:
         """A lease, ``None`` if skipped, or :class:`LockTimeout` when ``stop`` fires."""
@@ -127,7 +162,8 @@ class SyncEngine(_Engine):
                 def attempt() -> object:
                     return first.pop() if first else self._attempt(state, skip)
 
-                retrying = policy.retrying(self.lock.settings.wait, stop, self._sleep(state))
+                wait = self.lock.settings.wait or policy.default_wait(self.store.capabilities)
+                retrying = policy.retrying(wait, stop, self._sleep(state, skip))
                 outcome = retrying(attempt)
         except BaseException as exc:
             if not isinstance(exc, StoreError):
@@ -137,22 +173,24 @@ class SyncEngine(_Engine):
             self._leave(self.queue, state)
         lease = self._settle(outcome, state)
         if lease is not None:
-            Renewer.for_store(self.store).add(lease)
+            Renewer.for_store(self.store).add(lease, first=_first_renewal(lease, outcome))
         return lease
 
     def _attempt(self, state: _Attempts, skip: Skip) -> object:
         state.count += 1
-        if skip is not None and skip():
-            return policy.SKIPPED
-        started = time.monotonic()
-        fence = self.store.acquire(self.lock.key, state.token, self.lock.ttl)
-        if fence is None:
-            state.queued = True
-            return policy.BUSY
+        outcome: object = state.take_handed()
+        if outcome is None:
+            if skip is not None and skip():
+                return policy.SKIPPED
+            started = time.monotonic()
+            fence = self.store.acquire(self.lock.key, state.token, self.lock.ttl)
+            outcome = state.take(fence, started, self.lock.ttl)
+            if outcome is policy.BUSY:
+                return outcome
         if skip is not None and skip():
             self.store.release(self.lock.key, state.token)
             return policy.SKIPPED
-        return _Taken(fence, started)
+        return outcome
 
     def _give_back(self, state: _Attempts) -> None:
         try:
@@ -222,10 +260,16 @@ class AsyncEngine(_Engine):
         self.source = source  # what the user configured (a sync store served through a twin)
         self.queue = store if isinstance(store, AsyncQueuedStore) else None
 
-    def _sleep(self, state: _Attempts) -> Callable[[float], Awaitable[None]]:
-        if self.queue is not None:
-            return functools.partial(self.queue.wait_turn, self.lock.key, state.token)
-        return functools.partial(self.store.wait, self.lock.key)
+    def _sleep(self, state: _Attempts, skip: Skip) -> Callable[[float], Awaitable[None]]:
+        queue, key = self.queue, self.lock.key
+        if queue is None:
+            return functools.partial(self.store.wait, key)
+        every_release = skip is not None
+
+        async def wait_turn(seconds: float) -> None:
+            state.handed = await queue.wait_turn(key, state.token, seconds, every_release)
+
+        return wait_turn
 
     async def acquire(self, skip: Skip, stop: policy.StopStrategy, blocking: bool) -> Lease | None:
         """See :meth:`SyncEngine.acquire`; cancellation leaves no lock behind."""
@@ -238,8 +282,9 @@ class AsyncEngine(_Engine):
                 async def attempt() -> object:
                     return first.pop() if first else await self._attempt(state, skip)
 
-                wait = self.lock.settings.wait
-                outcome = await policy.async_retrying(wait, stop, self._sleep(state))(attempt)
+                wait = self.lock.settings.wait or policy.default_wait(self.store.capabilities)
+                retrying = policy.async_retrying(wait, stop, self._sleep(state, skip))
+                outcome = await retrying(attempt)
         except BaseException as exc:
             if not isinstance(exc, StoreError):
                 await _shielded(self._give_back(state))
@@ -248,27 +293,30 @@ class AsyncEngine(_Engine):
             await self._leave(self.queue, state)
         lease = self._settle(outcome, state)
         if lease is not None:
-            lease._renewal = start_async_renewal(lease, self.store)
+            renew_in = _first_renewal(lease, outcome)
+            lease._renewal = start_async_renewal(lease, self.store, renew_in)
         return lease
 
     async def _attempt(self, state: _Attempts, skip: Skip) -> object:
         state.count += 1
-        if skip is not None and await _call(skip):
-            return policy.SKIPPED
-        started = time.monotonic()
-        # Shielded: if this task is cancelled mid-request, the request still completes
-        # and _give_back can see whether it took the lock.
-        state.inflight = asyncio.ensure_future(
-            self.store.acquire(self.lock.key, state.token, self.lock.ttl)
-        )
-        fence = await asyncio.shield(state.inflight)
-        if fence is None:
-            state.queued = True
-            return policy.BUSY
+        outcome: object = state.take_handed()
+        if outcome is None:
+            if skip is not None and await _call(skip):
+                return policy.SKIPPED
+            started = time.monotonic()
+            # Shielded: if this task is cancelled mid-request, the request still completes
+            # and _give_back can see whether it took the lock.
+            state.inflight = asyncio.ensure_future(
+                self.store.acquire(self.lock.key, state.token, self.lock.ttl)
+            )
+            fence = await asyncio.shield(state.inflight)
+            outcome = state.take(fence, started, self.lock.ttl)
+            if outcome is policy.BUSY:
+                return outcome
         if skip is not None and await _call(skip):
             await self.store.release(self.lock.key, state.token)
             return policy.SKIPPED
-        return _Taken(fence, started)
+        return outcome
 
     async def _give_back(self, state: _Attempts) -> None:
         try:

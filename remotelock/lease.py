@@ -195,10 +195,10 @@ class Renewer:
         cls._instances = weakref.WeakValueDictionary()
         cls._instances_mutex = threading.Lock()
 
-    def add(self, lease: Lease) -> None:
-        """Start renewing ``lease`` (first renewal after ``ttl / 3``)."""
+    def add(self, lease: Lease, first: float | None = None) -> None:
+        """Start renewing ``lease``: first after ``first`` seconds (default ``ttl / 3``)."""
         with self._cond:
-            due = time.monotonic() + lease.ttl / 3
+            due = time.monotonic() + (lease.ttl / 3 if first is None else first)
             heapq.heappush(self._heap, (due, next(self._order), weakref.ref(lease)))
             if self._running:
                 # Wake the thread only if it now has to renew sooner than it planned:
@@ -279,15 +279,18 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=Renewer._forget_all)
 
 
-def start_async_renewal(lease: Lease, store: AsyncStore) -> asyncio.Task[None]:
+def start_async_renewal(
+    lease: Lease, store: AsyncStore, first: float | None = None
+) -> asyncio.Task[None]:
     """Renew ``lease`` in a task on the running loop; cancel the task to stop."""
     return asyncio.get_running_loop().create_task(
-        _renew_async(lease, store), name=f"remotelock-renew:{lease.key}"
+        _renew_async(lease, store, lease.ttl / 3 if first is None else first),
+        name=f"remotelock-renew:{lease.key}",
     )
 
 
-async def _renew_async(lease: Lease, store: AsyncStore) -> None:
-    delay: float | None = lease.ttl / 3
+async def _renew_async(lease: Lease, store: AsyncStore, first: float) -> None:
+    delay: float | None = first
     while delay is not None:
         await asyncio.sleep(delay)
         started = time.monotonic()

@@ -45,7 +45,7 @@ class LockSettings:
 
     store: Store | AsyncStore | None
     ttl: float
-    wait: policy.WaitStrategy
+    wait: policy.WaitStrategy | None  # None: the store's default (policy.default_wait)
     stop: policy.StopStrategy
     on_lost: OnLost | None
     raise_on_lost: bool

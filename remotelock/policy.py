@@ -22,12 +22,19 @@ WaitStrategy = Callable[[tenacity.RetryCallState], float]
 StopStrategy = Callable[[tenacity.RetryCallState], bool]
 
 DEFAULT_WAIT: Final[WaitStrategy] = tenacity.wait_random_exponential(multiplier=0.002, max=0.05)
-"""Full-jitter backoff from 2 ms up to 50 ms.
+"""Full-jitter backoff from 2 ms up to 50 ms, for stores without release notifications.
 
 Jitter keeps processes that started together from polling in lockstep (tenacity's own
 advice for contention between processes). The 50 ms ceiling means that even on a store
-without notifications, a waiter notices a free lock within about 50 ms; on stores with
-push wake-ups a release ends the wait sooner.
+that cannot wake its waiters, a waiter notices a free lock within about 50 ms.
+"""
+
+PUSHED_WAIT: Final[WaitStrategy] = tenacity.wait_random_exponential(multiplier=0.002, max=0.5)
+"""The same backoff up to 0.5 s, for stores that wake waiters on release (``notify``).
+
+There a release ends the wait at once, so the bound only matters when no wake-up
+comes (a crashed waiter ahead in line); a longer one keeps sleeping waiters from
+polling the server, which would slow every handover down.
 """
 
 DEFAULT_STOP: Final[StopStrategy] = tenacity.stop_after_delay(60)
@@ -56,10 +63,15 @@ class GaveUp:
     attempts: int
 
 
-def check_wait(wait: object, name: str = "wait") -> WaitStrategy:
-    """Validate a ``wait=`` argument (``None`` means the default)."""
+def default_wait(capabilities: frozenset[str]) -> WaitStrategy:
+    """The wait used when none is given: longer bounds where releases wake waiters."""
+    return PUSHED_WAIT if "notify" in capabilities else DEFAULT_WAIT
+
+
+def check_wait(wait: object, name: str = "wait") -> WaitStrategy | None:
+    """Validate a ``wait=`` argument (``None``: the store's default, see :func:`default_wait`)."""
     if wait is None:
-        return DEFAULT_WAIT
+        return None
     if isinstance(wait, wait_base) or (callable(wait) and not isinstance(wait, type)):
         return wait
     raise TypeError(
@@ -118,6 +130,7 @@ __all__ = [
     "BUSY",
     "DEFAULT_STOP",
     "DEFAULT_WAIT",
+    "PUSHED_WAIT",
     "SKIPPED",
     "GaveUp",
     "StopStrategy",
@@ -125,5 +138,6 @@ __all__ = [
     "async_retrying",
     "check_stop",
     "check_wait",
+    "default_wait",
     "retrying",
 ]

@@ -39,6 +39,7 @@ from .stores.base import (
     AsyncLockAdmin,
     AsyncQueuedStore,
     AsyncStore,
+    Handover,
     LockAdmin,
     LockInfo,
     Store,
@@ -120,8 +121,10 @@ class _BlockingQueued:
     store: Any
     run: Any
 
-    def wait_turn(self, key: str, token: str, timeout: float) -> None:
-        self.run(self.store.wait_turn(key, token, timeout))
+    def wait_turn(
+        self, key: str, token: str, timeout: float, every_release: bool = False
+    ) -> Handover | None:
+        return self.run(self.store.wait_turn(key, token, timeout, every_release))  # type: ignore[no-any-return]
 
     def leave(self, key: str, token: str) -> None:
         self.run(self.store.leave(key, token))

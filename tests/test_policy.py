@@ -9,7 +9,14 @@ import pytest
 import tenacity
 
 from remotelock import LockTimeout, RemoteLock
-from remotelock.policy import DEFAULT_STOP, DEFAULT_WAIT, check_stop, check_wait
+from remotelock.policy import (
+    DEFAULT_STOP,
+    DEFAULT_WAIT,
+    PUSHED_WAIT,
+    check_stop,
+    check_wait,
+    default_wait,
+)
 from remotelock.stores import MemoryStore
 
 
@@ -83,14 +90,28 @@ def test_default_stop_is_sixty_seconds() -> None:
     assert DEFAULT_STOP(state)
 
 
+class PollingOnlyStore(RecordingStore):
+    """A store that cannot wake its waiters (no ``notify`` capability)."""
+
+    capabilities = frozenset({"fencing", "token_checked", "expiry"})
+
+
 def test_default_wait_notices_a_free_lock_within_about_50ms(key: str) -> None:
-    store = RecordingStore(busy_attempts=30)
+    store = PollingOnlyStore(busy_attempts=30)
     RemoteLock(key, store=store).acquire().release()
     assert max(store.waits) <= 0.05
 
 
+def test_stores_that_push_wake_ups_wait_longer_between_attempts(key: str) -> None:
+    store = RecordingStore(busy_attempts=40)  # MemoryStore: "notify"
+    RemoteLock(key, store=store).acquire().release()
+    assert 0.05 < max(store.waits) <= 0.5
+    assert default_wait(store.capabilities) is PUSHED_WAIT
+    assert default_wait(PollingOnlyStore.capabilities) is DEFAULT_WAIT
+
+
 def test_checks_accept_callables_and_reject_the_rest() -> None:
-    assert check_wait(None) is DEFAULT_WAIT
+    assert check_wait(None) is None
     assert check_stop(None) is DEFAULT_STOP
 
     def custom(state: tenacity.RetryCallState) -> float:

@@ -1,16 +1,27 @@
 """The Lua scripts behind RedisStore: each primitive is one atomic step on the server.
 
 Every key of one lock shares a hash tag (``<prefix>:{<key>}:...``), so each script
-touches a single Cluster slot. Per lock key:
+touches a single Cluster slot. Per lock key (``KEYS[1..6]`` of the queue-aware scripts):
 
-- ``lock``   the holder's token; its PX expiry *is* the lease (the server's clock).
-- ``fence``  a counter behind the fencing tokens; never expires, so tokens keep rising.
-- ``queue``  sorted set of waiting tokens by arrival (microseconds): who is next.
-- ``alive``  sorted set of the same tokens by the time (ms) a waiter counts as gone
-             if it has not come back: a crashed waiter cannot block the queue.
-- ``wake:<token>``  one waiter's wake-up list; a release pushes to every waiter's
-             list and each waiter blocks on its own (BLPOP), so none can steal
-             another's signal and all of them re-check ``skip_if`` at once.
+1. ``lock``   the holder's token; its PX expiry *is* the lease (the server's clock).
+2. ``fence``  a counter behind the fencing tokens; never expires, so tokens keep rising.
+3. ``queue``  sorted set of waiting tokens by arrival (microseconds): who is next.
+4. ``alive``  sorted set of the same tokens by the time (ms) a waiter counts as gone
+   if it has not come back: a crashed waiter cannot block the line for long.
+5. ``watch``  set of waiters that want to hear of every release (callers with
+   ``skip_if``: after any release they may not need the lock at all).
+6. ``ttls``   hash: the lease (ms) each waiter asked for.
+
+and ``wake:<token>``, one waiter's wake-up list, which it blocks on (BLPOP), so no
+waiter can steal another's signal. (These lists are named in the scripts, not in
+KEYS, because a release wakes waiters it only learns of from the queue; they share the
+lock's hash tag, hence its slot.)
+
+A release does not just wake the first waiter in line: it **hands the lock over**,
+setting the waiter's token as holder and pushing ``g<fence>:<lease ms>`` into its list,
+so the new holder starts without another round trip. That handed-over lease is at
+most the waiter grace: if the waiter died in line, the lock comes free again soon; a
+live one renews it to its full lease straight away. Watchers get ``1``.
 
 Scripts need Redis >= 6 (TIME before writes, float BLPOP timeouts).
 """
@@ -19,28 +30,55 @@ from __future__ import annotations
 
 from typing import Final
 
-# Shared helpers, prepended to the scripts that need them.
-_WAKE: Final = """
-local function wake(list)
-  redis.call('RPUSH', list, 1)
-  redis.call('LTRIM', list, -1, -1)
-  redis.call('PEXPIRE', list, 5000)
-end
+# Shared helpers, prepended to the queue-aware scripts (KEYS[1..6] as above).
+_PRELUDE: Final = """
 local function now_ms()
   local t = redis.call('TIME')
   return t[1] * 1000 + math.floor(t[2] / 1000), t[1] * 1000000 + t[2]
 end
+local function wake(list, message)
+  redis.call('RPUSH', list, message)
+  redis.call('LTRIM', list, -1, -1)
+  redis.call('PEXPIRE', list, 5000)
+end
+local function forget(waiter)
+  redis.call('ZREM', KEYS[3], waiter)
+  redis.call('ZREM', KEYS[4], waiter)
+  redis.call('SREM', KEYS[5], waiter)
+  redis.call('HDEL', KEYS[6], waiter)
+end
+local function prune(now)
+  for _, waiter in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)) do
+    forget(waiter)
+  end
+end
+-- The lock is free: give it to the first live waiter, and tell every watcher.
+local function hand_over(wake_prefix, grace)
+  prune(now_ms())
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  if head then
+    local lease = math.min(tonumber(redis.call('HGET', KEYS[6], head)) or grace, grace)
+    redis.call('SET', KEYS[1], head, 'PX', lease)
+    local fence = redis.call('INCR', KEYS[2])
+    forget(head)
+    wake(wake_prefix .. head, 'g' .. fence .. ':' .. lease)
+  end
+  for _, watcher in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    wake(wake_prefix .. watcher, '1')
+  end
+end
 """
 
-# KEYS[1] lock, KEYS[2] fence, KEYS[3] queue, KEYS[4] alive
+# KEYS[1..6] as above
 # ARGV[1] token, ARGV[2] lease in ms, ARGV[3] waiter grace in ms, ARGV[4] wake-list prefix
 # Takes the lock if it is free and no earlier waiter is queued (or `token` is first),
-# bumping the fence in the same step. Re-acquiring with the holding token is idempotent.
+# bumping the fence in the same step. Re-acquiring with the holding token is idempotent
+# (and claims a lock handed over to `token`: its lease is reset to the full length).
 # returns: the fencing token (> 0) if `token` holds the lock now; otherwise `token` is
 #          queued and the reply is minus the holder's remaining lease in ms (0 if free
 #          but another waiter is first in line).
 ACQUIRE_SCRIPT: Final[str] = (
-    _WAKE
+    _PRELUDE
     + """
 local token = ARGV[1]
 local holder = redis.call('GET', KEYS[1])
@@ -53,27 +91,22 @@ if not holder and redis.call('EXISTS', KEYS[3]) == 0 then  -- free, nobody waiti
   return redis.call('INCR', KEYS[2])
 end
 local now, now_us = now_ms()
-local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
-for _, waiter in ipairs(gone) do
-  redis.call('ZREM', KEYS[3], waiter)
-  redis.call('ZREM', KEYS[4], waiter)
-end
+prune(now)
 local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
 if not holder then
   if not head or head == token then
     redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
-    if head then
-      redis.call('ZREM', KEYS[3], token)
-      redis.call('ZREM', KEYS[4], token)
-    end
+    forget(token)
     return redis.call('INCR', KEYS[2])
   end
-  wake(ARGV[4] .. head)  -- free, but not our turn: make sure the first in line knows
+  wake(ARGV[4] .. head, '1')  -- free, but not our turn: make sure the first in line knows
 end
 redis.call('ZADD', KEYS[3], 'NX', now_us, token)
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[3]), token)
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-redis.call('PEXPIRE', KEYS[4], ARGV[3])
+redis.call('HSET', KEYS[6], token, ARGV[2])
+for i = 3, 6 do
+  redis.call('PEXPIRE', KEYS[i], ARGV[3])
+end
 if not holder then
   return 0
 end
@@ -81,23 +114,20 @@ return -math.max(redis.call('PTTL', KEYS[1]), 0)
 """
 )
 
-# KEYS[1] lock, KEYS[2] queue, KEYS[3] alive
-# ARGV[1] token, ARGV[2] wake-list prefix
-# Deletes the lock only if `token` holds it, then wakes every queued waiter. A token
-# that does not hold it is taken out of the queue instead (it stopped waiting).
+# KEYS[1..6] as above
+# ARGV[1] token, ARGV[2] wake-list prefix, ARGV[3] waiter grace in ms
+# Frees the lock only if `token` holds it, and hands it over to the first waiter in
+# line. A token that does not hold it is taken out of the queue instead.
 # returns: 1 if released, 0 if `token` did not hold the lock.
 RELEASE_SCRIPT: Final[str] = (
-    _WAKE
+    _PRELUDE
     + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('ZREM', KEYS[3], ARGV[1])
+  forget(ARGV[1])
   return 0
 end
 redis.call('DEL', KEYS[1])
-for _, waiter in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  wake(ARGV[2] .. waiter)
-end
+hand_over(ARGV[2], tonumber(ARGV[3]))
 return 1
 """
 )
@@ -112,57 +142,70 @@ end
 return 0
 """
 
-# KEYS[1] lock, KEYS[2] queue, KEYS[3] alive
-# ARGV[1] token, ARGV[2] wake-list prefix
-# Takes `token` out of the queue (it gave up or no longer needs the lock). If it was
-# first in line and the lock is free, the next waiter is woken: its turn has come.
-# returns: 1 if `token` was queued, else 0.
+# KEYS[1..6] as above
+# ARGV[1] token, ARGV[2] wake-list prefix, ARGV[3] waiter grace in ms
+# Takes `token` out of the queue (it gave up, or no longer needs the lock). If the lock
+# was handed to it meanwhile, it is passed on to the next waiter; if it was first in
+# line and the lock is free, the next waiter is woken: its turn has come.
+# returns: 1 if `token` was queued or held the lock, else 0.
 LEAVE_SCRIPT: Final[str] = (
-    _WAKE
+    _PRELUDE
     + """
-local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-local queued = redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('DEL', ARGV[2] .. ARGV[1])
-if head == ARGV[1] and redis.call('EXISTS', KEYS[1]) == 0 then
-  local next_head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+local token = ARGV[1]
+redis.call('DEL', ARGV[2] .. token)
+if redis.call('GET', KEYS[1]) == token then
+  redis.call('DEL', KEYS[1])
+  hand_over(ARGV[2], tonumber(ARGV[3]))
+  return 1
+end
+local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+local queued = redis.call('ZSCORE', KEYS[3], token)
+forget(token)
+if head == token and redis.call('EXISTS', KEYS[1]) == 0 then
+  local next_head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
   if next_head then
-    wake(ARGV[2] .. next_head)
+    wake(ARGV[2] .. next_head, '1')
   end
 end
-return queued
+if queued then
+  return 1
+end
+return 0
 """
 )
 
-# KEYS[1] queue, KEYS[2] alive
-# ARGV[1] token, ARGV[2] waiter grace in ms
-# A waiter blocked for a long time says it is still there (keeps its place in line).
+# KEYS[1..6] as above
+# ARGV[1] token, ARGV[2] waiter grace in ms, ARGV[3] "1" to also watch every release
+# A waiter says it is still there (keeps its place in line during a long wait), and
+# may ask to be woken by every release, not only when its turn comes.
 # returns: 1 if `token` is still queued, 0 if it was dropped (it re-queues on its next try).
 REFRESH_SCRIPT: Final[str] = (
-    _WAKE
+    _PRELUDE
     + """
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
   return 0
 end
 local now = now_ms()
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+if ARGV[3] == '1' then
+  redis.call('SADD', KEYS[5], ARGV[1])
+end
+for i = 3, 6 do
+  redis.call('PEXPIRE', KEYS[i], ARGV[2])
+end
 return 1
 """
 )
 
-# KEYS[1] lock, KEYS[2] queue
-# ARGV[1] wake-list prefix
-# Deletes the lock whoever holds it (an operator breaking a stuck lock); wakes waiters.
+# KEYS[1..6] as above
+# ARGV[1] wake-list prefix, ARGV[2] waiter grace in ms
+# Frees the lock whoever holds it (an operator breaking a stuck lock) and hands it over.
 # returns: 1 if a lock was there, else 0.
 FORCE_RELEASE_SCRIPT: Final[str] = (
-    _WAKE
+    _PRELUDE
     + """
 local held = redis.call('DEL', KEYS[1])
-for _, waiter in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  wake(ARGV[1] .. waiter)
-end
+hand_over(ARGV[1], tonumber(ARGV[2]))
 return held
 """
 )

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .base import LockAdmin, LockInfo, QueuedStore, Store
+from .base import Handover, LockAdmin, LockInfo, QueuedStore, Store
 
 
 class ThreadedAsyncStore:
@@ -68,9 +68,11 @@ class ThreadedQueued:
 
     sync: Any
 
-    async def wait_turn(self, key: str, token: str, timeout: float) -> None:
+    async def wait_turn(
+        self, key: str, token: str, timeout: float, every_release: bool = False
+    ) -> Handover | None:
         """See :meth:`QueuedStore.wait_turn`."""
-        await asyncio.to_thread(self.sync.wait_turn, key, token, timeout)
+        return await asyncio.to_thread(self.sync.wait_turn, key, token, timeout, every_release)
 
     async def leave(self, key: str, token: str) -> None:
         """See :meth:`QueuedStore.leave`."""

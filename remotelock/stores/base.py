@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 # Capability names a store may declare in its ``capabilities`` frozenset.
 CROSS_PROCESS = "cross_process"
@@ -123,6 +123,14 @@ class HasAsyncTwin(Protocol):
         ...
 
 
+class Handover(NamedTuple):
+    """The lock was handed straight to a queued waiter by the release that freed it."""
+
+    fencing_token: int
+    lease: float
+    """Seconds the handed-over lease runs; the new holder renews it to its full length."""
+
+
 @runtime_checkable
 class QueuedStore(Protocol):
     """Optional: a store that queues waiters and serves them in arrival order.
@@ -133,8 +141,15 @@ class QueuedStore(Protocol):
     An ``acquire`` that finds the lock busy puts its token in the queue.
     """
 
-    def wait_turn(self, key: str, token: str, timeout: float) -> None:
-        """Like :meth:`Store.wait`, as the queued waiter ``token``."""
+    def wait_turn(
+        self, key: str, token: str, timeout: float, every_release: bool = False
+    ) -> Handover | None:
+        """Like :meth:`Store.wait`, as the queued waiter ``token``: return when its turn
+        may have come (or, with ``every_release``, after any release), or at ``timeout``.
+
+        :returns: a :class:`Handover` if the lock now belongs to ``token`` (no acquire
+            needed), else ``None`` (try to acquire again).
+        """
         ...
 
     def leave(self, key: str, token: str) -> None:
@@ -146,7 +161,9 @@ class QueuedStore(Protocol):
 class AsyncQueuedStore(Protocol):
     """Async twin of :class:`QueuedStore`."""
 
-    async def wait_turn(self, key: str, token: str, timeout: float) -> None:
+    async def wait_turn(
+        self, key: str, token: str, timeout: float, every_release: bool = False
+    ) -> Handover | None:
         """See :meth:`QueuedStore.wait_turn`."""
         ...
 
@@ -192,6 +209,7 @@ __all__ = [
     "AsyncLockAdmin",
     "AsyncQueuedStore",
     "AsyncStore",
+    "Handover",
     "HasAsyncTwin",
     "LockAdmin",
     "LockInfo",

@@ -36,6 +36,7 @@ from .base import (
     NOTIFY,
     TOKEN_CHECKED,
     AsyncStore,
+    Handover,
     LockInfo,
 )
 
@@ -56,11 +57,16 @@ CAPABILITIES: Final = frozenset(
 class Layout(NamedTuple):
     """The Redis keys of one lock; they share one hash tag (one Cluster slot)."""
 
-    lock: str
-    fence: str
-    queue: str
-    alive: str
+    all: list[str]  # lock, fence, queue, alive, watch, ttls: the scripts' KEYS[1..6]
     wake: str  # prefix of the per-waiter wake-up lists
+
+    @property
+    def lock(self) -> str:
+        return self.all[0]
+
+    @property
+    def fence(self) -> str:
+        return self.all[1]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -68,9 +74,19 @@ def layout(prefix: str, key: str) -> Layout:
     """``<prefix>:{<key>}:lock`` and friends. ``%`` and ``}`` in the key are escaped,
     so the hash tag is always the whole key and never ends early or comes out empty."""
     base = f"{prefix}:{{{key.replace('%', '%25').replace('}', '%7D')}}}"
-    return Layout(
-        base + ":lock", base + ":fence", base + ":queue", base + ":alive", base + ":wake:"
-    )
+    parts = ("lock", "fence", "queue", "alive", "watch", "ttls")
+    return Layout([f"{base}:{part}" for part in parts], f"{base}:wake:")
+
+
+def handover(reply: Any) -> Handover | None:
+    """A BLPOP reply: ``g<fence>:<lease ms>`` means the lock was handed to us."""
+    if not reply:
+        return None
+    message = text(reply[1]) or ""
+    if not message.startswith("g"):
+        return None
+    fence, _, lease = message[1:].partition(":")
+    return Handover(int(fence), int(lease) / 1000)
 
 
 def key_of(redis_key: str, prefix: str) -> str | None:
@@ -239,6 +255,20 @@ def sync_client(url: str, kwargs: dict[str, Any]) -> Any:
     return redis.Redis.from_url(url, **{**client_defaults("plain"), **kwargs})
 
 
+def describe(client: Any) -> str:
+    """Where a client points, briefly (error messages quote it; no passwords)."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    if "host" in kwargs:
+        return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    nodes = getattr(client, "startup_nodes", None)
+    if nodes:
+        return "redis+cluster://" + ",".join(sorted(str(name) for name in nodes))
+    return type(client).__name__
+
+
 def max_block(client: Any) -> float:
     """Longest single BLPOP: well under the client's read timeout (else it would fire)."""
     pool = getattr(client, "connection_pool", None)
@@ -285,6 +315,7 @@ class RedisStore:
         # token -> monotonic time the holder's lease ends, learnt from a busy acquire:
         # a waiter never sleeps past it, so an expired lock is noticed on time.
         self._holder_ends: dict[str, float] = {}
+        self._watching: set[str] = set()  # tokens registered to hear every release
         self._url: tuple[str, dict[str, Any]] | None = None
         self._twin: AsyncStore | None = None
         pool = getattr(client, "connection_pool", None)
@@ -315,25 +346,19 @@ class RedisStore:
         """Take ``key`` if free and no earlier waiter is queued; else queue ``token``."""
         k = layout(self.prefix, key)
         with translate(self, "acquire", key):
-            reply = int(
-                self._run(
-                    "acquire",
-                    [k.lock, k.fence, k.queue, k.alive],
-                    [token, ms(ttl), self._grace_ms, k.wake],
-                )
-            )
+            reply = int(self._run("acquire", k.all, [token, ms(ttl), self._grace_ms, k.wake]))
         if reply < 0:
             self._holder_ends[token] = time.monotonic() - reply / 1000
         else:
-            self._holder_ends.pop(token, None)
+            self._forget(token)
         return reply if reply > 0 else None
 
     def release(self, key: str, token: str) -> bool:
-        """Delete the lock if ``token`` holds it and wake every waiter."""
+        """Free the lock if ``token`` holds it, handing it to the first waiter in line."""
         k = layout(self.prefix, key)
-        self._holder_ends.pop(token, None)
+        self._forget(token)
         with translate(self, "release", key):
-            return bool(self._run("release", [k.lock, k.queue, k.alive], [token, k.wake]))
+            return bool(self._run("release", k.all, [token, k.wake, self._grace_ms]))
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
         """Reset the lease if ``token`` still holds ``key``."""
@@ -364,39 +389,51 @@ class RedisStore:
 
     # -- QueuedStore ------------------------------------------------------------------
 
-    def wait_turn(self, key: str, token: str, timeout: float) -> None:
-        """Block on ``token``'s wake-up list until a release, the holder's lease end,
-        or ``timeout``; keep the place in line during long waits."""
+    def wait_turn(
+        self, key: str, token: str, timeout: float, every_release: bool = False
+    ) -> Handover | None:
+        """Block on ``token``'s wake-up list until the lock is handed over (or, with
+        ``every_release``, any release), the holder's lease ends, or ``timeout``;
+        keep the place in line during long waits."""
         k = layout(self.prefix, key)
         deadline = time.monotonic() + timeout
         holder_ends = self._holder_ends.get(token)
         if holder_ends is not None:
             deadline = min(deadline, holder_ends + 0.001)
+        refresh = [token, self._grace_ms, "1" if every_release else "0"]
         with translate(self, "wait", key):
+            if every_release and token not in self._watching:
+                self._watching.add(token)
+                self._run("refresh", k.all, refresh)
             while True:
                 left = deadline - time.monotonic()
                 if left < 0.002:  # BLPOP cannot block this briefly (0 would mean forever)
                     time.sleep(max(left, 0))
-                    return
-                if self.client.blpop([k.wake + token], timeout=min(left, self._max_block)):
-                    return
+                    return None
+                reply = self.client.blpop([k.wake + token], timeout=min(left, self._max_block))
+                if reply:
+                    return handover(reply)
                 if deadline - time.monotonic() >= 0.002:
-                    self._run("refresh", [k.queue, k.alive], [token, self._grace_ms])
+                    self._run("refresh", k.all, refresh)
 
     def leave(self, key: str, token: str) -> None:
-        """Take ``token`` out of the queue (and hand the turn on if it was first)."""
+        """Take ``token`` out of the queue (passing the lock on if it was just handed it)."""
         k = layout(self.prefix, key)
-        self._holder_ends.pop(token, None)
+        self._forget(token)
         with translate(self, "leave", key):
-            self._run("leave", [k.lock, k.queue, k.alive], [token, k.wake])
+            self._run("leave", k.all, [token, k.wake, self._grace_ms])
+
+    def _forget(self, token: str) -> None:
+        self._holder_ends.pop(token, None)
+        self._watching.discard(token)
 
     # -- admin ----------------------------------------------------------------------
 
     def force_release(self, key: str) -> bool:
-        """Delete ``key``'s lock whoever holds it; wake its waiters."""
+        """Free ``key``'s lock whoever holds it; hand it to the next waiter."""
         k = layout(self.prefix, key)
         with translate(self, "force_release", key):
-            return bool(self._run("force_release", [k.lock, k.queue], [k.wake]))
+            return bool(self._run("force_release", k.all, [k.wake, self._grace_ms]))
 
     def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
         """The held locks whose key starts with ``prefix`` (SCAN: not a snapshot)."""
@@ -438,7 +475,7 @@ class RedisStore:
         self.client.close()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.client!r}, prefix={self.prefix!r})"
+        return f"{type(self).__name__}({describe(self.client)!r}, prefix={self.prefix!r})"
 
 
 def __getattr__(name: str) -> Any:

@@ -18,11 +18,12 @@ import redis.asyncio as aioredis
 
 from ..errors import StoreConfigError
 from ._redis_lua import SCRIPTS
-from .base import LockInfo
+from .base import Handover, LockInfo
 from .redis import (
     CAPABILITIES,
     check_options,
     client_defaults,
+    handover,
     hosts,
     key_of,
     layout,
@@ -95,6 +96,7 @@ class AsyncRedisStore:
         self.waiter_grace = options.waiter_grace
         self._grace_ms = ms(options.waiter_grace)
         self._holder_ends: dict[str, float] = {}
+        self._watching: set[str] = set()
         self._given = _Bound(client) if client is not None else None
         self._factory: tuple[str, dict[str, Any]] | None = None
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bound] = (
@@ -134,24 +136,20 @@ class AsyncRedisStore:
         k = layout(self.prefix, key)
         with translate(self, "acquire", key):
             reply = int(
-                await self._run(
-                    "acquire",
-                    [k.lock, k.fence, k.queue, k.alive],
-                    [token, ms(ttl), self._grace_ms, k.wake],
-                )
+                await self._run("acquire", k.all, [token, ms(ttl), self._grace_ms, k.wake])
             )
         if reply < 0:
             self._holder_ends[token] = time.monotonic() - reply / 1000
         else:
-            self._holder_ends.pop(token, None)
+            self._forget(token)
         return reply if reply > 0 else None
 
     async def release(self, key: str, token: str) -> bool:
         """See :meth:`RedisStore.release`."""
         k = layout(self.prefix, key)
-        self._holder_ends.pop(token, None)
+        self._forget(token)
         with translate(self, "release", key):
-            return bool(await self._run("release", [k.lock, k.queue, k.alive], [token, k.wake]))
+            return bool(await self._run("release", k.all, [token, k.wake, self._grace_ms]))
 
     async def extend(self, key: str, token: str, ttl: float) -> bool:
         """See :meth:`RedisStore.extend`."""
@@ -181,38 +179,49 @@ class AsyncRedisStore:
                 if await client.get(lock) != holder:
                     return
 
-    async def wait_turn(self, key: str, token: str, timeout: float) -> None:
+    async def wait_turn(
+        self, key: str, token: str, timeout: float, every_release: bool = False
+    ) -> Handover | None:
         """See :meth:`RedisStore.wait_turn`."""
         k = layout(self.prefix, key)
         deadline = time.monotonic() + timeout
         holder_ends = self._holder_ends.get(token)
         if holder_ends is not None:
             deadline = min(deadline, holder_ends + 0.001)
+        refresh = [token, self._grace_ms, "1" if every_release else "0"]
         with translate(self, "wait", key):
             bound = self._bound()
+            if every_release and token not in self._watching:
+                self._watching.add(token)
+                await self._run("refresh", k.all, refresh)
             while True:
                 left = deadline - time.monotonic()
                 if left < 0.002:
                     await asyncio.sleep(max(left, 0))
-                    return
+                    return None
                 chunk = min(left, bound.max_block)
-                if await bound.client.blpop([k.wake + token], timeout=chunk):
-                    return
+                reply = await bound.client.blpop([k.wake + token], timeout=chunk)
+                if reply:
+                    return handover(reply)
                 if deadline - time.monotonic() >= 0.002:
-                    await self._run("refresh", [k.queue, k.alive], [token, self._grace_ms])
+                    await self._run("refresh", k.all, refresh)
 
     async def leave(self, key: str, token: str) -> None:
         """See :meth:`RedisStore.leave`."""
         k = layout(self.prefix, key)
-        self._holder_ends.pop(token, None)
+        self._forget(token)
         with translate(self, "leave", key):
-            await self._run("leave", [k.lock, k.queue, k.alive], [token, k.wake])
+            await self._run("leave", k.all, [token, k.wake, self._grace_ms])
+
+    def _forget(self, token: str) -> None:
+        self._holder_ends.pop(token, None)
+        self._watching.discard(token)
 
     async def force_release(self, key: str) -> bool:
         """See :meth:`RedisStore.force_release`."""
         k = layout(self.prefix, key)
         with translate(self, "force_release", key):
-            return bool(await self._run("force_release", [k.lock, k.queue], [k.wake]))
+            return bool(await self._run("force_release", k.all, [k.wake, self._grace_ms]))
 
     async def iter_locks(self, prefix: str = "") -> AsyncIterator[LockInfo]:
         """See :meth:`RedisStore.iter_locks`."""

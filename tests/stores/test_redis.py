@@ -48,7 +48,7 @@ def cluster_slot(name: str) -> str:
 @pytest.mark.parametrize("key", ["report:7", "a}b", "}start", "{x}", "50%", "ünï code"])
 def test_every_key_of_a_lock_shares_one_hash_tag(key: str) -> None:
     keys = layout("remotelock", key)
-    tags = {cluster_slot(name) for name in keys}
+    tags = {cluster_slot(name) for name in [*keys.all, keys.wake + "token"]}
     assert len(tags) == 1
     assert tags.pop()  # never an empty tag (that would hash the whole name)
     assert key_of(keys.lock, "remotelock") == key
@@ -134,22 +134,70 @@ def test_store_from_a_client(redis_server: RedisServer) -> None:
 
 
 def test_waiters_are_served_in_arrival_order(redis_store: RedisStore, key: str) -> None:
-    assert redis_store.acquire(key, "A", 30) is not None
+    first = redis_store.acquire(key, "A", 30)
+    assert first is not None
     assert redis_store.acquire(key, "B", 30) is None  # queued first
     assert redis_store.acquire(key, "C", 30) is None  # queued second
     assert redis_store.release(key, "A") is True
-    assert redis_store.acquire(key, "C", 30) is None  # free, but B is first in line
+    assert redis_store.owner(key) == "B"  # handed straight to the first in line
     assert redis_store.acquire(key, "A", 30) is None  # the releaser cannot jump the line
-    assert redis_store.acquire(key, "B", 30) is not None
+    assert redis_store.acquire(key, "C", 30) is None
+    handed = redis_store.wait_turn(key, "B", 5)
+    assert handed is not None
+    assert handed.fencing_token > first
+    assert redis_store.acquire(key, "B", 30) == handed.fencing_token  # claiming is idempotent
     assert redis_store.release(key, "B") is True
-    assert redis_store.acquire(key, "C", 30) is not None
+    assert redis_store.owner(key) == "C"
 
 
-def test_leaving_hands_the_turn_on(redis_store: RedisStore, key: str) -> None:
+def test_handover_reaches_the_waiter_with_a_short_lease(redis_server: RedisServer) -> None:
+    store = RedisStore.from_url(
+        f"{redis_server.url}?prefix=ho-{uuid.uuid4().hex[:8]}", waiter_grace=2
+    )
+    assert store.acquire("k", "A", 30) is not None
+    assert store.acquire("k", "B", 30) is None
+    handed: list[Any] = []
+    waiter = threading.Thread(target=lambda: handed.append(store.wait_turn("k", "B", 30)))
+    waiter.start()
+    time.sleep(0.2)
+    store.release("k", "A")
+    waiter.join(30)
+    assert handed[0] is not None
+    assert handed[0].lease == 2.0  # at most the waiter grace, until the holder renews it
+    assert store.client.pttl(layout(store.prefix, "k").lock) <= 2000
+    assert store.extend("k", "B", 30) is True
+    store.close()
+
+
+def test_a_dead_waiter_holds_a_handed_lock_only_briefly(redis_server: RedisServer) -> None:
+    store = RedisStore.from_url(
+        f"{redis_server.url}?prefix=dead-{uuid.uuid4().hex[:8]}", waiter_grace=0.5
+    )
+    store.acquire("k", "A", 30)
+    store.acquire("k", "ghost", 30)  # queued, then dies without a word
+    store.release("k", "A")  # the lock goes to the ghost...
+    assert store.owner("k") == "ghost"
+    lease = RemoteLock("k", store=store).acquire(timeout=10)  # ...for half a second at most
+    assert store.owner("k") == lease.token
+    lease.release()
+    store.close()
+
+
+def test_leaving_hands_the_lock_on(redis_store: RedisStore, key: str) -> None:
+    """A waiter that gives up just as the lock is handed to it passes it on."""
     redis_store.acquire(key, "A", 30)
     redis_store.acquire(key, "B", 30)
     redis_store.acquire(key, "C", 30)
-    redis_store.release(key, "A")
+    redis_store.release(key, "A")  # handed to B, who is giving up
+    redis_store.leave(key, "B")
+    assert redis_store.owner(key) == "C"
+
+
+def test_leaving_hands_the_turn_on(redis_store: RedisStore, key: str) -> None:
+    redis_store.acquire(key, "A", 1)
+    redis_store.acquire(key, "B", 30)
+    redis_store.acquire(key, "C", 30)
+    time.sleep(1.2)  # A's lease runs out: the lock is free, B is first in line
     woke: list[float] = []
 
     def wait_for_c() -> None:
@@ -168,18 +216,18 @@ def test_leaving_hands_the_turn_on(redis_store: RedisStore, key: str) -> None:
 
 
 def test_a_waiter_that_never_comes_back_loses_its_place(redis_server: RedisServer) -> None:
-    store = RedisStore.from_url(f"{redis_server.url}?prefix=grace-{uuid.uuid4().hex[:8]}")
-    store = RedisStore(store.client, prefix=store.prefix, waiter_grace=0.3)
-    store.acquire("k", "A", 30)
+    store = RedisStore.from_url(
+        f"{redis_server.url}?prefix=grace-{uuid.uuid4().hex[:8]}", waiter_grace=0.3
+    )
+    store.acquire("k", "A", 0.5)
     store.acquire("k", "ghost", 30)  # queued, then crashes
-    store.release("k", "A")
-    assert store.acquire("k", "C", 30) is None
-    time.sleep(0.5)
-    assert store.acquire("k", "C", 30) is not None
+    time.sleep(0.6)  # A's lease runs out without a release: nobody hands it over
+    assert store.acquire("k", "C", 30) is not None  # the ghost was dropped from the line
     store.close()
 
 
-def test_release_wakes_every_queued_waiter(redis_store: RedisStore, key: str) -> None:
+def test_release_wakes_every_watcher(redis_store: RedisStore, key: str) -> None:
+    """Callers with skip_if watch every release: all of them re-check at once."""
     redis_store.acquire(key, "holder", 30)
     waiters = [f"w{n}" for n in range(5)]
     for waiter in waiters:
@@ -187,7 +235,7 @@ def test_release_wakes_every_queued_waiter(redis_store: RedisStore, key: str) ->
     woke: list[str] = []
 
     def wait(token: str) -> None:
-        redis_store.wait_turn(key, token, 30)
+        redis_store.wait_turn(key, token, 30, every_release=True)
         woke.append(token)
 
     threads = [threading.Thread(target=wait, args=(token,)) for token in waiters]
@@ -200,6 +248,31 @@ def test_release_wakes_every_queued_waiter(redis_store: RedisStore, key: str) ->
         thread.join(30)
     assert sorted(woke) == waiters  # everyone, not just the first in line
     assert time.monotonic() - started < 10
+
+
+def test_release_wakes_only_the_first_in_line(redis_store: RedisStore, key: str) -> None:
+    """Plain waiters sleep on until their turn: no herd on every handover."""
+    redis_store.acquire(key, "holder", 30)
+    for waiter in ("first", "second", "third"):
+        assert redis_store.acquire(key, waiter, 30) is None
+    woke: list[str] = []
+
+    def wait(token: str) -> None:
+        redis_store.wait_turn(key, token, 3)
+        woke.append(token)
+
+    threads = [threading.Thread(target=wait, args=(t,)) for t in ("first", "second", "third")]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    redis_store.release(key, "holder")
+    threads[0].join(30)
+    assert woke == ["first"]
+    time.sleep(0.3)
+    assert woke == ["first"]  # the others still sleep...
+    for thread in threads[1:]:
+        thread.join(30)  # ...until their own timeout
+    assert sorted(woke) == ["first", "second", "third"]
 
 
 def test_wait_is_bounded_by_the_holders_lease(redis_store: RedisStore, key: str) -> None:

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of remotelock and its peers (``./dev.sh bench``)."""

@@ -1,0 +1,125 @@
+"""One thin adapter per lock library, so every scenario drives them the same way.
+
+Each adapter takes a Redis URL and gives ``acquire(key) -> handle`` (blocking, up to
+60 s) and ``release(handle)``. Peers get a redis-py client with the same socket
+timeout remotelock's URL-built clients use, so nobody wins by waiting less carefully.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import redis
+
+
+class Adapter(Protocol):
+    name: str
+
+    def acquire(self, key: str) -> Any: ...
+
+    def release(self, handle: Any) -> None: ...
+
+
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
+class RemoteLockAdapter:
+    """remotelock's RemoteLock over RedisStore (or any store URL)."""
+
+    def __init__(self, url: str, name: str = "remotelock") -> None:
+        from remotelock import RemoteLock
+        from remotelock.stores import store_from_url
+
+        self.name = name
+        self.store = store_from_url(url)
+        self._lock_class = RemoteLock
+        self._locks: dict[str, Any] = {}
+
+    def acquire(self, key: str) -> Any:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = self._lock_class(key, store=self.store, ttl=30)
+        return lock.acquire(timeout=60)
+
+    def release(self, handle: Any) -> None:
+        handle.release()
+
+
+class RedisPyAdapter:
+    """redis-py's own ``redis.lock.Lock`` (default ``sleep=0.1``, or a shorter poll)."""
+
+    def __init__(self, url: str, sleep: float = 0.1, name: str = "redis-py Lock") -> None:
+        self.name = name
+        self.client = _client(url)
+        self.sleep = sleep
+
+    def acquire(self, key: str) -> Any:
+        lock = self.client.lock(key, timeout=30, sleep=self.sleep, blocking_timeout=60)
+        if not lock.acquire():
+            raise TimeoutError(key)
+        return lock
+
+    def release(self, handle: Any) -> None:
+        handle.release()
+
+
+class PythonRedisLockAdapter:
+    """python-redis-lock (whole-second expiries; waits on a BLPOP signal list)."""
+
+    def __init__(self, url: str, name: str = "python-redis-lock") -> None:
+        import redis_lock
+
+        self.name = name
+        self.client = _client(url)
+        self._lock_class = redis_lock.Lock
+
+    def acquire(self, key: str) -> Any:
+        lock = self._lock_class(self.client, key, expire=60)
+        if not lock.acquire(blocking=True, timeout=60):
+            raise TimeoutError(key)
+        return lock
+
+    def release(self, handle: Any) -> None:
+        handle.release()
+
+
+class PotteryAdapter:
+    """pottery's ``Redlock`` on one master (polls with a random delay up to 0.2 s)."""
+
+    def __init__(self, url: str, name: str = "pottery Redlock") -> None:
+        from pottery import Redlock
+
+        self.name = name
+        self.client = _client(url)
+        self._lock_class = Redlock
+
+    def acquire(self, key: str) -> Any:
+        lock = self._lock_class(key=key, masters={self.client}, auto_release_time=30)
+        if not lock.acquire(blocking=True, timeout=60):
+            raise TimeoutError(key)
+        return lock
+
+    def release(self, handle: Any) -> None:
+        handle.release()
+
+
+def make(kind: str, url: str) -> Adapter:
+    """An adapter by name (the names used on the command line and in tables)."""
+    if kind == "remotelock":
+        return RemoteLockAdapter(url)
+    if kind == "redis-py":
+        return RedisPyAdapter(url)
+    if kind == "redis-py-1ms":
+        return RedisPyAdapter(url, sleep=0.001, name="redis-py Lock, sleep=1ms")
+    if kind == "python-redis-lock":
+        return PythonRedisLockAdapter(url)
+    if kind == "pottery":
+        return PotteryAdapter(url)
+    raise ValueError(f"unknown adapter {kind!r}")
+
+
+PEERS = ("redis-py", "redis-py-1ms", "python-redis-lock", "pottery")
+ALL = ("remotelock", *PEERS)
+
+__all__ = ["ALL", "PEERS", "Adapter", "make"]
