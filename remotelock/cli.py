@@ -1,37 +1,365 @@
-"""The ``remotelock`` command line."""
+"""The ``remotelock`` command line: argument parsing and one small function per command.
+
+Each command is a thin wrapper: the store comes from :func:`store_from_url` (``--url``,
+else the library's own resolution), ``status`` and ``release`` use the optional
+:class:`~remotelock.stores.base.LockAdmin` abilities of the store, and ``run`` hands
+the lock and the command to :mod:`remotelock.supervise`, which owns the process
+handling. Exit statuses are listed in :class:`remotelock.supervise.ExitStatus`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
+import math
+import os
+import signal
 import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
+from . import config, demo, supervise
 from ._version import __version__
+from .errors import LockTimeout, StoreConfigError, StoreError
+from .lease import OnLost
+from .lock import RemoteLock
+from .stores import store_from_url
+from .stores.base import CROSS_PROCESS, LockAdmin, LockInfo, Store
+from .supervise import ExitStatus
+
+log = logging.getLogger(__name__)
+
+_RUN_DESCRIPTION = """\
+Wait for the lock KEY, run COMMAND while holding it, and release it when COMMAND
+exits. COMMAND gets REMOTELOCK_KEY and REMOTELOCK_FENCING_TOKEN in its environment
+and runs in a process group of its own; SIGINT, SIGTERM and SIGHUP are forwarded to
+that group. If the lock is lost, the group gets SIGTERM, then SIGKILL after --grace
+seconds.
+"""
+
+_EXIT_STATUSES = "exit status:\n" + "".join(
+    f"  {status:<17}  {meaning}\n"
+    for status, meaning in (
+        ("the command's own", "it ran while the lock was held (128+N: killed by signal N)"),
+        (ExitStatus.USAGE, "bad usage: unknown store scheme, bad option value, no command"),
+        (ExitStatus.STORE_UNAVAILABLE, "the store could not be reached, or failed"),
+        (ExitStatus.TIMEOUT, "timed out: another holder kept the lock for --timeout seconds"),
+        (ExitStatus.LOCK_LOST, "the lock was lost while the command ran (it was stopped)"),
+        (ExitStatus.CANNOT_EXECUTE, "the command could not be executed"),
+        (ExitStatus.NOT_FOUND, "the command was not found"),
+    )
+)
+
+
+def _usage_error(message: str) -> NoReturn:
+    """Exit with status 2 and one line on stderr: a cron or CI log stays readable."""
+    sys.stderr.write(f"remotelock: error: {' '.join(message.split())}\n")
+    raise SystemExit(ExitStatus.USAGE)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line instead of the usage text plus the error."""
+
+    def error(self, message: str) -> NoReturn:
+        _usage_error(f"{message} (see '{self.prog} --help')")
+
+
+# -- option values --------------------------------------------------------------------
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = _number(text)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return seconds
+
+
+def _seconds(text: str) -> float:
+    seconds = _number(text)
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return seconds
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text!r}")
+    return value
+
+
+def _holders(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return count
+
+
+def _key(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+# -- stores -----------------------------------------------------------------------------
+
+
+def _open_store(url: str | None) -> Store:
+    """The store ``--url`` names; without one, ``REMOTELOCK_URL``, then the embedded SQLite."""
+    store = store_from_url(url) if url else config.resolve_store()
+    if not isinstance(store, Store) or inspect.iscoroutinefunction(store.acquire):
+        _usage_error(f"{store!r} is an async store; the command line needs a sync one")
+    if CROSS_PROCESS not in store.capabilities:
+        _usage_error(
+            f"{store!r} does not exclude other processes, so other commands cannot see its "
+            "locks; use a shared store such as sqlite:///path or redis://host"
+        )
+    return store
+
+
+def _admin(store: Store) -> LockAdmin:
+    if not isinstance(store, LockAdmin):
+        _usage_error(f"{store!r} cannot inspect or break locks (it does not offer LockAdmin)")
+    return store
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def _lock_maker(args: argparse.Namespace) -> supervise.MakeLock:
+    """How ``run`` holds the key: a plain lock (``--limit 1``, the only kind so far)."""
+    if args.limit != 1:
+        _usage_error(
+            f"--limit {args.limit}: more than one holder per key is not supported yet "
+            "(--limit 1 is a plain lock)"
+        )
+    store = _open_store(args.url)
+
+    def make(on_lost: OnLost) -> RemoteLock:
+        return RemoteLock(args.key, store=store, ttl=args.ttl, on_lost=on_lost)
+
+    return make
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not args.command:
+        _usage_error(
+            "run: no command given; write it after --, as in: "
+            "remotelock run KEY -- COMMAND [ARG ...]"
+        )
+    if not hasattr(os, "killpg"):
+        _usage_error("run needs process groups, which this system does not have (POSIX only)")
+    make_lock = _lock_maker(args)
+    return supervise.run(make_lock, args.command, timeout=args.timeout, grace=args.grace)
+
+
+def _describe(info: LockInfo) -> str:
+    fence = "unknown" if info.fencing_token is None else str(info.fencing_token)
+    ends = "at an unknown time" if info.expires_in is None else f"in {info.expires_in:.1f} s"
+    return f"held by {info.token[:8]}, fencing token {fence}, lease ends {ends}"
+
+
+def _status(args: argparse.Namespace) -> int:
+    for info in _admin(_open_store(args.url)).iter_locks(args.key):
+        if info.key == args.key:  # iter_locks matches a prefix
+            print(_describe(info))
+            return 0
+    print("free")
+    return 1
+
+
+def _release(args: argparse.Namespace) -> int:
+    if not args.force:
+        _usage_error(
+            f"release breaks the lock whoever holds it, and that holder may still be "
+            f"running; if {args.key!r} is really stuck, add --force"
+        )
+    if not _admin(_open_store(args.url)).force_release(args.key):
+        print("free")
+        return 1
+    log.warning(
+        "broke lock %r: its holder may still be running, and no longer excludes others",
+        args.key,
+    )
+    print("released")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return demo.main(args.processes, args.times, args.stampede, args.db)
+
+
+# -- parser -------------------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="remotelock",
         description="Distributed locks for functions and shell commands.",
     )
     parser.add_argument("--version", action="version", version=f"remotelock {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    demo = commands.add_parser("demo", help="run the two flagship scenarios across real processes")
-    demo.add_argument("--processes", type=int, default=8, help="counter processes (8)")
-    demo.add_argument("--times", type=int, default=100, help="increments per process (100)")
-    demo.add_argument("--stampede", type=int, default=20, help="stampede processes (20)")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logs of remotelock on stderr"
+    )
+    # Also accepted after the command name; SUPPRESS keeps a top-level -v in force.
+    verbose = _Parser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    store = _Parser(add_help=False)
+    store.add_argument(
+        "--url",
+        help="store URL (default: $REMOTELOCK_URL, else the embedded SQLite file)",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        parents=[store, verbose],
+        help="run a command while holding a lock",
+        usage="%(prog)s [options] KEY -- COMMAND [ARG ...]",
+        description=_RUN_DESCRIPTION,
+        epilog=_EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("key", metavar="KEY", type=_key, help="the lock's name")
+    run.add_argument(
+        "--ttl",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="S",
+        help="lease length, renewed every S/3 while COMMAND runs; if remotelock dies, "
+        "the lock is free again after at most S seconds (default: 30)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="wait at most S seconds for the lock, then exit with status "
+        f"{ExitStatus.TIMEOUT} (default: 60; 0: try once)",
+    )
+    run.add_argument(
+        "--limit",
+        type=_holders,
+        default=1,
+        metavar="N",
+        help="at most N holders at once (default: 1, a plain lock; N > 1 is not supported yet)",
+    )
+    run.add_argument(
+        "--grace",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="if the lock is lost: seconds between SIGTERM and SIGKILL (default: 5)",
+    )
+    run.set_defaults(handler=_run)
+
+    status = commands.add_parser(
+        "status",
+        parents=[store, verbose],
+        help="show who holds a lock",
+        description="Print 'free', or the holder's token prefix, the fencing token and "
+        "the lease's remaining seconds. Exit status: 0 if held, 1 if free.",
+    )
+    status.add_argument("key", metavar="KEY", type=_key, help="the lock's name")
+    status.set_defaults(handler=_status)
+
+    release = commands.add_parser(
+        "release",
+        parents=[store, verbose],
+        help="break a stuck lock (needs --force)",
+        description="Delete the lock KEY whoever holds it. The holder is not stopped and "
+        "may still be running: only break a lock whose holder is known to be gone. "
+        "Exit status: 0 if a lock was broken, 1 if it was free.",
+    )
+    release.add_argument("key", metavar="KEY", type=_key, help="the lock's name")
+    release.add_argument("--force", action="store_true", help="really break the lock")
+    release.set_defaults(handler=_release)
+
+    show = commands.add_parser(
+        "demo",
+        parents=[verbose],
+        help="run the two flagship scenarios across real processes",
+        description="The demo of ./dev.sh demo: a shared counter and a stampede, on the "
+        "embedded SQLite store.",
+    )
+    demo.add_arguments(show)
+    show.set_defaults(handler=_demo)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.verbose:
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s %(levelname)s %(message)s")
-    from . import demo
+def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Take ``run``'s command (everything after the first ``--``) away from argparse.
 
-    return demo.main(args.processes, args.times, args.stampede)
+    argparse's own ``--`` handling varies between Python versions and can mistake the
+    command's options for ours; the command must reach ``exec`` exactly as written.
+    The top-level options take no values, so the first word is the command name.
+    """
+    words = [arg for arg in argv if not arg.startswith("-")]
+    if words[:1] != ["run"] or "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
+class _Brief(logging.Formatter):
+    """``remotelock: warning: ...``, in the same shape as the usage errors."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return f"remotelock: {record.levelname.lower()}: {record.message}"
+
+
+_handler: logging.Handler | None = None
+
+
+def _configure_logging(verbose: bool) -> None:
+    """WARNING and up from the ``remotelock`` loggers on stderr; DEBUG too with ``-v``."""
+    global _handler
+    logger = logging.getLogger("remotelock")
+    if _handler is not None:  # main() called again in the same process
+        logger.removeHandler(_handler)
+    _handler = logging.StreamHandler()
+    if verbose:
+        _handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    else:
+        _handler.setFormatter(_Brief())
+    logger.addHandler(_handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (usage errors exit with 2)."""
+    head, command = _split_command(list(sys.argv[1:] if argv is None else argv))
+    args, extra = _parser().parse_known_args(head)
+    if extra:
+        hint = "; the command to run goes after --" if args.handler is _run else ""
+        _usage_error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    args.command = command
+    _configure_logging(args.verbose)
+    handler: Any = args.handler
+    try:
+        return int(handler(args))
+    except StoreConfigError as exc:
+        _usage_error(str(exc))
+    except LockTimeout as exc:
+        log.error("%s", exc)
+        return ExitStatus.TIMEOUT
+    except KeyboardInterrupt:  # Ctrl-C outside `run`, which forwards it instead
+        return supervise.SIGNAL_BASE + signal.SIGINT
+    except StoreError as exc:
+        # The driver's own words fit on a line; the full message names the store's
+        # client in detail, which -v shows.
+        log.debug("%s", exc)
+        log.error("store unavailable: %s", exc.__cause__ or exc)
+        return ExitStatus.STORE_UNAVAILABLE
 
 
 __all__ = ["main"]

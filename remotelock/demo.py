@@ -214,16 +214,21 @@ def _worker(argv: list[str]) -> int:
     return 0
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options (shared with ``remotelock demo``, so the two never drift)."""
+    parser.add_argument("--processes", type=int, default=8, help="counter processes (8)")
+    parser.add_argument("--times", type=int, default=100, help="increments per process (100)")
+    parser.add_argument("--stampede", type=int, default=20, help="stampede processes (20)")
+    parser.add_argument("--db", type=Path, default=None, help="SQLite file (embedded default)")
+
+
 def cli(argv: list[str] | None = None) -> int:
     """``python -m remotelock.demo [--processes N] [--times N] [--stampede N]``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("count", "stampede"):
         return _worker(args)
     parser = argparse.ArgumentParser(prog="remotelock demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, default=8, help="counter processes (8)")
-    parser.add_argument("--times", type=int, default=100, help="increments per process (100)")
-    parser.add_argument("--stampede", type=int, default=20, help="stampede processes (20)")
-    parser.add_argument("--db", type=Path, default=None, help="SQLite file (embedded default)")
+    add_arguments(parser)
     ns = parser.parse_args(args)
     return main(ns.processes, ns.times, ns.stampede, ns.db)
 
