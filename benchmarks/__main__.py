@@ -69,7 +69,7 @@ def check(ok: bool, text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev.sh bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--only", default="abc", help="scenarios to run, e.g. 'a' or 'bc'")
+    parser.add_argument("--only", default="abcd", help="scenarios to run, e.g. 'a' or 'bc'")
     parser.add_argument("--libraries", default=",".join(ALL), help="comma-separated adapters")
     args = parser.parse_args(argv)
     kinds = args.libraries.split(",")
@@ -163,6 +163,18 @@ def run(url: str, kinds: list[str], rounds: int, only: str, quick: bool) -> int:
             f"(c) all 50 done within 0.2 s + 50 ms of the call's start: 0.2 s + "
             f"{ours_c.late_ms:.0f} ms (this machine's floor, with no lock at all: 0.2 s + "
             f"{floor_c.late_ms:.0f} ms)",
+        ))  # fmt: skip
+    if "d" in only:
+        runs = 3 if quick else 9
+        modules = ["remotelock", "redis", "redis_lock", "pottery", "tenacity", "wrapt"]
+        times = {module: scenarios.import_ms(module, runs) for module in modules}
+        print(f"### (d) Import time in a fresh interpreter (ms, median of {runs})\n")
+        rows = [[f"import {module}", f"{ms:.0f}"] for module, ms in times.items()]
+        print(table(["statement", "ms"], rows) + "\n", flush=True)
+        targets.append(check(
+            times["remotelock"] < times["redis"],
+            f"(d) import remotelock ({times['remotelock']:.0f} ms) lighter than import redis "
+            f"({times['redis']:.0f} ms); no store driver imported",
         ))  # fmt: skip
     print("### Targets\n\n" + "\n".join(targets))
     return 0

@@ -207,12 +207,28 @@ def floor(url: str, processes: int, api: float) -> Stampede:
     )
 
 
+# -- (d) import time ---------------------------------------------------------------------
+
+
+def import_ms(module: str, runs: int) -> float:
+    """Median milliseconds to ``import module`` in a fresh interpreter (a cold start)."""
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    samples = []
+    for _ in range(runs):
+        result = subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT
+        )
+        samples.append(float(result.stdout) * 1000)
+    return statistics.median(samples)
+
+
 __all__ = [
     "Contention",
     "Cycle",
     "Stampede",
     "contended",
     "floor",
+    "import_ms",
     "stampede",
     "uncontended",
 ]

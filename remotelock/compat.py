@@ -24,7 +24,6 @@ same path.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from collections.abc import Callable, Generator
@@ -188,6 +187,8 @@ class RemoteLockCall:
         exec: Callable[..., Any],
         skip_lock: Callable[[], Any] | None,
     ) -> Any:
+        import asyncio
+
         store = self.store
         if isinstance(store, CallableStore):
             store = AsyncCallableStore(store.get_lock, store.set_lock, store.release_lock)

@@ -18,6 +18,7 @@ from typing import Any, SupportsIndex, TypeVar, cast
 
 import wrapt
 
+from . import awslambda
 from ._time import Seconds
 from .keys import CallPlan, KeyMaker, KeySpec, unwrap_descriptor
 from .lease import OnLost
@@ -35,6 +36,9 @@ class LockedSpec:
     key: KeySpec
     settings: LockSettings
     skip_if: Callable[..., Any] | None
+    lambda_margin: float | None = awslambda.DEFAULT_MARGIN
+    """Seconds kept for the handler when a call carries an AWS Lambda context
+    (``None``: Lambda contexts are ignored)."""
 
     @property
     def store(self) -> Store | AsyncStore | None:
@@ -67,6 +71,7 @@ def remote_locked(
     skip_if: Callable[..., Any] | None = None,
     on_lost: OnLost | None = None,
     raise_on_lost: bool = True,
+    lambda_margin: float | None = awslambda.DEFAULT_MARGIN,
 ) -> Callable[[F], F]:
     """Run the decorated function only while holding the lock named by ``key``.
 
@@ -90,6 +95,10 @@ def remote_locked(
         lock is taken. True: the function runs **without** the lock, ``has_lock=False``.
     :param on_lost: called with the :class:`Lease` if it is found lost while held.
     :param raise_on_lost: raise :class:`LockLost` after a lost lease (default) or log.
+    :param lambda_margin: when a call carries an AWS Lambda context (an argument with
+        ``get_remaining_time_in_millis``), stop waiting this many seconds before the
+        invocation ends, and keep the lease within the invocation's remaining time.
+        ``None`` ignores Lambda contexts.
 
     The function receives ``has_lock``, ``fencing_token`` and ``lease`` keywords only if
     its signature declares them (or takes ``**kwargs``). Put ``@remote_locked`` *outside*
@@ -105,7 +114,15 @@ def remote_locked(
             f"key must be a string, a str.format template or a callable, got {key!r} "
             f"({type(key).__name__})"
         )
-    spec = LockedSpec(key=key, settings=settings, skip_if=skip_if)
+    if lambda_margin is not None and (
+        isinstance(lambda_margin, bool)
+        or not isinstance(lambda_margin, (int, float))
+        or not 0 <= lambda_margin < float("inf")
+    ):
+        raise ValueError(
+            f"lambda_margin must be a number of seconds >= 0 (or None), got {lambda_margin!r}"
+        )
+    spec = LockedSpec(key=key, settings=settings, skip_if=skip_if, lambda_margin=lambda_margin)
 
     def decorate(fn: F) -> F:
         return cast(F, _decorate(fn, spec))
@@ -137,7 +154,7 @@ def _decorate(fn: Any, spec: LockedSpec) -> Any:
         and inspect.iscoroutinefunction(spec.settings.on_lost)
     ):
         raise TypeError(f"on_lost must be a plain function for the sync function {plan.name}")
-    call = _Call(plan, keys, spec.settings, skip_if)
+    call = _Call(plan, keys, spec.settings, skip_if, spec.lambda_margin)
     return _LockedFunction(fn, call.run_async if is_async else call.run, spec)
 
 
@@ -150,17 +167,24 @@ class _Call:
         keys: KeyMaker,
         settings: LockSettings,
         skip_if: Callable[..., Any] | None,
+        lambda_margin: float | None,
     ) -> None:
         self.plan = plan
         self.keys = keys
         self.settings = settings
         self.skip_if = skip_if
+        self.lambda_margin = lambda_margin
 
     def _prepare(
         self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[RemoteLock, Callable[[], Any] | None]:
         full_args = self.plan.full_args(instance, args)
-        lock = RemoteLock._from_settings(self.keys.render(full_args, kwargs), self.settings)
+        settings = self.settings
+        if self.lambda_margin is not None:
+            context = awslambda.find_context(args, kwargs)
+            if context is not None:
+                settings = awslambda.fit(settings, context, self.lambda_margin)
+        lock = RemoteLock._from_settings(self.keys.render(full_args, kwargs), settings)
         skip_if = self.skip_if
         skip = None if skip_if is None else (lambda: skip_if(*full_args, **kwargs))
         return lock, skip
@@ -246,7 +270,11 @@ class _LockedFunction(wrapt.FunctionWrapper[Any, Any]):
             fast = build_report.remote_lock_with(stop=tenacity.stop_after_attempt(1))
         """
         spec: LockedSpec = self._self_remote_lock
-        current: dict[str, Any] = {"key": spec.key, "skip_if": spec.skip_if}
+        current: dict[str, Any] = {
+            "key": spec.key,
+            "skip_if": spec.skip_if,
+            "lambda_margin": spec.lambda_margin,
+        }
         current.update({f.name: getattr(spec.settings, f.name) for f in fields(LockSettings)})
         unknown = set(overrides) - set(current)
         if unknown:

@@ -11,7 +11,6 @@ more than a Redis round trip); async leases each get a task on their event loop.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import inspect
 import itertools
@@ -27,6 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .errors import RemoteLockError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .stores.base import AsyncStore, Store
 
 log = logging.getLogger(__name__)
@@ -283,6 +284,8 @@ def start_async_renewal(
     lease: Lease, store: AsyncStore, first: float | None = None
 ) -> asyncio.Task[None]:
     """Renew ``lease`` in a task on the running loop; cancel the task to stop."""
+    import asyncio
+
     return asyncio.get_running_loop().create_task(
         _renew_async(lease, store, lease.ttl / 3 if first is None else first),
         name=f"remotelock-renew:{lease.key}",
@@ -290,6 +293,8 @@ def start_async_renewal(
 
 
 async def _renew_async(lease: Lease, store: AsyncStore, first: float) -> None:
+    import asyncio
+
     delay: float | None = first
     while delay is not None:
         await asyncio.sleep(delay)

@@ -4,7 +4,7 @@
 ``async with`` protocol, and the decisions that need no I/O (what an attempt's outcome
 means, when a lost lease becomes :class:`LockLost`). The I/O lives in two sibling
 engines with the same method names, :class:`~remotelock.engine.SyncEngine` and
-:class:`~remotelock.engine.AsyncEngine`.
+:class:`~remotelock.async_engine.AsyncEngine`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from .lease import Lease, OnLost
 from .stores.base import AsyncStore, HasAsyncTwin, Store
 
 if TYPE_CHECKING:
-    from .engine import AsyncEngine, SyncEngine
+    from .async_engine import AsyncEngine
+    from .engine import SyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class RemoteLock:
     def _async_engine(self) -> AsyncEngine:
         if self._async is not None and self.settings.store is not None:
             return self._async
-        from .engine import AsyncEngine
+        from .async_engine import AsyncEngine
         from .stores._threaded import threaded
 
         store = config.resolve_store(self.settings.store)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -43,18 +41,3 @@ def test_external_api_cache_calls_the_api_once(tmp_path: Path) -> None:
 def test_remote_lock_block() -> None:
     out = run("remote_lock_block.py")
     assert "ledger: ['first', 'second', 'third']" in out
-
-
-def test_lambda_handler_refreshes_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "refresher")
-    monkeypatch.setenv("REMOTELOCK_URL", "memory://lambda-example")
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import lambda_handler
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    event: dict[str, Any] = {"source": "rates"}
-    first = json.loads(lambda_handler.handler(event, None)["body"])
-    second = json.loads(lambda_handler.handler(event, None)["body"])
-    assert first == {"value": "data from rates", "refreshed": True}
-    assert second == {"value": "data from rates", "refreshed": False}

@@ -12,7 +12,6 @@ entry name is the URL scheme, the value ``"module:Class"``; the class needs a
 from __future__ import annotations
 
 import importlib
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -75,6 +74,8 @@ def _load(target: str, what: str) -> Any:
 
 
 def _entry_point(scheme: str) -> str | None:
+    from importlib import metadata  # slow to import: only for schemes we don't know
+
     for entry in metadata.entry_points(group="remotelock.stores"):
         if entry.name == scheme:
             return str(entry.value)

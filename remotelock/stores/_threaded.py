@@ -9,11 +9,23 @@ optional abilities (admin, queued waiting) the store has. Stores with a cheaper 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .base import Handover, LockAdmin, LockInfo, QueuedStore, Store
+
+if TYPE_CHECKING:
+    import asyncio
+
+
+T = TypeVar("T")
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread (asyncio imported only by async callers)."""
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args)
 
 
 class ThreadedAsyncStore:
@@ -25,23 +37,23 @@ class ThreadedAsyncStore:
 
     async def acquire(self, key: str, token: str, ttl: float) -> int | None:
         """See :meth:`Store.acquire`."""
-        return await asyncio.to_thread(self.sync.acquire, key, token, ttl)
+        return await in_thread(self.sync.acquire, key, token, ttl)
 
     async def release(self, key: str, token: str) -> bool:
         """See :meth:`Store.release`."""
-        return bool(await asyncio.to_thread(self.sync.release, key, token))
+        return bool(await in_thread(self.sync.release, key, token))
 
     async def extend(self, key: str, token: str, ttl: float) -> bool:
         """See :meth:`Store.extend`."""
-        return bool(await asyncio.to_thread(self.sync.extend, key, token, ttl))
+        return bool(await in_thread(self.sync.extend, key, token, ttl))
 
     async def owner(self, key: str) -> str | None:
         """See :meth:`Store.owner`."""
-        return await asyncio.to_thread(self.sync.owner, key)
+        return await in_thread(self.sync.owner, key)
 
     async def wait(self, key: str, timeout: float) -> None:
         """Run the store's own ``wait`` in a worker thread."""
-        await asyncio.to_thread(self.sync.wait, key, timeout)
+        await in_thread(self.sync.wait, key, timeout)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.sync!r})"
@@ -54,12 +66,12 @@ class ThreadedAdmin:
 
     async def force_release(self, key: str) -> bool:
         """See :meth:`LockAdmin.force_release`."""
-        return bool(await asyncio.to_thread(self.sync.force_release, key))
+        return bool(await in_thread(self.sync.force_release, key))
 
     async def iter_locks(self, prefix: str = "") -> AsyncIterator[LockInfo]:
         """See :meth:`LockAdmin.iter_locks`."""
         admin = self.sync
-        for info in await asyncio.to_thread(lambda: list(admin.iter_locks(prefix))):
+        for info in await in_thread(lambda: list(admin.iter_locks(prefix))):
             yield info
 
 
@@ -72,11 +84,11 @@ class ThreadedQueued:
         self, key: str, token: str, timeout: float, every_release: bool = False
     ) -> Handover | None:
         """See :meth:`QueuedStore.wait_turn`."""
-        return await asyncio.to_thread(self.sync.wait_turn, key, token, timeout, every_release)
+        return await in_thread(self.sync.wait_turn, key, token, timeout, every_release)
 
     async def leave(self, key: str, token: str) -> None:
         """See :meth:`QueuedStore.leave`."""
-        await asyncio.to_thread(self.sync.leave, key, token)
+        await in_thread(self.sync.leave, key, token)
 
 
 class ThreadedAsyncAdminStore(ThreadedAdmin, ThreadedAsyncStore):

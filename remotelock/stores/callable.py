@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import itertools
 import time
@@ -196,6 +195,8 @@ class AsyncCallableStore:
 
     async def wait(self, key: str, timeout: float) -> None:
         """Sleep ``timeout`` seconds."""
+        import asyncio
+
         await asyncio.sleep(timeout)
 
     def __repr__(self) -> str:
@@ -222,6 +223,8 @@ def _sync_result(name: str, value: Any) -> Any:
 
 def _in_thread(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     async def call(**kwargs: Any) -> Any:
+        import asyncio
+
         return await asyncio.to_thread(fn, **kwargs)
 
     return call

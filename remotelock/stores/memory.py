@@ -6,7 +6,6 @@ inside one process (a web worker's background jobs, a test double for Redis).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -208,6 +207,8 @@ class AsyncMemoryStore:
 
     async def wait(self, key: str, timeout: float) -> None:
         """See :meth:`MemoryStore.wait`; releases from any thread wake this task."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         woken: asyncio.Future[None] = loop.create_future()
 

@@ -6,7 +6,6 @@ stays consistent when many processes hammer it and when a holder is killed mid-s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import random
@@ -448,6 +447,8 @@ class AsyncSQLiteStore(ThreadedAsyncAdminStore):
 
     async def wait(self, key: str, timeout: float) -> None:
         """See :meth:`SQLiteStore.wait`; a release in this process wakes the task at once."""
+        import asyncio
+
         store = self.sync
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout
