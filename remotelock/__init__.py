@@ -10,6 +10,7 @@ from .compat import make_remote_lock
 from .config import configure
 from .decorator import LockedSpec, remote_locked
 from .errors import (
+    LimitConflict,
     LockLost,
     LockTimeout,
     RemoteLockError,
@@ -22,6 +23,7 @@ from .lock import RemoteLock
 
 __all__ = [
     "Lease",
+    "LimitConflict",
     "LockLost",
     "LockTimeout",
     "LockedSpec",

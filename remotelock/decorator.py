@@ -71,6 +71,7 @@ def remote_locked(
     skip_if: Callable[..., Any] | None = None,
     on_lost: OnLost | None = None,
     raise_on_lost: bool = True,
+    limit: int = 1,
     lambda_margin: float | None = awslambda.DEFAULT_MARGIN,
 ) -> Callable[[F], F]:
     """Run the decorated function only while holding the lock named by ``key``.
@@ -95,6 +96,8 @@ def remote_locked(
         lock is taken. True: the function runs **without** the lock, ``has_lock=False``.
     :param on_lost: called with the :class:`Lease` if it is found lost while held.
     :param raise_on_lost: raise :class:`LockLost` after a lost lease (default) or log.
+    :param limit: at most this many calls hold the key at once (counted permits;
+        default 1, a plain lock). Every caller of one key must use the same limit.
     :param lambda_margin: when a call carries an AWS Lambda context (an argument with
         ``get_remaining_time_in_millis``), stop waiting this many seconds before the
         invocation ends, and keep the lease within the invocation's remaining time.
@@ -105,7 +108,13 @@ def remote_locked(
     ``@classmethod`` / ``@staticmethod``.
     """
     settings = LockSettings.build(
-        store=store, ttl=ttl, wait=wait, stop=stop, on_lost=on_lost, raise_on_lost=raise_on_lost
+        store=store,
+        ttl=ttl,
+        wait=wait,
+        stop=stop,
+        on_lost=on_lost,
+        raise_on_lost=raise_on_lost,
+        limit=limit,
     )
     if skip_if is not None and not callable(skip_if):
         raise TypeError(f"skip_if must be callable or None, got {skip_if!r}")

@@ -138,9 +138,10 @@ class _Engine:
 class SyncEngine(_Engine):
     """Blocking I/O for :class:`~remotelock.RemoteLock` on a sync :class:`Store`."""
 
-    def __init__(self, lock: RemoteLock, store: Store) -> None:
+    def __init__(self, lock: RemoteLock, store: Store, *, source: object) -> None:
         super().__init__(lock)
         self.store = store
+        self.source = source  # what the user configured (``store`` may be a permit view)
         self.queue: QueuedStore | None = store if isinstance(store, QueuedStore) else None
 
     def _sleep(self, state: _Attempts, skip: Skip) -> Callable[[float], None]:

@@ -67,6 +67,30 @@ class LockLost(RemoteLockError):
         return (type(self), (self.key, self.fencing_token, self.reason))
 
 
+class LimitConflict(RemoteLockError, ValueError):
+    """Two callers asked for different limits on the same key while permits were held.
+
+    The limit of a key is set by whoever takes its first permit and holds while any
+    permit of it is held; a caller asking for another limit meanwhile gets this error
+    instead of silently mixing the two.
+    """
+
+    def __init__(self, key: str, held_limit: int, asked_limit: int) -> None:
+        self.key = key
+        self.held_limit = held_limit
+        self.asked_limit = asked_limit
+        super().__init__(key, held_limit, asked_limit)
+
+    def __str__(self) -> str:
+        return (
+            f"key {self.key!r} is held with limit={self.held_limit}, but this caller asked "
+            f"for limit={self.asked_limit}; every caller of one key must use the same limit"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.held_limit, self.asked_limit))
+
+
 class StoreError(RemoteLockError):
     """A store failed to perform a step; always raised ``from`` the driver's exception."""
 
@@ -80,6 +104,7 @@ class StoreConfigError(RemoteLockError, ValueError):
 
 
 __all__ = [
+    "LimitConflict",
     "LockLost",
     "LockTimeout",
     "RemoteLockError",

@@ -24,6 +24,7 @@ from . import config, policy
 from ._time import Seconds, to_seconds
 from .errors import LockLost, LockTimeout, StoreError
 from .lease import Lease, OnLost
+from .permits import permit_view
 from .stores.base import AsyncStore, HasAsyncTwin, Store
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class LockSettings:
     stop: policy.StopStrategy
     on_lost: OnLost | None
     raise_on_lost: bool
+    limit: int = 1  # at most this many holders at once (1: a plain lock)
 
     @classmethod
     def build(
@@ -61,6 +63,7 @@ class LockSettings:
         stop: object = None,
         on_lost: object = None,
         raise_on_lost: object = True,
+        limit: object = 1,
     ) -> LockSettings:
         """Validate every argument, naming it in the error."""
         if store is not None and not isinstance(store, (Store, AsyncStore)):
@@ -72,6 +75,8 @@ class LockSettings:
             raise TypeError(f"on_lost must be callable (it receives the Lease), got {on_lost!r}")
         if not isinstance(raise_on_lost, bool):
             raise TypeError(f"raise_on_lost must be True or False, got {raise_on_lost!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a whole number of holders >= 1, got {limit!r}")
         return cls(
             store=store,
             ttl=to_seconds(ttl, "ttl"),
@@ -79,6 +84,7 @@ class LockSettings:
             stop=policy.check_stop(stop),
             on_lost=on_lost,
             raise_on_lost=raise_on_lost,
+            limit=limit,
         )
 
 
@@ -104,6 +110,8 @@ class RemoteLock:
     :param wait: tenacity wait strategy (upper bound between attempts).
     :param stop: tenacity stop strategy (default: give up after 60 s).
     :param on_lost: called with the :class:`Lease` when it is found lost while held.
+    :param limit: at most this many holders at once (counted permits; default 1, a
+        plain lock). Every caller of one key must use the same limit.
     :param raise_on_lost: leaving the block after the lease was lost raises
         :class:`LockLost` (``True``, default) or only logs a warning (``False``).
     """
@@ -118,6 +126,7 @@ class RemoteLock:
         stop: policy.StopStrategy | None = None,
         on_lost: OnLost | None = None,
         raise_on_lost: bool = True,
+        limit: int = 1,
     ) -> None:
         if not isinstance(key, str):
             raise TypeError(f"key must be a str, got {key!r} ({type(key).__name__})")
@@ -131,6 +140,7 @@ class RemoteLock:
             stop=stop,
             on_lost=on_lost,
             raise_on_lost=raise_on_lost,
+            limit=limit,
         )
         self._sync: SyncEngine | None = None
         self._async: AsyncEngine | None = None
@@ -160,13 +170,15 @@ class RemoteLock:
         from .engine import SyncEngine
 
         store = config.resolve_store(self.settings.store)
-        if self._sync is None or self._sync.store is not store:
+        if self._sync is None or self._sync.source is not store:
             if not isinstance(store, Store) or inspect.iscoroutinefunction(store.acquire):
                 raise TypeError(
                     f"{store!r} is an async store: use `async with` / `await aacquire()` "
                     "(or decorate an `async def` function)"
                 )
-            self._sync = SyncEngine(self, store)
+            limit = self.settings.limit
+            view = store if limit == 1 else permit_view(store, limit, asynchronous=False)
+            self._sync = SyncEngine(self, view, source=store)
         return self._sync
 
     def _async_engine(self) -> AsyncEngine:
@@ -183,6 +195,8 @@ class RemoteLock:
                 twin = store.as_async()
             else:
                 twin = threaded(store)  # type: ignore[arg-type]
+            if self.settings.limit > 1:
+                twin = permit_view(twin, self.settings.limit, asynchronous=True)
             self._async = AsyncEngine(self, twin, source=store)
         return self._async
 

@@ -210,6 +210,120 @@ return held
 """
 )
 
+# -- counted permits -------------------------------------------------------------------
+#
+# Per key, beside the lock's keys (same hash tag): ``permits`` (sorted set: holder token
+# -> lease end in ms), ``pfences`` (hash: token -> its fencing token), ``plimit`` (the
+# limit its holders use), ``pcounter`` (fencing counter, never expires) and ``pwake``
+# (list: one signal per freed permit, so one waiter wakes per permit).
+
+_PERMIT_PRELUDE: Final = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return t[1] * 1000 + math.floor(t[2] / 1000)
+end
+local function prune(now)
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+    redis.call('ZREM', KEYS[1], gone)
+    redis.call('HDEL', KEYS[2], gone)
+  end
+end
+-- The permit keys live as long as the last permit (the counter lives on).
+local function keep(now)
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
+  if last then
+    local ttl = math.max(1, tonumber(last) - now) + 1000
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    redis.call('PEXPIRE', KEYS[2], ttl)
+    redis.call('PEXPIRE', KEYS[3], ttl)
+  end
+end
+"""
+
+# KEYS[1] permits, KEYS[2] pfences, KEYS[3] plimit, KEYS[4] pcounter
+# ARGV[1] token, ARGV[2] lease in ms, ARGV[3] limit
+# Takes one of `limit` permits if one is free; idempotent for a token that holds one.
+# returns: the fencing token (> 0); or, all taken, minus the ms until the first permit
+#          runs out (<= 0); or an error "LIMIT <n>" if the holders use another limit.
+ACQUIRE_PERMIT_SCRIPT: Final[str] = (
+    _PERMIT_PRELUDE
+    + """
+local now = now_ms()
+prune(now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+  keep(now)
+  return tonumber(redis.call('HGET', KEYS[2], ARGV[1]))
+end
+local count = redis.call('ZCARD', KEYS[1])
+if count > 0 then
+  local held = tonumber(redis.call('GET', KEYS[3]))
+  if held and held ~= tonumber(ARGV[3]) then
+    return redis.error_reply('LIMIT ' .. held)
+  end
+  if count >= tonumber(ARGV[3]) then
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+    return -math.max(tonumber(first) - now, 0)
+  end
+end
+redis.call('SET', KEYS[3], ARGV[3])
+local fence = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], fence)
+keep(now)
+return fence
+"""
+)
+
+# KEYS[1] permits, KEYS[2] pfences, KEYS[3] pwake
+# ARGV[1] token
+# Gives back `token`'s permit and wakes one waiter.
+# returns: 1 if released; 0 if `token` held none, or its lease had already run out.
+RELEASE_PERMIT_SCRIPT: Final[str] = (
+    _PERMIT_PRELUDE
+    + """
+local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not ends then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('RPUSH', KEYS[3], 1)
+redis.call('LTRIM', KEYS[3], -100, -1)
+redis.call('PEXPIRE', KEYS[3], 5000)
+if tonumber(ends) <= now_ms() then
+  return 0
+end
+return 1
+"""
+)
+
+# KEYS[1] permits, KEYS[2] pfences, KEYS[3] plimit
+# ARGV[1] token, ARGV[2] lease in ms
+# returns: 1 if `token` holds a permit and its lease was reset, else 0.
+EXTEND_PERMIT_SCRIPT: Final[str] = (
+    _PERMIT_PRELUDE
+    + """
+local now = now_ms()
+local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not ends or tonumber(ends) <= now then
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+keep(now)
+return 1
+"""
+)
+
+# KEYS[1] permits
+# returns: the tokens holding a permit now, oldest lease end first.
+PERMIT_HOLDERS_SCRIPT: Final[str] = (
+    _PERMIT_PRELUDE
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now_ms(), '+inf')
+"""
+)
+
 SCRIPTS: Final = {
     "acquire": ACQUIRE_SCRIPT,
     "release": RELEASE_SCRIPT,
@@ -217,14 +331,22 @@ SCRIPTS: Final = {
     "leave": LEAVE_SCRIPT,
     "refresh": REFRESH_SCRIPT,
     "force_release": FORCE_RELEASE_SCRIPT,
+    "acquire_permit": ACQUIRE_PERMIT_SCRIPT,
+    "release_permit": RELEASE_PERMIT_SCRIPT,
+    "extend_permit": EXTEND_PERMIT_SCRIPT,
+    "permit_holders": PERMIT_HOLDERS_SCRIPT,
 }
 
 __all__ = [
+    "ACQUIRE_PERMIT_SCRIPT",
     "ACQUIRE_SCRIPT",
+    "EXTEND_PERMIT_SCRIPT",
     "EXTEND_SCRIPT",
     "FORCE_RELEASE_SCRIPT",
     "LEAVE_SCRIPT",
+    "PERMIT_HOLDERS_SCRIPT",
     "REFRESH_SCRIPT",
+    "RELEASE_PERMIT_SCRIPT",
     "RELEASE_SCRIPT",
     "SCRIPTS",
 ]

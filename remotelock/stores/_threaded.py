@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .base import Handover, LockAdmin, LockInfo, QueuedStore, Store
+from .base import Handover, LockAdmin, LockInfo, PermitStore, QueuedStore, Store
 
 if TYPE_CHECKING:
     import asyncio
@@ -91,6 +91,32 @@ class ThreadedQueued:
         await in_thread(self.sync.leave, key, token)
 
 
+class ThreadedPermits:
+    """Mixin: the counted permits of a :class:`PermitStore`, in worker threads."""
+
+    sync: Any
+
+    async def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
+        """See :meth:`PermitStore.acquire_permit`."""
+        return await in_thread(self.sync.acquire_permit, key, token, ttl, limit)
+
+    async def release_permit(self, key: str, token: str) -> bool:
+        """See :meth:`PermitStore.release_permit`."""
+        return bool(await in_thread(self.sync.release_permit, key, token))
+
+    async def extend_permit(self, key: str, token: str, ttl: float) -> bool:
+        """See :meth:`PermitStore.extend_permit`."""
+        return bool(await in_thread(self.sync.extend_permit, key, token, ttl))
+
+    async def permit_holders(self, key: str) -> list[str]:
+        """See :meth:`PermitStore.permit_holders`."""
+        return list(await in_thread(self.sync.permit_holders, key))
+
+    async def wait_permit(self, key: str, timeout: float) -> None:
+        """See :meth:`PermitStore.wait_permit`."""
+        await in_thread(self.sync.wait_permit, key, timeout)
+
+
 class ThreadedAsyncAdminStore(ThreadedAdmin, ThreadedAsyncStore):
     """:class:`ThreadedAsyncStore` for a store with the admin operations."""
 
@@ -103,6 +129,8 @@ def threaded(store: Store) -> ThreadedAsyncStore:
     mixins: tuple[type, ...] = ()
     if isinstance(store, QueuedStore):
         mixins += (ThreadedQueued,)
+    if isinstance(store, PermitStore):
+        mixins += (ThreadedPermits,)
     if isinstance(store, LockAdmin):
         mixins += (ThreadedAdmin,)
     cls = _COMBINED.get(mixins)
@@ -122,6 +150,7 @@ __all__ = [
     "ThreadedAdmin",
     "ThreadedAsyncAdminStore",
     "ThreadedAsyncStore",
+    "ThreadedPermits",
     "ThreadedQueued",
     "resolve",
     "threaded",

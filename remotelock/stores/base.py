@@ -173,6 +173,72 @@ class AsyncQueuedStore(Protocol):
 
 
 @runtime_checkable
+class PermitStore(Protocol):
+    """Optional: counted permits, "at most ``limit`` holders of ``key`` at once".
+
+    A separate protocol from :class:`Store` (a permit set is not a lock), with the same
+    rules per permit: each is a lease that runs out, carries a fencing token (strictly
+    increasing per key across all its permits), and is released or extended only by
+    the token holding it. The limit of a key is the one its first holder asked for
+    and holds while any permit is held; asking for another raises
+    :class:`~remotelock.errors.LimitConflict`.
+    """
+
+    capabilities: frozenset[str]
+
+    def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
+        """Try once to take one of ``limit`` permits of ``key``; never blocks.
+
+        :returns: the new fencing token, or ``None`` if all permits are taken.
+        :raises LimitConflict: the key's permits are held with another limit.
+        """
+        ...
+
+    def release_permit(self, key: str, token: str) -> bool:
+        """Give back ``token``'s permit; ``False`` if it holds none (or it ran out)."""
+        ...
+
+    def extend_permit(self, key: str, token: str, ttl: float) -> bool:
+        """Reset ``token``'s permit to ``ttl`` seconds if it still holds it."""
+        ...
+
+    def permit_holders(self, key: str) -> list[str]:
+        """The tokens holding a permit of ``key`` now."""
+        ...
+
+    def wait_permit(self, key: str, timeout: float) -> None:
+        """Block until a permit of ``key`` may be free, or ``timeout`` seconds pass."""
+        ...
+
+
+@runtime_checkable
+class AsyncPermitStore(Protocol):
+    """Async twin of :class:`PermitStore`."""
+
+    capabilities: frozenset[str]
+
+    async def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
+        """See :meth:`PermitStore.acquire_permit`."""
+        ...
+
+    async def release_permit(self, key: str, token: str) -> bool:
+        """See :meth:`PermitStore.release_permit`."""
+        ...
+
+    async def extend_permit(self, key: str, token: str, ttl: float) -> bool:
+        """See :meth:`PermitStore.extend_permit`."""
+        ...
+
+    async def permit_holders(self, key: str) -> list[str]:
+        """See :meth:`PermitStore.permit_holders`."""
+        ...
+
+    async def wait_permit(self, key: str, timeout: float) -> None:
+        """See :meth:`PermitStore.wait_permit`."""
+        ...
+
+
+@runtime_checkable
 class LockAdmin(Protocol):
     """Optional abilities for operators and the CLI; the decorator never needs them."""
 
@@ -207,12 +273,14 @@ __all__ = [
     "NOTIFY",
     "TOKEN_CHECKED",
     "AsyncLockAdmin",
+    "AsyncPermitStore",
     "AsyncQueuedStore",
     "AsyncStore",
     "Handover",
     "HasAsyncTwin",
     "LockAdmin",
     "LockInfo",
+    "PermitStore",
     "QueuedStore",
     "Store",
 ]

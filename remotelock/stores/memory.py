@@ -9,10 +9,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
+from ..errors import LimitConflict
 from ._threaded import resolve
 from .base import EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 Clock = Callable[[], float]
+# Waiters wait on a slot: ("lock", key) or ("permit", key).
+Slot = tuple[str, str]
 
 
 @dataclass
@@ -29,14 +32,21 @@ class _Held:
     expires_at: float
 
 
+@dataclass
+class _Permits:
+    limit: int
+    holders: dict[str, _Held] = field(default_factory=dict)
+
+
 class MemoryStore:
     """A lock table in this process's memory; thread-safe and task-safe.
 
     - URL: ``memory://`` (the process-wide shared instance) or ``memory://NAME``
       (a named shared instance). ``MemoryStore()`` makes a private one.
-    - Layout: a dict ``key -> (token, fencing token, expiry)``; released keys leave
-      nothing behind. One counter feeds the fencing tokens of every key, so a key's
-      tokens strictly increase even after its entry is gone.
+    - Layout: a dict ``key -> (token, fencing token, expiry)`` for locks and one of
+      permit sets for counted permits; released keys leave nothing behind. One counter
+      feeds every fencing token, so a key's tokens strictly increase even after its
+      entry is gone.
     - Clock: the injectable ``clock`` (default :func:`time.monotonic`), so tests can
       move time by hand.
     - Wake-ups: ``wait`` registers a per-key waker that ``release`` fires at once, and
@@ -53,8 +63,9 @@ class MemoryStore:
         self._clock = clock
         self._mutex = threading.Lock()
         self._locks: dict[str, _Held] = {}
+        self._permits: dict[str, _Permits] = {}
         self._fence = 0
-        self._wakers: dict[str, list[Callable[[], None]]] = {}
+        self._wakers: dict[Slot, list[Callable[[], None]]] = {}
         self._twin: AsyncMemoryStore | None = None
 
     @classmethod
@@ -70,6 +81,10 @@ class MemoryStore:
                 store = cls._shared[name] = cls(**options)
         return store  # type: ignore[return-value]
 
+    def _next_fence(self) -> int:
+        self._fence += 1
+        return self._fence
+
     # -- the Store protocol ---------------------------------------------------------
 
     def acquire(self, key: str, token: str, ttl: float) -> int | None:
@@ -82,8 +97,7 @@ class MemoryStore:
                     return None
                 held.expires_at = now + ttl
                 return held.fence
-            self._fence += 1
-            self._locks[key] = _Held(token, self._fence, now + ttl)
+            self._locks[key] = _Held(token, self._next_fence(), now + ttl)
             return self._fence
 
     def release(self, key: str, token: str) -> bool:
@@ -93,7 +107,7 @@ class MemoryStore:
             if held is None or held.token != token:
                 return False
             del self._locks[key]
-            self._wake(key)
+            self._wake(("lock", key))
             return held.expires_at > self._clock()
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
@@ -116,14 +130,73 @@ class MemoryStore:
 
     def wait(self, key: str, timeout: float) -> None:
         """Sleep until ``key`` is released, its lease runs out, or ``timeout`` passes."""
-        event = threading.Event()
-        bound = self._register(key, event.set, timeout)
-        if bound <= 0:
-            return
-        try:
-            event.wait(bound)
-        finally:
-            self._unregister(key, event.set)
+        self._wait(("lock", key), timeout)
+
+    # -- counted permits --------------------------------------------------------------
+
+    def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
+        """Take one of ``limit`` permits of ``key`` (see :class:`PermitStore`)."""
+        with self._mutex:
+            now = self._clock()
+            permits = self._live_permits(key, now)
+            if permits is not None:
+                held = permits.holders.get(token)
+                if held is not None:
+                    held.expires_at = now + ttl
+                    return held.fence
+                if permits.limit != limit:
+                    raise LimitConflict(key, permits.limit, limit)
+                if len(permits.holders) >= limit:
+                    return None
+            else:
+                permits = self._permits[key] = _Permits(limit)
+            fence = self._next_fence()
+            permits.holders[token] = _Held(token, fence, now + ttl)
+            return fence
+
+    def release_permit(self, key: str, token: str) -> bool:
+        """Give back ``token``'s permit of ``key``."""
+        with self._mutex:
+            permits = self._permits.get(key)
+            held = permits.holders.pop(token, None) if permits is not None else None
+            if held is None:
+                return False
+            self._live_permits(key, self._clock())
+            self._wake(("permit", key))
+            return held.expires_at > self._clock()
+
+    def extend_permit(self, key: str, token: str, ttl: float) -> bool:
+        """Reset ``token``'s permit of ``key`` if it still holds it."""
+        with self._mutex:
+            now = self._clock()
+            permits = self._live_permits(key, now)
+            held = permits.holders.get(token) if permits is not None else None
+            if held is None:
+                return False
+            held.expires_at = now + ttl
+            return True
+
+    def permit_holders(self, key: str) -> list[str]:
+        """The tokens holding a permit of ``key``."""
+        with self._mutex:
+            permits = self._live_permits(key, self._clock())
+            return [] if permits is None else list(permits.holders)
+
+    def wait_permit(self, key: str, timeout: float) -> None:
+        """Sleep until a permit of ``key`` frees (released or run out), or ``timeout``."""
+        self._wait(("permit", key), timeout)
+
+    def _live_permits(self, key: str, now: float) -> _Permits | None:
+        """``key``'s permit set without its expired permits (``None`` once empty)."""
+        permits = self._permits.get(key)
+        if permits is None:
+            return None
+        for token in [t for t, held in permits.holders.items() if held.expires_at <= now]:
+            del permits.holders[token]
+        if not permits.holders:
+            del self._permits[key]
+            return None
+        return permits
 
     # -- admin ----------------------------------------------------------------------
 
@@ -131,7 +204,7 @@ class MemoryStore:
         """Delete ``key`` whoever holds it; ``True`` if an unexpired lease was there."""
         with self._mutex:
             held = self._locks.pop(key, None)
-            self._wake(key)
+            self._wake(("lock", key))
             return held is not None and held.expires_at > self._clock()
 
     def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
@@ -153,29 +226,47 @@ class MemoryStore:
 
     # -- waking ---------------------------------------------------------------------
 
-    def _register(self, key: str, waker: Callable[[], None], timeout: float) -> float:
-        """Register ``waker`` for ``key``; return how long to wait (<= 0: don't)."""
-        with self._mutex:
-            held = self._locks.get(key)
-            if held is None:
-                return 0.0
-            remaining = held.expires_at - self._clock()
-            if remaining <= 0:
-                return 0.0
-            self._wakers.setdefault(key, []).append(waker)
-            return min(timeout, remaining)
+    def _wait(self, slot: Slot, timeout: float) -> None:
+        event = threading.Event()
+        bound = self._register(slot, event.set, timeout)
+        if bound <= 0:
+            return
+        try:
+            event.wait(bound)
+        finally:
+            self._unregister(slot, event.set)
 
-    def _unregister(self, key: str, waker: Callable[[], None]) -> None:
+    def _busy_for(self, slot: Slot, now: float) -> float:
+        """Seconds until ``slot`` frees on its own (<= 0: it is free now)."""
+        kind, key = slot
+        if kind == "lock":
+            held = self._locks.get(key)
+            return 0.0 if held is None else held.expires_at - now
+        permits = self._live_permits(key, now)
+        if permits is None or len(permits.holders) < permits.limit:
+            return 0.0
+        return min(held.expires_at for held in permits.holders.values()) - now
+
+    def _register(self, slot: Slot, waker: Callable[[], None], timeout: float) -> float:
+        """Register ``waker`` for ``slot``; return how long to wait (<= 0: don't)."""
         with self._mutex:
-            wakers = self._wakers.get(key)
+            busy_for = self._busy_for(slot, self._clock())
+            if busy_for <= 0:
+                return 0.0
+            self._wakers.setdefault(slot, []).append(waker)
+            return min(timeout, busy_for)
+
+    def _unregister(self, slot: Slot, waker: Callable[[], None]) -> None:
+        with self._mutex:
+            wakers = self._wakers.get(slot)
             if wakers is not None and waker in wakers:
                 wakers.remove(waker)
                 if not wakers:
-                    del self._wakers[key]
+                    del self._wakers[slot]
 
-    def _wake(self, key: str) -> None:
+    def _wake(self, slot: Slot) -> None:
         # Called with the mutex held; wakers only set events or schedule callbacks.
-        for waker in self._wakers.pop(key, ()):
+        for waker in self._wakers.pop(slot, ()):
             waker()
 
     def __repr__(self) -> str:
@@ -207,6 +298,29 @@ class AsyncMemoryStore:
 
     async def wait(self, key: str, timeout: float) -> None:
         """See :meth:`MemoryStore.wait`; releases from any thread wake this task."""
+        await self._wait(("lock", key), timeout)
+
+    async def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
+        """See :meth:`MemoryStore.acquire_permit`."""
+        return self.sync.acquire_permit(key, token, ttl, limit)
+
+    async def release_permit(self, key: str, token: str) -> bool:
+        """See :meth:`MemoryStore.release_permit`."""
+        return self.sync.release_permit(key, token)
+
+    async def extend_permit(self, key: str, token: str, ttl: float) -> bool:
+        """See :meth:`MemoryStore.extend_permit`."""
+        return self.sync.extend_permit(key, token, ttl)
+
+    async def permit_holders(self, key: str) -> list[str]:
+        """See :meth:`MemoryStore.permit_holders`."""
+        return self.sync.permit_holders(key)
+
+    async def wait_permit(self, key: str, timeout: float) -> None:
+        """See :meth:`MemoryStore.wait_permit`."""
+        await self._wait(("permit", key), timeout)
+
+    async def _wait(self, slot: Slot, timeout: float) -> None:
         import asyncio
 
         loop = asyncio.get_running_loop()
@@ -215,7 +329,7 @@ class AsyncMemoryStore:
         def waker() -> None:
             loop.call_soon_threadsafe(resolve, woken)
 
-        bound = self.sync._register(key, waker, timeout)
+        bound = self.sync._register(slot, waker, timeout)
         if bound <= 0:
             return
         try:
@@ -223,7 +337,7 @@ class AsyncMemoryStore:
         except asyncio.TimeoutError:
             pass
         finally:
-            self.sync._unregister(key, waker)
+            self.sync._unregister(slot, waker)
 
     async def force_release(self, key: str) -> bool:
         """See :meth:`MemoryStore.force_release`."""

@@ -15,24 +15,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
+import redis.exceptions as rex
 
 from ..errors import StoreConfigError
+from ._redis_clients import check_options, client_defaults, hosts, max_block, parse_url
 from ._redis_lua import SCRIPTS
+from ._redis_permits import conflict, permit_layout, permit_reply
 from .base import Handover, LockInfo
-from .redis import (
-    CAPABILITIES,
-    check_options,
-    client_defaults,
-    handover,
-    hosts,
-    key_of,
-    layout,
-    max_block,
-    ms,
-    parse_url,
-    text,
-    translate,
-)
+from .redis import CAPABILITIES, handover, key_of, layout, ms, text, translate
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -97,6 +87,7 @@ class AsyncRedisStore:
         self._grace_ms = ms(options.waiter_grace)
         self._holder_ends: dict[str, float] = {}
         self._watching: set[str] = set()
+        self._permit_free_at: dict[str, float] = {}
         self._given = _Bound(client) if client is not None else None
         self._factory: tuple[str, dict[str, Any]] | None = None
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bound] = (
@@ -216,6 +207,57 @@ class AsyncRedisStore:
     def _forget(self, token: str) -> None:
         self._holder_ends.pop(token, None)
         self._watching.discard(token)
+
+    # -- counted permits (see RedisStore) ------------------------------------------
+
+    async def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
+        """See :meth:`RedisStore.acquire_permit`."""
+        k = permit_layout(self.prefix, key)
+        with translate(self, "acquire_permit", key):
+            try:
+                reply = await self._run(
+                    "acquire_permit", [k.permits, k.fences, k.limit, k.counter],
+                    [token, ms(ttl), limit],
+                )  # fmt: skip
+            except rex.ResponseError as exc:
+                limit_error = conflict(exc, key, limit)
+                if limit_error is None:
+                    raise
+                raise limit_error from None
+        return permit_reply(int(reply), key, self._permit_free_at)
+
+    async def release_permit(self, key: str, token: str) -> bool:
+        """See :meth:`RedisStore.release_permit`."""
+        k = permit_layout(self.prefix, key)
+        with translate(self, "release_permit", key):
+            return bool(await self._run("release_permit", [k.permits, k.fences, k.wake], [token]))
+
+    async def extend_permit(self, key: str, token: str, ttl: float) -> bool:
+        """See :meth:`RedisStore.extend_permit`."""
+        k = permit_layout(self.prefix, key)
+        with translate(self, "extend_permit", key):
+            keys = [k.permits, k.fences, k.limit]
+            return bool(await self._run("extend_permit", keys, [token, ms(ttl)]))
+
+    async def permit_holders(self, key: str) -> list[str]:
+        """See :meth:`RedisStore.permit_holders`."""
+        permits = permit_layout(self.prefix, key).permits
+        with translate(self, "permit_holders", key):
+            holders = await self._run("permit_holders", [permits], [])
+        return [text(token) or "" for token in holders]
+
+    async def wait_permit(self, key: str, timeout: float) -> None:
+        """See :meth:`RedisStore.wait_permit`."""
+        wake = permit_layout(self.prefix, key).wake
+        deadline = time.monotonic() + timeout
+        free_at = self._permit_free_at.pop(key, None)
+        if free_at is not None:
+            deadline = min(deadline, free_at + 0.001)
+        with translate(self, "wait_permit", key):
+            bound = self._bound()
+            while (left := deadline - time.monotonic()) >= 0.002:
+                if await bound.client.blpop([wake], timeout=min(left, bound.max_block)):
+                    return
 
     async def force_release(self, key: str) -> bool:
         """See :meth:`RedisStore.force_release`."""

@@ -21,54 +21,18 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import StoreConfigError, StoreError, StoreUnavailable
-from ._threaded import ThreadedAsyncAdminStore, resolve
+from ._sqlite_permits import SQLitePermits, permit_schema
+from ._sqlite_pool import MAX_IDLE, BusyUntil, Local, Slot, register
 from .base import CROSS_PROCESS, EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from .sqlite_async import AsyncSQLiteStore
+
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # sqlite3 hands the busy timeout to SQLite as a C int of milliseconds.
 _MAX_BUSY_TIMEOUT: Final = 2_000_000.0
-
-
-class _Local:
-    """One store's state in this process: idle connections and in-process waiters."""
-
-    def __init__(self) -> None:
-        self.idle: list[sqlite3.Connection] = []
-        self.wakers: dict[str, list[Callable[[], None]]] = {}
-        self.mutex = threading.Lock()
-
-    def close(self) -> None:
-        with self.mutex:
-            idle, self.idle = self.idle, []
-        for conn in idle:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-
-    def forget_after_fork(self) -> None:
-        # A connection must never be used on both sides of a fork, and a mutex some
-        # parent thread held would stay locked forever: the child starts afresh.
-        _ORPHANED.extend(self.idle)
-        self.idle = []
-        self.wakers = {}
-        self.mutex = threading.Lock()
-
-
-# Connections inherited across fork: kept referenced, never used or closed in the child.
-_ORPHANED: list[sqlite3.Connection] = []
-_LOCALS: weakref.WeakSet[_Local] = weakref.WeakSet()
-_MAX_IDLE = 8
-
-
-def _after_fork_in_child() -> None:
-    for local in list(_LOCALS):
-        local.forget_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def default_path() -> Path:
@@ -87,7 +51,7 @@ def default_path() -> Path:
     return base / "remotelock" / "locks.sqlite3"
 
 
-class SQLiteStore:
+class SQLiteStore(SQLitePermits):
     """Locks in a SQLite file: exclusion between the processes of one machine.
 
     - URL: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (SQLAlchemy's
@@ -142,16 +106,16 @@ class SQLiteStore:
         self.poll_interval = float(poll_interval)
         self._clock = clock
         self._schema_ready = False
-        self._local = _Local()
-        _LOCALS.add(self._local)
+        self._local = Local()
+        register(self._local)
         weakref.finalize(self, self._local.close)
         self._twin: AsyncSQLiteStore | None = None
         t = table
         self._sql_select: Final = f"SELECT token, fence, expires_at FROM {t} WHERE key = ?"
         self._sql_insert: Final = f"INSERT OR REPLACE INTO {t} VALUES (?, ?, ?, ?)"
         self._sql_renew: Final = f"UPDATE {t} SET expires_at = ? WHERE key = ?"
-        self._sql_bump: Final = f"UPDATE {t}_meta SET value = value + 1 WHERE name = 'fence'"
-        self._sql_fence: Final = f"SELECT value FROM {t}_meta WHERE name = 'fence'"
+        self._sql_bump = f"UPDATE {t}_meta SET value = value + 1 WHERE name = 'fence'"
+        self._sql_fence = f"SELECT value FROM {t}_meta WHERE name = 'fence'"
         self._sql_release: Final = (
             f"DELETE FROM {t} WHERE key = ? AND token = ? AND expires_at > ?"
         )
@@ -160,7 +124,7 @@ class SQLiteStore:
             f"UPDATE {t} SET expires_at = ? WHERE key = ? AND token = ? AND expires_at > ?"
         )
         self._sql_owner: Final = f"SELECT token FROM {t} WHERE key = ? AND expires_at > ?"
-        self._sql_expiry: Final = f"SELECT token, expires_at FROM {t} WHERE key = ?"
+        self._sql_expiry: Final = f"SELECT expires_at FROM {t} WHERE key = ?"
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -207,7 +171,7 @@ class SQLiteStore:
             conn.close()  # it may be mid-transaction or broken: don't reuse it
             raise
         with local.mutex:
-            if len(local.idle) < _MAX_IDLE:
+            if len(local.idle) < MAX_IDLE:
                 local.idle.append(conn)
                 return
         conn.close()
@@ -235,6 +199,8 @@ class SQLiteStore:
                     "(name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
                 )
                 conn.execute(f"INSERT OR IGNORE INTO {self.table}_meta VALUES ('fence', 0)")
+                for statement in permit_schema(self.table):
+                    conn.execute(statement)
                 conn.execute("COMMIT")
                 self._schema_ready = True
         except BaseException:
@@ -312,11 +278,11 @@ class SQLiteStore:
         """Delete ``key`` if ``token`` holds an unexpired lease on it."""
         with self._translate("release", key) as conn:
             if conn.execute(self._sql_release, (key, token, self._clock())).rowcount:
-                self._wake(key)
+                self._wake(("lock", key))
                 return True
             # Our lease had already run out: drop the stale row, but report the loss.
             if conn.execute(self._sql_drop, (key, token)).rowcount:
-                self._wake(key)
+                self._wake(("lock", key))
             return False
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
@@ -333,23 +299,28 @@ class SQLiteStore:
 
     def wait(self, key: str, timeout: float) -> None:
         """Sleep until ``key`` frees (release here or elsewhere), its lease ends, or timeout."""
+        self._wait_on(("lock", key), lambda conn: self._lock_busy_until(conn, key), timeout)
+
+    def _wait_on(self, slot: Slot, busy_until: BusyUntil, timeout: float) -> None:
+        """Wait until ``busy_until`` says free (re-asked after every commit by anyone),
+        the deadline it gives passes, a release in this process, or ``timeout``."""
         deadline = time.monotonic() + timeout
         event = threading.Event()
-        self._register(key, event.set)
+        self._register(slot, event.set)
         try:
-            with self._translate("wait", key) as conn:
-                holder = self._holder(conn, key)
+            with self._translate("wait", slot[1]) as conn:
+                until = busy_until(conn)
                 version = self._version(conn)
-                while holder is not None:
-                    left = min(deadline, holder[1]) - time.monotonic()
+                while until is not None:
+                    left = min(deadline, until) - time.monotonic()
                     if left <= 0 or event.wait(min(self.poll_interval, left)):
                         return
                     now_version = self._version(conn)
                     if now_version != version:
                         version = now_version
-                        holder = self._same_holder(conn, key, holder)
+                        until = busy_until(conn)
         finally:
-            self._unregister(key, event.set)
+            self._unregister(slot, event.set)
 
     # -- admin ----------------------------------------------------------------------
 
@@ -361,7 +332,7 @@ class SQLiteStore:
                 f"DELETE FROM {self.table} WHERE key = ? AND expires_at > ?", (key, now)
             ).rowcount
             conn.execute(f"DELETE FROM {self.table} WHERE key = ?", (key,))
-            self._wake(key)
+            self._wake(("lock", key))
             return bool(held)
 
     def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
@@ -378,6 +349,8 @@ class SQLiteStore:
     def as_async(self) -> AsyncSQLiteStore:
         """The async twin; it shares this store's file and in-process wake-ups."""
         if self._twin is None:
+            from .sqlite_async import AsyncSQLiteStore
+
             self._twin = AsyncSQLiteStore(self)
         return self._twin
 
@@ -387,22 +360,15 @@ class SQLiteStore:
 
     # -- waiting helpers (shared with the async twin) ---------------------------------
 
-    def _holder(self, conn: sqlite3.Connection, key: str) -> tuple[str, float] | None:
-        """``(token, monotonic deadline)`` of the current holder, or ``None`` if free."""
+    def _lock_busy_until(self, conn: sqlite3.Connection, key: str) -> float | None:
+        """Monotonic time the holder's lease of ``key`` ends, or ``None`` if free."""
         row = conn.execute(self._sql_expiry, (key,)).fetchone()
-        if row is None:
-            return None
-        left = float(row[1]) - self._clock()
-        return None if left <= 0 else (str(row[0]), time.monotonic() + left)
+        return None if row is None else self._monotonic(float(row[0]))
 
-    def _same_holder(
-        self, conn: sqlite3.Connection, key: str, holder: tuple[str, float]
-    ) -> tuple[str, float] | None:
-        """The holder after a commit, or ``None`` if the key changed hands or freed."""
-        now_holder = self._holder(conn, key)
-        if now_holder is None or now_holder[0] != holder[0]:
-            return None
-        return now_holder
+    def _monotonic(self, expires_at: float) -> float | None:
+        """A stored (wall-clock) expiry as a local monotonic deadline; ``None`` if past."""
+        left = expires_at - self._clock()
+        return None if left <= 0 else time.monotonic() + left
 
     @staticmethod
     def _version(conn: sqlite3.Connection) -> int:
@@ -410,21 +376,21 @@ class SQLiteStore:
         # memory only, so polling it is cheap and never waits for a writer.
         return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
-    def _register(self, key: str, waker: Callable[[], None]) -> None:
+    def _register(self, slot: Slot, waker: Callable[[], None]) -> None:
         with self._local.mutex:
-            self._local.wakers.setdefault(key, []).append(waker)
+            self._local.wakers.setdefault(slot, []).append(waker)
 
-    def _unregister(self, key: str, waker: Callable[[], None]) -> None:
+    def _unregister(self, slot: Slot, waker: Callable[[], None]) -> None:
         with self._local.mutex:
-            wakers = self._local.wakers.get(key)
+            wakers = self._local.wakers.get(slot)
             if wakers is not None and waker in wakers:
                 wakers.remove(waker)
                 if not wakers:
-                    del self._local.wakers[key]
+                    del self._local.wakers[slot]
 
-    def _wake(self, key: str) -> None:
+    def _wake(self, slot: Slot) -> None:
         with self._local.mutex:
-            wakers = self._local.wakers.pop(key, ())
+            wakers = self._local.wakers.pop(slot, ())
         for waker in wakers:
             waker()
 
@@ -432,49 +398,4 @@ class SQLiteStore:
         return f"{type(self).__name__}({str(self.path)!r}, table={self.table!r})"
 
 
-class AsyncSQLiteStore(ThreadedAsyncAdminStore):
-    """The asyncio twin of :class:`SQLiteStore`.
-
-    Steps run in worker threads (a busy file may block up to ``busy_timeout``).
-    ``wait`` runs on the event loop instead: it only reads, and WAL-mode reads never
-    wait for a writer, so a hundred waiting tasks do not occupy a hundred threads.
-    """
-
-    sync: SQLiteStore
-
-    def __init__(self, store: SQLiteStore) -> None:
-        super().__init__(store)
-
-    async def wait(self, key: str, timeout: float) -> None:
-        """See :meth:`SQLiteStore.wait`; a release in this process wakes the task at once."""
-        import asyncio
-
-        store = self.sync
-        loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + timeout
-        woken: asyncio.Future[None] = loop.create_future()
-
-        def waker() -> None:
-            loop.call_soon_threadsafe(resolve, woken)
-
-        store._register(key, waker)
-        try:
-            with store._translate("wait", key) as conn:
-                holder = store._holder(conn, key)
-                version = store._version(conn)
-                while holder is not None:
-                    left = min(deadline, holder[1]) - time.monotonic()
-                    if left <= 0:
-                        return
-                    await asyncio.wait((woken,), timeout=min(store.poll_interval, left))
-                    if woken.done():
-                        return
-                    now_version = store._version(conn)
-                    if now_version != version:
-                        version = now_version
-                        holder = store._same_holder(conn, key, holder)
-        finally:
-            store._unregister(key, waker)
-
-
-__all__ = ["AsyncSQLiteStore", "SQLiteStore", "default_path"]
+__all__ = ["SQLiteStore", "default_path"]

@@ -13,7 +13,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_counter(
-    url: str, key: str, tmp: Path, *, processes: int, count: int, work: float = 0.0
+    url: str,
+    key: str,
+    tmp: Path,
+    *,
+    processes: int,
+    count: int,
+    work: float = 0.0,
+    limit: int = 1,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Start the workers, wait for them; return the final count and every section."""
     counter = tmp / "counter.txt"
@@ -21,27 +28,18 @@ def run_counter(
     procs = []
     for index in range(processes):
         out = tmp / f"sections-{index}.jsonl"
+        options = {
+            "--url": url,
+            "--key": key,
+            "--count": count,
+            "--counter": counter,
+            "--out": out,
+            "--work": work,
+            "--limit": limit,
+        }
+        argv = [str(part) for pair in options.items() for part in pair]
         procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.helpers.worker",
-                    "--url",
-                    url,
-                    "--key",
-                    key,
-                    "--count",
-                    str(count),
-                    "--counter",
-                    str(counter),
-                    "--out",
-                    str(out),
-                    "--work",
-                    str(work),
-                ],
-                cwd=ROOT,
-            )
+            subprocess.Popen([sys.executable, "-m", "tests.helpers.worker", *argv], cwd=ROOT)
         )
     for proc in procs:
         assert proc.wait(timeout=300) == 0
@@ -51,6 +49,37 @@ def run_counter(
         for line in (tmp / f"sections-{index}.jsonl").read_text().splitlines()
     ]
     return int(counter.read_text()), sorted(sections, key=lambda s: s["enter"])
+
+
+def spawn_holder(url: str, key: str, ttl: float, limit: int = 1) -> subprocess.Popen[str]:
+    """Start ``tests.helpers.holder`` (it prints JSON lines; see its docstring)."""
+    argv = ["--url", url, "--key", key, "--ttl", str(ttl), "--limit", str(limit)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.holder", *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def read_json(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """The next JSON line a helper process printed."""
+    assert proc.stdout is not None
+    return json.loads(proc.stdout.readline())  # type: ignore[no-any-return]
+
+
+def most_at_once(sections: list[dict[str, Any]]) -> int:
+    """The largest number of sections that overlapped in time."""
+    events = sorted(
+        [(section["enter"], 1) for section in sections]
+        + [(section["exit"], -1) for section in sections]
+    )  # at equal times exits (-1) sort first: touching is not overlapping
+    inside = peak = 0
+    for _, step in events:
+        inside += step
+        peak = max(peak, inside)
+    return peak
 
 
 def assert_exclusive(sections: list[dict[str, Any]]) -> None:

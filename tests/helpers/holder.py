@@ -25,11 +25,16 @@ def main() -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--ttl", type=float, required=True)
+    parser.add_argument("--limit", type=int, default=1)
     args = parser.parse_args()
     store = store_from_url(args.url)
     lost_by: list[str] = []
     lock = RemoteLock(
-        args.key, store=store, ttl=args.ttl, on_lost=lambda lease: lost_by.append("on_lost")
+        args.key,
+        store=store,
+        ttl=args.ttl,
+        limit=args.limit,
+        on_lost=lambda lease: lost_by.append("on_lost"),
     )
     try:
         with lock as lease:

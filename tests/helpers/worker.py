@@ -27,18 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counter", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=float, default=0.0, help="seconds inside each section")
+    parser.add_argument("--limit", type=int, default=1, help="holders allowed at once")
     args = parser.parse_args(argv)
     store = store_from_url(args.url)
     records: list[dict[str, int]] = []
 
-    @remote_locked(args.key, store=store, ttl=30)
+    @remote_locked(args.key, store=store, ttl=30, limit=args.limit)
     def critical(*, fencing_token: int | None = None) -> None:
         entered = time.monotonic_ns()
-        text = args.counter.read_text()
-        value = int(text) if text else 0
+        if args.limit == 1:  # one at a time: a read-modify-write that must not lose updates
+            text = args.counter.read_text()
+            value = int(text) if text else 0
         if args.work:
             time.sleep(args.work)
-        args.counter.write_text(str(value + 1))
+        if args.limit == 1:
+            args.counter.write_text(str(value + 1))
         records.append(
             {
                 "pid": os.getpid(),

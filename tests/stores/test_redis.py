@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -30,7 +27,7 @@ from remotelock import (
 )
 from remotelock.stores import AsyncRedisStore, RedisStore, store_from_url
 from remotelock.stores.redis import key_of, layout
-from tests.helpers.crossproc import ROOT, assert_exclusive, run_counter
+from tests.helpers.crossproc import assert_exclusive, read_json, run_counter, spawn_holder
 from tests.servers.redis import RedisCluster, RedisServer
 
 pytestmark = pytest.mark.redis
@@ -378,27 +375,14 @@ def test_server_killed_while_waiting_then_restarted(private_redis: RedisServer) 
     store.close()
 
 
-def _spawn_holder(url: str, key: str, ttl: float) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.holder", "--url", url, "--key", key,
-         "--ttl", str(ttl)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-
-
-def _read(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    assert proc.stdout is not None
-    return json.loads(proc.stdout.readline())  # type: ignore[no-any-return]
-
-
 @pytest.mark.slow
 def test_paused_holder_loses_the_lock_and_fencing_tells_them_apart(
     redis_server: RedisServer,
 ) -> None:
     url = f"{redis_server.url}?prefix=pause-{uuid.uuid4().hex[:8]}"
     store = RedisStore.from_url(url)
-    with _spawn_holder(url, "k", ttl=1.0) as holder:
-        held = _read(holder)
+    with spawn_holder(url, "k", ttl=1.0) as holder:
+        held = read_json(holder)
         os.kill(holder.pid, signal.SIGSTOP)  # a long GC pause, a frozen VM
         try:
             successor = RemoteLock("k", store=store, ttl=30).acquire(timeout=20)
@@ -408,11 +392,11 @@ def test_paused_holder_loses_the_lock_and_fencing_tells_them_apart(
         assert holder.stdin is not None
         holder.stdin.write("go\n")
         holder.stdin.flush()
-        report = _read(holder)
+        report = read_json(holder)
         assert report["renewal_saw_it"] is True
         assert report["on_lost"] == ["on_lost"]
         assert report["released"] is False  # the stale release did nothing...
-        assert _read(holder) == {"event": "LockLost", "fence": held["fence"]}
+        assert read_json(holder) == {"event": "LockLost", "fence": held["fence"]}
         assert holder.wait(30) == 0
     assert store.owner("k") == successor.token  # ...and the new holder still holds it
     successor.release()
@@ -424,8 +408,8 @@ def test_killed_holder_frees_the_lock_within_its_ttl(redis_server: RedisServer) 
     url = f"{redis_server.url}?prefix=kill-{uuid.uuid4().hex[:8]}"
     store = RedisStore.from_url(url)
     ttl = 2.0
-    with _spawn_holder(url, "k", ttl=ttl) as holder:
-        _read(holder)
+    with spawn_holder(url, "k", ttl=ttl) as holder:
+        read_json(holder)
         holder.kill()
         killed = time.monotonic()
         holder.wait(10)

@@ -1,0 +1,66 @@
+"""AsyncSQLiteStore: the asyncio twin of :class:`~remotelock.stores.sqlite.SQLiteStore`."""
+
+from __future__ import annotations
+
+import time
+
+from ._sqlite_pool import BusyUntil, Slot
+from ._threaded import ThreadedAsyncAdminStore, ThreadedPermits, resolve
+from .sqlite import SQLiteStore
+
+
+class AsyncSQLiteStore(ThreadedPermits, ThreadedAsyncAdminStore):
+    """The asyncio twin of :class:`SQLiteStore`.
+
+    Steps run in worker threads (a busy file may block up to ``busy_timeout``).
+    ``wait`` runs on the event loop instead: it only reads, and WAL-mode reads never
+    wait for a writer, so a hundred waiting tasks do not occupy a hundred threads.
+    """
+
+    sync: SQLiteStore
+
+    def __init__(self, store: SQLiteStore) -> None:
+        super().__init__(store)
+
+    async def wait(self, key: str, timeout: float) -> None:
+        """See :meth:`SQLiteStore.wait`; a release in this process wakes the task at once."""
+        store = self.sync
+        await self._await_on(("lock", key), lambda c: store._lock_busy_until(c, key), timeout)
+
+    async def wait_permit(self, key: str, timeout: float) -> None:
+        """See :meth:`SQLiteStore.wait_permit`."""
+        store = self.sync
+        await self._await_on(("permit", key), lambda c: store._permits_busy_until(c, key), timeout)
+
+    async def _await_on(self, slot: Slot, busy_until: BusyUntil, timeout: float) -> None:
+        import asyncio
+
+        store = self.sync
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def waker() -> None:
+            loop.call_soon_threadsafe(resolve, woken)
+
+        store._register(slot, waker)
+        try:
+            with store._translate("wait", slot[1]) as conn:
+                until = busy_until(conn)
+                version = store._version(conn)
+                while until is not None:
+                    left = min(deadline, until) - time.monotonic()
+                    if left <= 0:
+                        return
+                    await asyncio.wait((woken,), timeout=min(store.poll_interval, left))
+                    if woken.done():
+                        return
+                    now_version = store._version(conn)
+                    if now_version != version:
+                        version = now_version
+                        until = busy_until(conn)
+        finally:
+            store._unregister(slot, waker)
+
+
+__all__ = ["AsyncSQLiteStore"]
