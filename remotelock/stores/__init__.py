@@ -22,6 +22,8 @@ from .base import AsyncStore, LockInfo, Store
 if TYPE_CHECKING:
     from .callable import AsyncCallableStore, CallableStore
     from .memory import MemoryStore
+    from .postgres import PostgresStore
+    from .postgres_async import AsyncPostgresStore
     from .redis import RedisStore
     from .redis_async import AsyncRedisStore
     from .sqlite import SQLiteStore
@@ -116,11 +118,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AsyncCallableStore",
+    "AsyncPostgresStore",
     "AsyncRedisStore",
     "AsyncStore",
     "CallableStore",
     "LockInfo",
     "MemoryStore",
+    "PostgresStore",
     "RedisStore",
     "SQLiteStore",
     "Store",
