@@ -205,10 +205,7 @@ class AsyncPostgresStore:
     async def _flush(self, state: _LoopState) -> None:
         if self._pool is not None:
             await self._pool.check()
-        idle, state.idle[:] = list(state.idle), []
-        for conn in idle:
-            with contextlib.suppress(psycopg.Error):
-                await conn.close()
+        await _close_idle(state)
 
     async def _step(self, step: str, key: str, run: Callable[[AConn], Awaitable[T]]) -> T:
         """See ``PostgresStore._step``: bounded, translated, retried once on a dead connection."""
@@ -339,7 +336,7 @@ class AsyncPostgresStore:
 
     async def _listener_conninfo(self) -> str:
         if self.listen_url is not None:
-            base = checked_conninfo(self.listen_url)
+            base = self.listen_url
         elif self._conninfo is not None:
             base = self._conninfo
         else:
@@ -391,10 +388,7 @@ class AsyncPostgresStore:
             state.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await state.task
-        idle, state.idle[:] = list(state.idle), []
-        for conn in idle:
-            with contextlib.suppress(psycopg.Error):
-                await conn.close()
+        await _close_idle(state)
 
     def __repr__(self) -> str:
         where = f"{self.schema}.{self.table}" if self.schema else self.table
@@ -407,6 +401,13 @@ async def _one(conn: AConn, statement: Any, params: dict[str, Any]) -> Any:
 
 async def _rows(conn: AConn, statement: Any, params: dict[str, Any]) -> int:
     return (await conn.execute(statement, params)).rowcount
+
+
+async def _close_idle(state: _LoopState) -> None:
+    idle, state.idle[:] = list(state.idle), []
+    for conn in idle:
+        with contextlib.suppress(psycopg.Error):
+            await conn.close()
 
 
 async def _given_info(conn: AConn) -> str:
