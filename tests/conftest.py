@@ -25,9 +25,11 @@ from remotelock.stores.sqlite import SQLiteStore
 from remotelock.testing import BlockingStore, blocking
 
 if TYPE_CHECKING:
+    from remotelock.stores.postgres import PostgresStore
+    from tests.servers.postgres import PostgresServer
     from tests.servers.redis import RedisServer
 
-pytest_plugins = ["tests.servers.redis"]
+pytest_plugins = ["tests.servers.redis", "tests.servers.postgres"]
 
 REQUIRE_STORES = os.environ.get("REMOTELOCK_REQUIRE_STORES") == "1"
 
@@ -37,6 +39,7 @@ STORE_KINDS: list[Any] = [
     "sqlite",
     "callable",
     pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("postgres", marks=pytest.mark.postgres),
 ]
 ASYNC_KINDS = STORE_KINDS
 
@@ -72,6 +75,22 @@ def redis_store(redis_server: RedisServer) -> Iterator[RedisStore]:
     store = RedisStore.from_url(f"{redis_server.url}?prefix=test-{uuid.uuid4().hex[:12]}")
     yield store
     store.close()
+
+
+@pytest.fixture
+def postgres_store(postgres_server: PostgresServer) -> Iterator[PostgresStore]:
+    """A PostgresStore on the session's server, with a table of its own (dropped after)."""
+    import psycopg
+    from psycopg import sql
+
+    from remotelock.stores.postgres import PostgresStore
+
+    table = f"test_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore.from_url(f"{postgres_server.url}?table={table}")
+    yield store
+    store.close()
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
 
 @pytest.fixture

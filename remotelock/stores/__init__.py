@@ -21,6 +21,8 @@ from .base import AsyncStore, LockInfo, Store
 if TYPE_CHECKING:
     from .callable import AsyncCallableStore, CallableStore
     from .memory import MemoryStore
+    from .postgres import PostgresStore
+    from .postgres_async import AsyncPostgresStore
     from .redis import RedisStore
     from .redis_async import AsyncRedisStore
     from .sqlite import SQLiteStore
@@ -117,11 +119,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AsyncCallableStore",
+    "AsyncPostgresStore",
     "AsyncRedisStore",
     "AsyncStore",
     "CallableStore",
     "LockInfo",
     "MemoryStore",
+    "PostgresStore",
     "RedisStore",
     "SQLiteStore",
     "Store",

@@ -1,0 +1,300 @@
+"""What PostgresStore and its async twin share: options, URLs, errors, the reply guard.
+
+The reply guard exists because psycopg has no client-side read timeout: the server's
+``statement_timeout`` ends slow statements, but a server that stops answering at all
+(a frozen VM, a network black hole, SIGSTOP) would leave the caller blocked forever.
+The guard shuts the socket of a statement that outlives ``timeout`` plus a grace
+period; psycopg then fails the statement as a lost connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import socket
+import threading
+import time
+from typing import Any, Final, NamedTuple
+from urllib.parse import parse_qsl, urlencode
+
+import psycopg
+from psycopg import conninfo as pgconninfo
+
+from ..errors import StoreConfigError, StoreError, StoreUnavailable
+
+log = logging.getLogger("remotelock.stores.postgres")
+
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_TRUE: Final = {"1", "true", "yes", "on"}
+_FALSE: Final = {"0", "false", "no", "off"}
+
+GUARD_GRACE: Final = 2.0
+"""Seconds the reply guard allows beyond ``timeout`` (the server's own timeout fires first)."""
+
+KEEPALIVES: Final = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+}
+"""TCP keepalives for the listener: a connection that only waits would otherwise never
+notice a peer that vanished without closing it."""
+
+
+class Options(NamedTuple):
+    """remotelock's own options (everything else in a URL goes to libpq)."""
+
+    table: str = "remotelock_locks"
+    schema: str | None = None
+    timeout: float = 5.0
+    pool_size: int = 10
+    listen: bool = True
+    listen_url: str | None = None
+
+
+def check_options(**given: Any) -> Options:
+    """Validate the options; :class:`StoreConfigError` names the bad one."""
+    options = Options(**given)
+    if not isinstance(options.table, str) or not _IDENTIFIER.fullmatch(options.table):
+        raise StoreConfigError(f"table must be a plain SQL identifier, got {options.table!r}")
+    if options.schema is not None and (
+        not isinstance(options.schema, str) or not _IDENTIFIER.fullmatch(options.schema)
+    ):
+        raise StoreConfigError(f"schema must be a plain SQL identifier, got {options.schema!r}")
+    timeout = options.timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise StoreConfigError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not 0.01 <= timeout <= 3600:
+        raise StoreConfigError(f"timeout must be 0.01-3600 s, got {timeout!r}")
+    size = options.pool_size
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1000:
+        raise StoreConfigError(f"pool_size must be an integer 1-1000, got {size!r}")
+    if not isinstance(options.listen, bool):
+        raise StoreConfigError(f"listen must be True or False, got {options.listen!r}")
+    return options._replace(timeout=float(timeout))
+
+
+def _convert(name: str, value: str, url: str) -> Any:
+    if name in ("table", "schema", "listen_url"):
+        return value
+    if name == "listen":
+        if value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise StoreConfigError(f"listen in {url!r} must be true or false, got {value!r}")
+    try:
+        return float(value) if name == "timeout" else int(value)
+    except ValueError:
+        raise StoreConfigError(f"{name} in {url!r} must be a number, got {value!r}") from None
+
+
+def parse_url(url: str, options: dict[str, Any]) -> tuple[str, Options]:
+    """Split a URL (plus keyword options) into (libpq conninfo, our options).
+
+    Keyword options override the query string, for libpq's parameters too.
+    """
+    base, _, query = url.partition("?")
+    own: dict[str, Any] = {}
+    kept = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in Options._fields:
+            own[name] = _convert(name, value, url)
+        elif name not in options:
+            kept.append((name, value))
+    libpq = {name: options.pop(name) for name in list(options) if name not in Options._fields}
+    own.update(options)
+    checked = check_options(**own)
+    try:
+        conninfo = pgconninfo.make_conninfo(f"{base}?{urlencode(kept)}" if kept else base)
+        conninfo = pgconninfo.make_conninfo(conninfo, **libpq)
+        pgconninfo.conninfo_to_dict(conninfo)  # validates parameter names
+    except psycopg.Error as exc:
+        raise StoreConfigError(f"bad PostgreSQL URL {url!r}: {exc}") from exc
+    return conninfo, checked
+
+
+def millis(seconds: float) -> int:
+    """Whole milliseconds for a server setting, never 0 (which would mean no limit)."""
+    return max(1, math.ceil(seconds * 1000))
+
+
+def checked_conninfo(conninfo: str) -> str:
+    """``conninfo`` itself, once libpq accepts it (else :class:`StoreConfigError`)."""
+    try:
+        pgconninfo.conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        raise StoreConfigError(f"bad PostgreSQL connection string: {exc}") from exc
+    return conninfo
+
+
+def server_conninfo(conninfo: str, timeout: float, *, listener: bool = False) -> str:
+    """``conninfo`` plus what the store's own connections need.
+
+    ``statement_timeout`` and ``lock_timeout`` travel as startup options, so they cost
+    no round trip; ``connect_timeout`` (whole seconds, libpq's minimum is 2) and an
+    ``application_name`` are added unless the URL sets them.
+    """
+    params = pgconninfo.conninfo_to_dict(conninfo)
+    extra: dict[str, Any] = {}
+    own = f"-c statement_timeout={millis(timeout)} -c lock_timeout={millis(timeout)}"
+    extra["options"] = f"{params['options']} {own}" if params.get("options") else own
+    if "connect_timeout" not in params:
+        extra["connect_timeout"] = str(max(2, math.ceil(timeout)))
+    if "application_name" not in params:
+        extra["application_name"] = "remotelock"
+    if listener:
+        extra.update({k: v for k, v in KEEPALIVES.items() if k not in params})
+    return pgconninfo.make_conninfo(conninfo, **extra)
+
+
+def given_conninfo(info: Any) -> str:
+    """A conninfo for a listener next to a connection (or pool) given to the store."""
+    password = getattr(info, "password", None)
+    dsn = str(info.dsn)
+    return pgconninfo.make_conninfo(dsn, password=password) if password else dsn
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+class translate:
+    """psycopg errors become StoreErrors, raised from the original (one place per store).
+
+    Connection refused or lost, statement and lock timeouts, an exhausted pool:
+    :class:`StoreUnavailable`. Anything else from psycopg (a missing privilege, a
+    malformed key): :class:`StoreError`.
+    """
+
+    __slots__ = ("key", "step", "store")
+
+    def __init__(self, store: object, step: str, key: str) -> None:
+        self.store = store
+        self.step = step
+        self.key = key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None:
+            return
+        where = f"{self.store!r}: {self.step} {self.key!r}: {exc}".rstrip()
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            raise StoreUnavailable(where) from exc
+        if isinstance(exc, psycopg.Error):
+            raise StoreError(where) from exc
+
+
+def is_broken(exc: BaseException, conn: Any) -> bool:
+    """Whether ``exc`` means ``conn`` died under the statement (worth one retry).
+
+    Timeouts are not: the connection survives them, and a retry would double the wait.
+    """
+    return (
+        isinstance(exc, psycopg.OperationalError)
+        and not isinstance(exc, (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable))
+        and conn is not None
+        and bool(conn.closed)
+    )
+
+
+# -- the reply guard -------------------------------------------------------------------
+
+
+class _Watch:
+    __slots__ = ("deadline", "fd", "fired")
+
+    def __init__(self, fd: int, deadline: float) -> None:
+        self.fd = fd
+        self.deadline = deadline
+        self.fired = False
+
+
+class Guard:
+    """Shuts the socket of any statement still unanswered at its deadline.
+
+    One thread per process, running only while statements are in flight; a watch costs
+    a dict insert and removal. Shutting a socket (not closing it) is safe from another
+    thread: the blocked statement sees end-of-file and psycopg marks the connection
+    broken, so it is never reused.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._watches: dict[int, _Watch] = {}
+        self._thread: threading.Thread | None = None
+
+    def watch(self, conn: Any, seconds: float) -> _Watch:
+        watch = _Watch(conn.fileno(), time.monotonic() + seconds)
+        with self._mutex:
+            self._watches[id(watch)] = watch
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="remotelock-postgres-guard", daemon=True
+                )
+                self._thread.start()
+        return watch
+
+    def done(self, watch: _Watch) -> bool:
+        """End a watch; ``True`` if the guard had fired (the connection is dead)."""
+        with self._mutex:
+            self._watches.pop(id(watch), None)
+        return watch.fired
+
+    def _run(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            time.sleep(0.1)
+            now = time.monotonic()
+            with self._mutex:
+                if not self._watches:
+                    if now - idle_since > 5.0:
+                        self._thread = None
+                        return
+                    continue
+                idle_since = now
+                for watch in self._watches.values():
+                    if not watch.fired and watch.deadline <= now:
+                        watch.fired = True
+                        _shut(watch.fd)
+
+    def forget_after_fork(self) -> None:
+        self._mutex = threading.Lock()
+        self._watches = {}
+        self._thread = None
+
+
+def _shut(fd: int) -> None:
+    log.warning("PostgreSQL did not answer in time; dropping the connection (fd %d)", fd)
+    with contextlib.suppress(OSError):
+        dup = socket.socket(fileno=os.dup(fd))
+        try:
+            dup.shutdown(socket.SHUT_RDWR)
+        finally:
+            dup.close()
+
+
+GUARD: Final = Guard()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=GUARD.forget_after_fork)
+
+
+__all__ = [
+    "GUARD",
+    "GUARD_GRACE",
+    "Guard",
+    "Options",
+    "check_options",
+    "checked_conninfo",
+    "given_conninfo",
+    "is_broken",
+    "millis",
+    "parse_url",
+    "server_conninfo",
+    "translate",
+]
