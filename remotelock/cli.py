@@ -25,7 +25,7 @@ from .errors import LockTimeout, StoreConfigError, StoreError
 from .lease import OnLost
 from .lock import RemoteLock
 from .stores import store_from_url
-from .stores.base import CROSS_PROCESS, LockAdmin, LockInfo, Store
+from .stores.base import CROSS_PROCESS, LockAdmin, LockInfo, PermitStore, Store
 from .supervise import ExitStatus
 
 log = logging.getLogger(__name__)
@@ -134,16 +134,13 @@ def _admin(store: Store) -> LockAdmin:
 
 
 def _lock_maker(args: argparse.Namespace) -> supervise.MakeLock:
-    """How ``run`` holds the key: a plain lock (``--limit 1``, the only kind so far)."""
-    if args.limit != 1:
-        _usage_error(
-            f"--limit {args.limit}: more than one holder per key is not supported yet "
-            "(--limit 1 is a plain lock)"
-        )
+    """How ``run`` holds the key: a lock, or one of ``--limit`` counted permits."""
     store = _open_store(args.url)
+    if args.limit > 1 and not isinstance(store, PermitStore):
+        _usage_error(f"--limit {args.limit}: {store!r} has no counted permits")
 
     def make(on_lost: OnLost) -> RemoteLock:
-        return RemoteLock(args.key, store=store, ttl=args.ttl, on_lost=on_lost)
+        return RemoteLock(args.key, store=store, ttl=args.ttl, limit=args.limit, on_lost=on_lost)
 
     return make
 
@@ -251,7 +248,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_holders,
         default=1,
         metavar="N",
-        help="at most N holders at once (default: 1, a plain lock; N > 1 is not supported yet)",
+        help="at most N holders of KEY at once (default: 1, a plain lock); every "
+        "holder of one KEY must use the same N",
     )
     run.add_argument(
         "--grace",

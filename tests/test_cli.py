@@ -420,7 +420,6 @@ def test_stores_without_admin_support_are_refused(
         (["run", "k", "--grace", "soon", "--", "true"], "--grace: must be a number"),
         (["run", "k", "--limit", "0", "--", "true"], "--limit: must be a whole number >= 1"),
         (["run", "k", "--limit", "1.5", "--", "true"], "--limit: must be a whole number >= 1"),
-        (["run", "k", "--limit", "3", "--", "true"], "not supported yet"),
         (["run", "", "--", "true"], "KEY: must not be empty"),
         (["run", "k", "--url", "nope://x", "--", "true"], "unknown store URL scheme 'nope'"),
         (["status", "k", "--url", "nope://x"], "unknown store URL scheme 'nope'"),
@@ -440,6 +439,36 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], says: str) -> None:
 def test_limit_1_is_a_plain_lock(sqlite_url: str, key: str) -> None:
     result = remotelock("run", key, "--limit", "1", "--url", sqlite_url, "--", PYTHON, "-c", "")
     assert result.returncode == 0, result.stderr
+
+
+CONCURRENCY = """
+import os, sys, time
+from pathlib import Path
+inside, log = Path(sys.argv[1]), Path(sys.argv[2])
+mine = inside / str(os.getpid())
+mine.touch()
+with log.open("a") as out:
+    out.write(f"{len(list(inside.iterdir()))} {os.environ['REMOTELOCK_FENCING_TOKEN']}\\n")
+time.sleep(0.4)
+mine.unlink()
+"""
+
+
+def test_limit_n_runs_up_to_n_commands_at_once(
+    url: str, key: str, tmp_path: Path, spawn: Spawn
+) -> None:
+    inside, log = tmp_path / "inside", tmp_path / "seen.log"
+    inside.mkdir()
+    procs = [
+        spawn("run", key, "--limit", "3", "--url", url, "--", PYTHON, "-c", CONCURRENCY,
+              str(inside), str(log))
+        for _ in range(6)
+    ]  # fmt: skip
+    results = [finish(proc) for proc in procs]
+    assert [code for code, _, _ in results] == [0] * 6, results
+    seen = [line.split() for line in log.read_text().splitlines()]
+    assert max(int(count) for count, _ in seen) == 3  # three at once, never four
+    assert len({fence for _, fence in seen}) == 6  # each permit its own fencing token
 
 
 def test_the_command_keeps_its_own_options_and_dashes(sqlite_url: str, key: str) -> None:

@@ -136,14 +136,17 @@ async def test_async_limit(memory_store: MemoryStore, key: str) -> None:
     params=[
         "sqlite",
         pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
     ]
 )
 def permit_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store URL every process can reach."""
+    """A store URL every process can reach (a fresh namespace for each test)."""
+    name = f"limits_{uuid.uuid4().hex[:8]}"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/locks.db"
-    server = request.getfixturevalue("redis_server")
-    return f"{server.url}?prefix=limits-{uuid.uuid4().hex[:8]}"
+    if request.param == "redis":
+        return f"{request.getfixturevalue('redis_server').url}?prefix={name}"
+    return f"{request.getfixturevalue('postgres_server').url}?table={name}"
 
 
 @pytest.mark.slow

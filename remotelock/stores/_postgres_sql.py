@@ -36,12 +36,25 @@ CREATE_SCHEMA: Final[str] = "CREATE SCHEMA IF NOT EXISTS {schema}"
 # Serialises table creation until the end of the transaction (never held longer).
 LOCK_DDL: Final[str] = "SELECT pg_advisory_xact_lock(%(lock_id)s)"
 
-# %(schema)s  the configured schema, or NULL for the first schema on the search path
-# %(table)s   the table name
-# returns: one row if the table exists, else none.
+# No parameters, no result. The counted permits of every key (see PERMITS below),
+# created with the lease table.
+CREATE_PERMITS_TABLE: Final[str] = """
+CREATE TABLE IF NOT EXISTS {permits} (
+    key     text PRIMARY KEY,
+    lim     integer NOT NULL,
+    fence   bigint NOT NULL,
+    holders jsonb NOT NULL
+)"""
+
+# %(schema)s   the configured schema, or NULL for the first schema on the search path
+# %(table)s    the lease table's name
+# %(permits)s  the permit table's name
+# returns: one row if both tables exist, else none.
 TABLE_EXISTS: Final[str] = """
 SELECT 1 FROM pg_catalog.pg_tables
- WHERE schemaname = coalesce(%(schema)s, current_schema()) AND tablename = %(table)s"""
+ WHERE schemaname = coalesce(%(schema)s, current_schema())
+   AND tablename IN (%(table)s, %(permits)s)
+HAVING count(*) = 2"""
 
 # %(key)s    lock key
 # %(token)s  the acquiring token
@@ -107,6 +120,82 @@ SELECT key, token, fence, EXTRACT(EPOCH FROM expires_at - now())::float8
  WHERE token IS NOT NULL AND expires_at > now() AND starts_with(key, %(prefix)s)
  ORDER BY key"""
 
+# -- counted permits ----------------------------------------------------------------------
+#
+# (Templates are formatted twice, by Python then psycopg.sql: "{{{{}}}}" ends as "{}".)
+# One row per key: the limit its holders use, a fence counter, and the holders as
+# jsonb {token: [fencing token, lease end as epoch seconds]}. One row, so that the
+# admission check and the insert are a single upsert: ON CONFLICT DO UPDATE locks the
+# row and evaluates against its latest version, so concurrent acquirers can never
+# both take the last permit (separate rows per permit could not give that in one
+# statement under READ COMMITTED). The row outlives its holders, so fences only grow.
+
+_NOW: Final = "extract(epoch FROM now())"
+_LIVE: Final = f"(SELECT coalesce(jsonb_object_agg(h.key, h.value), '{{{{}}}}'::jsonb) FROM jsonb_each(p.holders) AS h WHERE (h.value->>1)::float8 > {_NOW})"  # noqa: E501
+_LIVE_COUNT: Final = (
+    f"(SELECT count(*) FROM jsonb_each(p.holders) AS h WHERE (h.value->>1)::float8 > {_NOW})"
+)
+_MINE: Final = f"coalesce((p.holders->%(token)s::text->>1)::float8 > {_NOW}, false)"
+
+# %(key)s, %(token)s, %(ttl)s  as for ACQUIRE; %(limit)s  the number of permits
+# Takes one of `limit` permits if one is free, dropping run-out permits in the same
+# step; idempotent for a token holding an unexpired permit (a fresh lease, same fence).
+# returns: one row (fencing token) if `token` holds a permit now, else no row (all
+#          taken, or its holders use another limit: ask PERMIT_STATE which).
+ACQUIRE_PERMIT: Final[str] = f"""
+INSERT INTO {{permits}} AS p (key, lim, fence, holders)
+VALUES (%(key)s, %(limit)s::integer, 1,
+        jsonb_build_object(%(token)s::text, jsonb_build_array(1, {_NOW} + %(ttl)s::float8)))
+ON CONFLICT (key) DO UPDATE
+   SET lim = %(limit)s::integer,
+       fence = CASE WHEN {_MINE} THEN p.fence ELSE p.fence + 1 END,
+       holders = {_LIVE} - %(token)s::text || jsonb_build_object(
+           %(token)s::text,
+           jsonb_build_array(
+               CASE WHEN {_MINE} THEN (p.holders->%(token)s::text->>0)::bigint
+                    ELSE p.fence + 1 END,
+               {_NOW} + %(ttl)s::float8))
+ WHERE {_MINE}
+    OR ({_LIVE_COUNT} < %(limit)s::integer AND ({_LIVE_COUNT} = 0 OR p.lim = %(limit)s::integer))
+RETURNING (holders->%(token)s::text->>0)::bigint"""
+
+# %(key)s, %(token)s  permit key, the releasing token; %(channel)s, %(payload)s  as for RELEASE
+# Gives back `token`'s permit if it has not run out, and notifies the waiters.
+# returns: one row if released, no row if `token` held no unexpired permit.
+RELEASE_PERMIT: Final[str] = f"""
+WITH freed AS (
+    UPDATE {{permits}} AS p SET holders = p.holders - %(token)s::text
+     WHERE p.key = %(key)s AND {_MINE}
+    RETURNING p.key
+)
+SELECT pg_notify(%(channel)s, %(payload)s) FROM freed"""
+
+# %(key)s, %(token)s, %(ttl)s  as for ACQUIRE_PERMIT
+# returns: the number of rows updated (1 if `token`'s permit was renewed, else 0).
+EXTEND_PERMIT: Final[str] = f"""
+UPDATE {{permits}} AS p
+   SET holders = jsonb_set(
+           p.holders, ARRAY[%(token)s::text, '1'], to_jsonb({_NOW} + %(ttl)s::float8))
+ WHERE p.key = %(key)s AND {_MINE}"""
+
+# %(key)s  permit key
+# returns: the tokens holding an unexpired permit, oldest fence first.
+PERMIT_HOLDERS: Final[str] = f"""
+SELECT h.key FROM {{permits}} AS p, jsonb_each(p.holders) AS h
+ WHERE p.key = %(key)s AND (h.value->>1)::float8 > {_NOW}
+ ORDER BY (h.value->>0)::bigint"""
+
+# %(key)s  permit key
+# returns: one row (live holders, their limit, seconds until the first runs out as
+#          float8), or no row if the key has never had a permit.
+PERMIT_STATE: Final[str] = f"""
+SELECT {_LIVE_COUNT}, p.lim,
+       (SELECT min((h.value->>1)::float8) FROM jsonb_each(p.holders) AS h
+         WHERE (h.value->>1)::float8 > {_NOW}) - {_NOW}
+  FROM {{permits}} AS p
+ WHERE p.key = %(key)s"""
+
+
 # %(timeout)s  milliseconds, as text
 # Sets both timeouts for the session of a connection the store was given (connections
 # the store opens itself get them as startup options instead).
@@ -151,6 +240,7 @@ class Statements(NamedTuple):
 
     create_schema: sql.Composed | None
     create_table: sql.Composed
+    create_permits_table: sql.Composed
     acquire: sql.Composed
     release: sql.Composed
     force_release: sql.Composed
@@ -159,14 +249,21 @@ class Statements(NamedTuple):
     list: sql.Composed
     listen: sql.Composed
     channel: str
+    acquire_permit: sql.Composed
+    release_permit: sql.Composed
+    extend_permit: sql.Composed
+    permit_holders: sql.Composed
+    permit_state: sql.Composed
 
 
 def statements(schema: str | None, table: str) -> Statements:
     """Compose the statements for ``schema.table`` (names quoted as identifiers)."""
     name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
+    permit_name = permits_table(table)
+    permits = sql.Identifier(schema, permit_name) if schema else sql.Identifier(permit_name)
 
     def compose(template: str) -> sql.Composed:
-        return sql.SQL(template).format(table=name)
+        return sql.SQL(template).format(table=name, permits=permits)
 
     topic = channel(schema, table)
     return Statements(
@@ -174,6 +271,7 @@ def statements(schema: str | None, table: str) -> Statements:
             sql.SQL(CREATE_SCHEMA).format(schema=sql.Identifier(schema)) if schema else None
         ),
         create_table=compose(CREATE_TABLE),
+        create_permits_table=compose(CREATE_PERMITS_TABLE),
         acquire=compose(ACQUIRE),
         release=compose(RELEASE),
         force_release=compose(FORCE_RELEASE),
@@ -182,24 +280,52 @@ def statements(schema: str | None, table: str) -> Statements:
         list=compose(LIST),
         listen=sql.SQL("LISTEN {}").format(sql.Identifier(topic)),
         channel=topic,
+        acquire_permit=compose(ACQUIRE_PERMIT),
+        release_permit=compose(RELEASE_PERMIT),
+        extend_permit=compose(EXTEND_PERMIT),
+        permit_holders=compose(PERMIT_HOLDERS),
+        permit_state=compose(PERMIT_STATE),
     )
+
+
+def permits_table(table: str) -> str:
+    """The permit table's name: the lease table's, plus ``_permits`` (within 63 bytes)."""
+    name = f"{table}_permits"
+    return (
+        name
+        if len(name) <= 63
+        else f"{table[:40]}_{hashlib.sha256(name.encode()).hexdigest()[:14]}"
+    )
+
+
+def permit_payload(key: str) -> str:
+    """What a NOTIFY carries for a permit of ``key`` (apart from the lock's of ``key``)."""
+    return payload("permit:" + key)
 
 
 __all__ = [
     "ACQUIRE",
+    "ACQUIRE_PERMIT",
+    "CREATE_PERMITS_TABLE",
     "CREATE_SCHEMA",
     "CREATE_TABLE",
     "EXTEND",
+    "EXTEND_PERMIT",
     "FORCE_RELEASE",
     "HOLDER",
     "LIST",
     "LOCK_DDL",
+    "PERMIT_HOLDERS",
+    "PERMIT_STATE",
     "RELEASE",
+    "RELEASE_PERMIT",
     "SET_TIMEOUTS",
     "TABLE_EXISTS",
     "Statements",
     "channel",
     "lock_id",
     "payload",
+    "permit_payload",
+    "permits_table",
     "statements",
 ]

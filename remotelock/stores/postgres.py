@@ -30,6 +30,7 @@ from ._postgres_common import (
     server_conninfo,
     translate,
 )
+from ._postgres_permits import PostgresPermits
 from ._postgres_sync import GivenConnection, GivenPool, Listener, OwnConnections, Source
 from ._threaded import threaded
 from .base import (
@@ -57,7 +58,7 @@ POLL_WITHOUT_LISTENER: Final = 0.05
 or ``listen=False``): a release is then noticed by polling at this pace."""
 
 
-class PostgresStore:
+class PostgresStore(PostgresPermits):
     """Locks in a PostgreSQL table: exclusion across processes and machines.
 
     - URL: ``postgresql://[user[:password]@][host][:port][/dbname][?param=value&...]``
@@ -221,13 +222,18 @@ class PostgresStore:
                     self._schema_ready = True
 
     def _create_table(self, conn: psycopg.Connection[Any]) -> None:
-        params = {"schema": self.schema, "table": self.table}
+        params = {
+            "schema": self.schema,
+            "table": self.table,
+            "permits": q.permits_table(self.table),
+        }
         with conn.transaction():
             conn.execute(q.LOCK_DDL, {"lock_id": q.lock_id(self.schema, self.table)})
             if conn.execute(q.TABLE_EXISTS, params).fetchone() is None:
                 if self._sql.create_schema is not None:
                     conn.execute(self._sql.create_schema)
                 conn.execute(self._sql.create_table)
+                conn.execute(self._sql.create_permits_table)
 
     # -- the Store protocol -------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from ._postgres_common import (
     server_conninfo,
     translate,
 )
+from ._postgres_permits import AsyncPostgresPermits
 from ._threaded import resolve
 from .base import LockInfo
 from .postgres import CAPABILITIES, POLL_WITHOUT_LISTENER
@@ -79,7 +80,7 @@ def _finish(idle: list[AConn], pid: int) -> None:
     idle.clear()
 
 
-class AsyncPostgresStore:
+class AsyncPostgresStore(AsyncPostgresPermits):
     """Async PostgreSQL lock store; see :class:`~remotelock.stores.postgres.PostgresStore`.
 
     Build it from a URL (``AsyncPostgresStore.from_url(url)``, or ``as_async()`` of a
@@ -248,13 +249,18 @@ class AsyncPostgresStore:
                 await conn.commit()
             self._configured.add(conn)
         if not self._schema_ready:
-            params = {"schema": self.schema, "table": self.table}
+            params = {
+                "schema": self.schema,
+                "table": self.table,
+                "permits": q.permits_table(self.table),
+            }
             async with conn.transaction():
                 await conn.execute(q.LOCK_DDL, {"lock_id": q.lock_id(self.schema, self.table)})
                 if await (await conn.execute(q.TABLE_EXISTS, params)).fetchone() is None:
                     if self._sql.create_schema is not None:
                         await conn.execute(self._sql.create_schema)
                     await conn.execute(self._sql.create_table)
+                    await conn.execute(self._sql.create_permits_table)
             self._schema_ready = True
 
     # -- the Store protocol -----------------------------------------------------------------
