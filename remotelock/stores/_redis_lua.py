@@ -1,21 +1,24 @@
 """The Lua scripts behind RedisStore: each primitive is one atomic step on the server.
 
 Every key of one lock shares a hash tag (``<prefix>:{<key>}:...``), so each script
-touches a single Cluster slot. Per lock key (``KEYS[1..6]`` of the queue-aware scripts):
+touches a single Cluster slot. The lock scripts get one key, ``KEYS[1]``: the lock's
+base name ``<prefix>:{<key>}``, from which they derive (same hash tag, same slot):
 
-1. ``lock``   the holder's token; its PX expiry *is* the lease (the server's clock).
-2. ``fence``  a counter behind the fencing tokens; never expires, so tokens keep rising.
-3. ``queue``  sorted set of waiting tokens by arrival (microseconds): who is next.
-4. ``alive``  sorted set of the same tokens by the time (ms) a waiter counts as gone
-   if it has not come back: a crashed waiter cannot block the line for long.
-5. ``watch``  set of waiters that want to hear of every release (callers with
-   ``skip_if``: after any release they may not need the lock at all).
-6. ``ttls``   hash: the lease (ms) each waiter asked for.
+- ``:lock``   the holder's token; its PX expiry *is* the lease (the server's clock).
+- ``:fence``  a counter behind the fencing tokens; never expires, so tokens keep rising.
+- ``:queue``  sorted set of waiting tokens by arrival (microseconds): who is next.
+- ``:alive``  sorted set of the same tokens by the time (ms) a waiter counts as gone
+  if it has not come back: a crashed waiter cannot block the line for long.
+- ``:watch``  set of waiters that want to hear of every release (callers with
+  ``skip_if``: after any release they may not need the lock at all).
+- ``:ttls``   hash: the lease (ms) each waiter asked for.
+- ``:wake:<token>``  one waiter's wake-up list, which it blocks on (BLPOP), so no
+  waiter can steal another's signal.
 
-and ``wake:<token>``, one waiter's wake-up list, which it blocks on (BLPOP), so no
-waiter can steal another's signal. (These lists are named in the scripts, not in
-KEYS, because a release wakes waiters it only learns of from the queue; they share the
-lock's hash tag, hence its slot.)
+Passing one name instead of seven keeps every call small: the arguments of a command
+are encoded one by one on the client, and the uncontended cycle is two such calls.
+A release wakes waiters it only learns of from the queue anyway, so the scripts could
+not declare every key they touch in advance.
 
 A release does not just wake the first waiter in line: it **hands the lock over**,
 setting the waiter's token as holder and pushing ``g<fence>:<lease ms>`` into its list,
@@ -30,47 +33,61 @@ from __future__ import annotations
 
 from typing import Final
 
-# Shared helpers, prepended to the queue-aware scripts (KEYS[1..6] as above).
+# Shared names and helpers, prepended to the lock scripts (KEYS[1] the base name).
 _PRELUDE: Final = """
+local BASE = KEYS[1]
+local LOCK, FENCE, QUEUE = BASE .. ':lock', BASE .. ':fence', BASE .. ':queue'
+local ALIVE, WATCH, TTLS = BASE .. ':alive', BASE .. ':watch', BASE .. ':ttls'
+local WAKE = BASE .. ':wake:'
 local function now_ms()
   local t = redis.call('TIME')
   return t[1] * 1000 + math.floor(t[2] / 1000), t[1] * 1000000 + t[2]
 end
-local function wake(list, message)
+local function wake(waiter, message)
+  local list = WAKE .. waiter
   redis.call('RPUSH', list, message)
   redis.call('LTRIM', list, -1, -1)
   redis.call('PEXPIRE', list, 5000)
 end
 local function forget(waiter)
-  redis.call('ZREM', KEYS[3], waiter)
-  redis.call('ZREM', KEYS[4], waiter)
-  redis.call('SREM', KEYS[5], waiter)
-  redis.call('HDEL', KEYS[6], waiter)
+  redis.call('ZREM', QUEUE, waiter)
+  redis.call('ZREM', ALIVE, waiter)
+  redis.call('SREM', WATCH, waiter)
+  redis.call('HDEL', TTLS, waiter)
 end
 local function prune(now)
-  for _, waiter in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)) do
+  for _, waiter in ipairs(redis.call('ZRANGEBYSCORE', ALIVE, '-inf', now)) do
     forget(waiter)
   end
 end
 -- The lock is free: give it to the first live waiter, and tell every watcher.
-local function hand_over(wake_prefix, grace)
+local function hand_over(grace)
+  if redis.call('EXISTS', QUEUE, WATCH) == 0 then  -- nobody waits: the common case
+    return
+  end
   prune(now_ms())
-  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
   if head then
-    local lease = math.min(tonumber(redis.call('HGET', KEYS[6], head)) or grace, grace)
-    redis.call('SET', KEYS[1], head, 'PX', lease)
-    local fence = redis.call('INCR', KEYS[2])
+    local lease = math.min(tonumber(redis.call('HGET', TTLS, head)) or grace, grace)
+    redis.call('SET', LOCK, head, 'PX', lease)
+    local fence = redis.call('INCR', FENCE)
     forget(head)
-    wake(wake_prefix .. head, 'g' .. fence .. ':' .. lease)
+    wake(head, 'g' .. fence .. ':' .. lease)
   end
-  for _, watcher in ipairs(redis.call('SMEMBERS', KEYS[5])) do
-    wake(wake_prefix .. watcher, '1')
+  for _, watcher in ipairs(redis.call('SMEMBERS', WATCH)) do
+    wake(watcher, '1')
   end
+end
+local function keep_queue(ms)
+  redis.call('PEXPIRE', QUEUE, ms)
+  redis.call('PEXPIRE', ALIVE, ms)
+  redis.call('PEXPIRE', WATCH, ms)
+  redis.call('PEXPIRE', TTLS, ms)
 end
 """
 
-# KEYS[1..6] as above
-# ARGV[1] token, ARGV[2] lease in ms, ARGV[3] waiter grace in ms, ARGV[4] wake-list prefix
+# KEYS[1] the lock's base name
+# ARGV[1] token, ARGV[2] lease in ms, ARGV[3] waiter grace in ms
 # Takes the lock if it is free and no earlier waiter is queued (or `token` is first),
 # bumping the fence in the same step. Re-acquiring with the holding token is idempotent
 # (and claims a lock handed over to `token`: its lease is reset to the full length).
@@ -81,58 +98,56 @@ ACQUIRE_SCRIPT: Final[str] = (
     _PRELUDE
     + """
 local token = ARGV[1]
-local holder = redis.call('GET', KEYS[1])
+local holder = redis.call('GET', LOCK)
 if holder == token then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return tonumber(redis.call('GET', KEYS[2]))
+  redis.call('PEXPIRE', LOCK, ARGV[2])
+  return tonumber(redis.call('GET', FENCE))
 end
-if not holder and redis.call('EXISTS', KEYS[3]) == 0 then  -- free, nobody waiting
-  redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
-  return redis.call('INCR', KEYS[2])
+if not holder and redis.call('EXISTS', QUEUE) == 0 then  -- free, nobody waiting
+  redis.call('SET', LOCK, token, 'PX', ARGV[2])
+  return redis.call('INCR', FENCE)
 end
 local now, now_us = now_ms()
 prune(now)
-local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
 if not holder then
   if not head or head == token then
-    redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+    redis.call('SET', LOCK, token, 'PX', ARGV[2])
     forget(token)
-    return redis.call('INCR', KEYS[2])
+    return redis.call('INCR', FENCE)
   end
-  wake(ARGV[4] .. head, '1')  -- free, but not our turn: make sure the first in line knows
+  wake(head, '1')  -- free, but not our turn: make sure the first in line knows
 end
-redis.call('ZADD', KEYS[3], 'NX', now_us, token)
-redis.call('ZADD', KEYS[4], now + tonumber(ARGV[3]), token)
-redis.call('HSET', KEYS[6], token, ARGV[2])
-for i = 3, 6 do
-  redis.call('PEXPIRE', KEYS[i], ARGV[3])
-end
+redis.call('ZADD', QUEUE, 'NX', now_us, token)
+redis.call('ZADD', ALIVE, now + tonumber(ARGV[3]), token)
+redis.call('HSET', TTLS, token, ARGV[2])
+keep_queue(ARGV[3])
 if not holder then
   return 0
 end
-return -math.max(redis.call('PTTL', KEYS[1]), 0)
+return -math.max(redis.call('PTTL', LOCK), 0)
 """
 )
 
-# KEYS[1..6] as above
-# ARGV[1] token, ARGV[2] wake-list prefix, ARGV[3] waiter grace in ms
+# KEYS[1] the lock's base name
+# ARGV[1] token, ARGV[2] waiter grace in ms
 # Frees the lock only if `token` holds it, and hands it over to the first waiter in
 # line. A token that does not hold it is taken out of the queue instead.
 # returns: 1 if released, 0 if `token` did not hold the lock.
 RELEASE_SCRIPT: Final[str] = (
     _PRELUDE
     + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+if redis.call('GET', LOCK) ~= ARGV[1] then
   forget(ARGV[1])
   return 0
 end
-redis.call('DEL', KEYS[1])
-hand_over(ARGV[2], tonumber(ARGV[3]))
+redis.call('DEL', LOCK)
+hand_over(tonumber(ARGV[2]))
 return 1
 """
 )
 
-# KEYS[1] lock
+# KEYS[1] lock (the full ``...:lock`` name: the renewer's call, kept minimal)
 # ARGV[1] token, ARGV[2] lease in ms
 # returns: 1 if `token` holds the lock and its lease was reset, else 0.
 EXTEND_SCRIPT: Final[str] = """
@@ -142,8 +157,8 @@ end
 return 0
 """
 
-# KEYS[1..6] as above
-# ARGV[1] token, ARGV[2] wake-list prefix, ARGV[3] waiter grace in ms
+# KEYS[1] the lock's base name
+# ARGV[1] token, ARGV[2] waiter grace in ms
 # Takes `token` out of the queue (it gave up, or no longer needs the lock). If the lock
 # was handed to it meanwhile, it is passed on to the next waiter; if it was first in
 # line and the lock is free, the next waiter is woken: its turn has come.
@@ -152,19 +167,19 @@ LEAVE_SCRIPT: Final[str] = (
     _PRELUDE
     + """
 local token = ARGV[1]
-redis.call('DEL', ARGV[2] .. token)
-if redis.call('GET', KEYS[1]) == token then
-  redis.call('DEL', KEYS[1])
-  hand_over(ARGV[2], tonumber(ARGV[3]))
+redis.call('DEL', WAKE .. token)
+if redis.call('GET', LOCK) == token then
+  redis.call('DEL', LOCK)
+  hand_over(tonumber(ARGV[2]))
   return 1
 end
-local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
-local queued = redis.call('ZSCORE', KEYS[3], token)
+local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+local queued = redis.call('ZSCORE', QUEUE, token)
 forget(token)
-if head == token and redis.call('EXISTS', KEYS[1]) == 0 then
-  local next_head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+if head == token and redis.call('EXISTS', LOCK) == 0 then
+  local next_head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
   if next_head then
-    wake(ARGV[2] .. next_head, '1')
+    wake(next_head, '1')
   end
 end
 if queued then
@@ -174,7 +189,7 @@ return 0
 """
 )
 
-# KEYS[1..6] as above
+# KEYS[1] the lock's base name
 # ARGV[1] token, ARGV[2] waiter grace in ms, ARGV[3] "1" to also watch every release
 # A waiter says it is still there (keeps its place in line during a long wait), and
 # may ask to be woken by every release, not only when its turn comes.
@@ -182,30 +197,28 @@ return 0
 REFRESH_SCRIPT: Final[str] = (
     _PRELUDE
     + """
-if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+if not redis.call('ZSCORE', QUEUE, ARGV[1]) then
   return 0
 end
 local now = now_ms()
-redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZADD', ALIVE, now + tonumber(ARGV[2]), ARGV[1])
 if ARGV[3] == '1' then
-  redis.call('SADD', KEYS[5], ARGV[1])
+  redis.call('SADD', WATCH, ARGV[1])
 end
-for i = 3, 6 do
-  redis.call('PEXPIRE', KEYS[i], ARGV[2])
-end
+keep_queue(ARGV[2])
 return 1
 """
 )
 
-# KEYS[1..6] as above
-# ARGV[1] wake-list prefix, ARGV[2] waiter grace in ms
+# KEYS[1] the lock's base name
+# ARGV[1] waiter grace in ms
 # Frees the lock whoever holds it (an operator breaking a stuck lock) and hands it over.
 # returns: 1 if a lock was there, else 0.
 FORCE_RELEASE_SCRIPT: Final[str] = (
     _PRELUDE
     + """
-local held = redis.call('DEL', KEYS[1])
-hand_over(ARGV[1], tonumber(ARGV[2]))
+local held = redis.call('DEL', LOCK)
+hand_over(tonumber(ARGV[1]))
 return held
 """
 )

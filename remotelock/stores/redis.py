@@ -49,18 +49,12 @@ CAPABILITIES: Final = frozenset(
 
 
 class Layout(NamedTuple):
-    """The Redis keys of one lock; they share one hash tag (one Cluster slot)."""
+    """The Redis names of one lock; they share one hash tag (one Cluster slot)."""
 
-    all: list[str]  # lock, fence, queue, alive, watch, ttls: the scripts' KEYS[1..6]
+    base: str  # ``<prefix>:{<key>}``: the lock scripts' KEYS[1]
+    lock: str  # the holder's token, with the lease as its expiry
+    fence: str  # the fencing counter
     wake: str  # prefix of the per-waiter wake-up lists
-
-    @property
-    def lock(self) -> str:
-        return self.all[0]
-
-    @property
-    def fence(self) -> str:
-        return self.all[1]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -68,8 +62,7 @@ def layout(prefix: str, key: str) -> Layout:
     """``<prefix>:{<key>}:lock`` and friends. ``%`` and ``}`` in the key are escaped,
     so the hash tag is always the whole key and never ends early or comes out empty."""
     base = f"{prefix}:{{{key.replace('%', '%25').replace('}', '%7D')}}}"
-    parts = ("lock", "fence", "queue", "alive", "watch", "ttls")
-    return Layout([f"{base}:{part}" for part in parts], f"{base}:wake:")
+    return Layout(base, f"{base}:lock", f"{base}:fence", f"{base}:wake:")
 
 
 def handover(reply: Any) -> Handover | None:
@@ -210,7 +203,7 @@ class RedisStore(RedisPermits):
         """Take ``key`` if free and no earlier waiter is queued; else queue ``token``."""
         k = layout(self.prefix, key)
         with translate(self, "acquire", key):
-            reply = int(self._run("acquire", k.all, [token, ms(ttl), self._grace_ms, k.wake]))
+            reply = int(self._run("acquire", [k.base], [token, ms(ttl), self._grace_ms]))
         if reply < 0:
             self._holder_ends[token] = time.monotonic() - reply / 1000
         else:
@@ -222,7 +215,7 @@ class RedisStore(RedisPermits):
         k = layout(self.prefix, key)
         self._forget(token)
         with translate(self, "release", key):
-            return bool(self._run("release", k.all, [token, k.wake, self._grace_ms]))
+            return bool(self._run("release", [k.base], [token, self._grace_ms]))
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
         """Reset the lease if ``token`` still holds ``key``."""
@@ -268,7 +261,7 @@ class RedisStore(RedisPermits):
         with translate(self, "wait", key):
             if every_release and token not in self._watching:
                 self._watching.add(token)
-                self._run("refresh", k.all, refresh)
+                self._run("refresh", [k.base], refresh)
             while True:
                 left = deadline - time.monotonic()
                 if left < 0.002:  # BLPOP cannot block this briefly (0 would mean forever)
@@ -278,14 +271,14 @@ class RedisStore(RedisPermits):
                 if reply:
                     return handover(reply)
                 if deadline - time.monotonic() >= 0.002:
-                    self._run("refresh", k.all, refresh)
+                    self._run("refresh", [k.base], refresh)
 
     def leave(self, key: str, token: str) -> None:
         """Take ``token`` out of the queue (passing the lock on if it was just handed it)."""
         k = layout(self.prefix, key)
         self._forget(token)
         with translate(self, "leave", key):
-            self._run("leave", k.all, [token, k.wake, self._grace_ms])
+            self._run("leave", [k.base], [token, self._grace_ms])
 
     def _forget(self, token: str) -> None:
         self._holder_ends.pop(token, None)
@@ -297,7 +290,7 @@ class RedisStore(RedisPermits):
         """Free ``key``'s lock whoever holds it; hand it to the next waiter."""
         k = layout(self.prefix, key)
         with translate(self, "force_release", key):
-            return bool(self._run("force_release", k.all, [k.wake, self._grace_ms]))
+            return bool(self._run("force_release", [k.base], [self._grace_ms]))
 
     def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
         """The held locks whose key starts with ``prefix`` (SCAN: not a snapshot)."""

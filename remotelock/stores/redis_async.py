@@ -126,9 +126,7 @@ class AsyncRedisStore:
         """See :meth:`RedisStore.acquire`."""
         k = layout(self.prefix, key)
         with translate(self, "acquire", key):
-            reply = int(
-                await self._run("acquire", k.all, [token, ms(ttl), self._grace_ms, k.wake])
-            )
+            reply = int(await self._run("acquire", [k.base], [token, ms(ttl), self._grace_ms]))
         if reply < 0:
             self._holder_ends[token] = time.monotonic() - reply / 1000
         else:
@@ -140,7 +138,7 @@ class AsyncRedisStore:
         k = layout(self.prefix, key)
         self._forget(token)
         with translate(self, "release", key):
-            return bool(await self._run("release", k.all, [token, k.wake, self._grace_ms]))
+            return bool(await self._run("release", [k.base], [token, self._grace_ms]))
 
     async def extend(self, key: str, token: str, ttl: float) -> bool:
         """See :meth:`RedisStore.extend`."""
@@ -184,7 +182,7 @@ class AsyncRedisStore:
             bound = self._bound()
             if every_release and token not in self._watching:
                 self._watching.add(token)
-                await self._run("refresh", k.all, refresh)
+                await self._run("refresh", [k.base], refresh)
             while True:
                 left = deadline - time.monotonic()
                 if left < 0.002:
@@ -195,14 +193,14 @@ class AsyncRedisStore:
                 if reply:
                     return handover(reply)
                 if deadline - time.monotonic() >= 0.002:
-                    await self._run("refresh", k.all, refresh)
+                    await self._run("refresh", [k.base], refresh)
 
     async def leave(self, key: str, token: str) -> None:
         """See :meth:`RedisStore.leave`."""
         k = layout(self.prefix, key)
         self._forget(token)
         with translate(self, "leave", key):
-            await self._run("leave", k.all, [token, k.wake, self._grace_ms])
+            await self._run("leave", [k.base], [token, self._grace_ms])
 
     def _forget(self, token: str) -> None:
         self._holder_ends.pop(token, None)
@@ -263,7 +261,7 @@ class AsyncRedisStore:
         """See :meth:`RedisStore.force_release`."""
         k = layout(self.prefix, key)
         with translate(self, "force_release", key):
-            return bool(await self._run("force_release", k.all, [k.wake, self._grace_ms]))
+            return bool(await self._run("force_release", [k.base], [self._grace_ms]))
 
     async def iter_locks(self, prefix: str = "") -> AsyncIterator[LockInfo]:
         """See :meth:`RedisStore.iter_locks`."""
