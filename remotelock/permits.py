@@ -13,7 +13,12 @@ import threading
 import weakref
 from typing import Any
 
-from .stores.base import FAIR, AsyncPermitStore, PermitStore
+from .stores.base import FAIR, NOTIFY, AsyncPermitStore, PermitStore
+
+# A freed permit wakes a waiter, but a holder that releases and takes a permit again
+# at once often wins it back, and the woken waiter goes back to sleep. So permit
+# waiters keep the short polling bound of stores without wake-ups: a push is a bonus.
+_NOT_PERMITS = frozenset({FAIR, NOTIFY})
 
 
 class PermitView:
@@ -23,7 +28,7 @@ class PermitView:
         self.store = store
         self.limit = limit
         # Permits are not queued: the first waiter to try after a release gets it.
-        self.capabilities = store.capabilities - {FAIR}
+        self.capabilities = store.capabilities - _NOT_PERMITS
 
     def acquire(self, key: str, token: str, ttl: float) -> int | None:
         return self.store.acquire_permit(key, token, ttl, self.limit)
@@ -52,7 +57,7 @@ class AsyncPermitView:
     def __init__(self, store: AsyncPermitStore, limit: int) -> None:
         self.store = store
         self.limit = limit
-        self.capabilities = store.capabilities - {FAIR}
+        self.capabilities = store.capabilities - _NOT_PERMITS
 
     async def acquire(self, key: str, token: str, ttl: float) -> int | None:
         return await self.store.acquire_permit(key, token, ttl, self.limit)

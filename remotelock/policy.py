@@ -29,12 +29,12 @@ advice for contention between processes). The 50 ms ceiling means that even on a
 that cannot wake its waiters, a waiter notices a free lock within about 50 ms.
 """
 
-PUSHED_WAIT: Final[WaitStrategy] = tenacity.wait_random_exponential(multiplier=0.002, max=0.5)
-"""The same backoff up to 0.5 s, for stores that wake waiters on release (``notify``).
+PUSHED_WAIT: Final[WaitStrategy] = tenacity.wait_random(min=0.1, max=0.5)
+"""Between 0.1 and 0.5 s (jittered), for stores that wake waiters on release (``notify``).
 
 There a release ends the wait at once, so the bound only matters when no wake-up
-comes (a crashed waiter ahead in line); a longer one keeps sleeping waiters from
-polling the server, which would slow every handover down.
+comes (a waiter ahead in line that crashed); short early waits would only make
+sleeping waiters poll the store, slowing every handover down.
 """
 
 DEFAULT_STOP: Final[StopStrategy] = tenacity.stop_after_delay(60)
