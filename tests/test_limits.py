@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import tenacity
 
-from remotelock import LimitConflict, LockLost, LockTimeout, RemoteLock, remote_locked
+from remotelock import LimitConflict, LockLost, LockTimeout, RemoteLock, policy, remote_locked
+from remotelock.permits import permit_view
 from remotelock.stores import MemoryStore
 from remotelock.stores.base import PermitStore
 from tests.conftest import DictLock
@@ -104,6 +105,15 @@ def test_skip_if_works_with_permits(memory_store: MemoryStore) -> None:
         return has_lock
 
     assert fn() is False
+
+
+def test_permit_waiters_keep_the_short_default_wait(memory_store: MemoryStore) -> None:
+    # Permits are not queued: a push after a release often finds the permit taken
+    # again, so a permit waiter must keep polling at the short bound, not 0.1-0.5 s.
+    assert policy.default_wait(memory_store.capabilities) is policy.PUSHED_WAIT
+    view = permit_view(memory_store, 3, asynchronous=False)
+    assert {"notify", "fair"}.isdisjoint(view.capabilities)
+    assert policy.default_wait(view.capabilities) is policy.DEFAULT_WAIT
 
 
 def test_stores_without_permits_are_refused(key: str) -> None:
