@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import threading
 import time
 import uuid
@@ -19,7 +17,12 @@ from remotelock.permits import permit_view
 from remotelock.stores import MemoryStore
 from remotelock.stores.base import PermitStore
 from tests.conftest import DictLock
-from tests.helpers.crossproc import most_at_once, read_json, run_counter, spawn_holder
+from tests.helpers.crossproc import (
+    kill_holder_and_take_over,
+    most_at_once,
+    pause_holder_past_its_ttl,
+    run_counter,
+)
 
 QUICK = tenacity.stop_after_attempt(2)
 
@@ -182,15 +185,7 @@ def _store(url: str) -> Any:
 def test_a_killed_holder_frees_its_permit_within_its_ttl(permit_url: str) -> None:
     store = _store(permit_url)
     mine = RemoteLock("k", store=store, ttl=30, limit=2).acquire()  # one of two
-    ttl = 2.0
-    with spawn_holder(permit_url, "k", ttl=ttl, limit=2) as holder:
-        read_json(holder)  # it holds the other permit
-        holder.kill()
-        killed = time.monotonic()
-        holder.wait(10)
-        lease = RemoteLock("k", store=store, ttl=30, limit=2).acquire(timeout=30)
-        assert time.monotonic() - killed <= ttl + 1
-    lease.release()
+    assert kill_holder_and_take_over(permit_url, store, ttl=2.0, limit=2) <= 2.0 + 1
     mine.release()
 
 
@@ -198,22 +193,7 @@ def test_a_killed_holder_frees_its_permit_within_its_ttl(permit_url: str) -> Non
 def test_a_paused_holder_loses_its_permit(permit_url: str) -> None:
     store = _store(permit_url)
     mine = RemoteLock("k", store=store, ttl=30, limit=2).acquire()
-    with spawn_holder(permit_url, "k", ttl=1.0, limit=2) as holder:
-        held = read_json(holder)
-        os.kill(holder.pid, signal.SIGSTOP)
-        try:
-            successor = RemoteLock("k", store=store, ttl=30, limit=2).acquire(timeout=20)
-        finally:
-            os.kill(holder.pid, signal.SIGCONT)
-        assert successor.fencing_token > held["fence"]
-        assert holder.stdin is not None
-        holder.stdin.write("go\n")
-        holder.stdin.flush()
-        report = read_json(holder)
-        assert report["renewal_saw_it"] is True
-        assert report["released"] is False  # its late release did nothing...
-        assert read_json(holder) == {"event": "LockLost", "fence": held["fence"]}
-        assert holder.wait(30) == 0
-    assert sorted(store.permit_holders("k")) == sorted([mine.token, successor.token])  # ...to us
+    successor = pause_holder_past_its_ttl(permit_url, store, limit=2)
+    assert sorted(store.permit_holders("k")) == sorted([mine.token, successor.token])
     successor.release()
     mine.release()

@@ -23,7 +23,9 @@ from urllib.parse import parse_qsl, urlencode
 import psycopg
 from psycopg import conninfo as pgconninfo
 
-from ..errors import StoreConfigError, StoreError, StoreUnavailable
+from ..errors import StoreConfigError
+from . import _postgres_sql as q
+from ._translate import Translate
 
 log = logging.getLogger("remotelock.stores.postgres")
 
@@ -156,10 +158,33 @@ def given_conninfo(info: Any) -> str:
     return pgconninfo.make_conninfo(dsn, password=password) if password else dsn
 
 
+class Configured:
+    """The validated options both PostgreSQL stores keep, and their statements."""
+
+    table: str
+    schema: str | None
+    timeout: float
+    pool_size: int
+    listen: bool
+    listen_url: str | None
+
+    def _configure(self, connection: Any, conninfo: str | None, **given: Any) -> None:
+        """Validate and keep the options; exactly one of ``connection`` and ``conninfo``."""
+        options = check_options(**given)
+        self.table, self.schema, self.timeout = options.table, options.schema, options.timeout
+        self.pool_size, self.listen = options.pool_size, options.listen
+        self.listen_url = options.listen_url
+        self._sql = q.statements(self.schema, self.table)
+        if (connection is None) == (conninfo is None):
+            raise StoreConfigError("pass exactly one of a connection, a pool or conninfo=")
+        if options.listen_url is not None:
+            checked_conninfo(options.listen_url)
+
+
 # -- errors --------------------------------------------------------------------------
 
 
-class translate:
+class translate(Translate):
     """psycopg errors become StoreErrors, raised from the original (one place per store).
 
     Connection refused or lost, statement and lock timeouts, an exhausted pool:
@@ -167,26 +192,9 @@ class translate:
     malformed key): :class:`StoreError`.
     """
 
-    __slots__ = ("key", "step", "store")
-
-    def __init__(self, store: object, step: str, key: str) -> None:
-        self.store = store
-        self.step = step
-        self.key = key
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> None:
-        if exc is None:
-            return
-        where = f"{self.store!r}: {self.step} {self.key!r}: {exc}".rstrip()
-        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-            raise StoreUnavailable(where) from exc
-        if isinstance(exc, psycopg.Error):
-            raise StoreError(where) from exc
+    __slots__ = ()
+    unavailable = (psycopg.OperationalError, psycopg.InterfaceError)
+    failed = (psycopg.Error,)
 
 
 def is_broken(exc: BaseException, conn: Any) -> bool:

@@ -7,11 +7,11 @@ then :class:`~remotelock.errors.StoreUnavailable`, instead of a hang.
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-import redis
 import redis.exceptions as rex
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
@@ -98,37 +98,38 @@ def client_defaults(kind: str) -> dict[str, Any]:
     return defaults
 
 
-def sync_client(url: str, kwargs: dict[str, Any]) -> Any:
-    """A redis-py client for ``url``: plain, ``redis+sentinel://`` or ``redis+cluster://``."""
+def make_client(url: str, kwargs: dict[str, Any], *, asynchronous: bool = False) -> Any:
+    """A redis-py client for ``url`` (``redis.asyncio`` if ``asynchronous``): plain,
+    ``redis+sentinel://`` or ``redis+cluster://``."""
+    package = "redis.asyncio" if asynchronous else "redis"  # the same API, module by module
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    query = dict(parse_qsl(parts.query))
     if scheme == "redis+cluster":
-        from redis.cluster import ClusterNode, RedisCluster
-
-        nodes = [ClusterNode(host, port) for host, port in hosts(parts.netloc, 6379)]
-        extra = dict(parse_qsl(parts.query))
-        settings = {**client_defaults("cluster"), **extra, **kwargs}
+        cluster = importlib.import_module(f"{package}.cluster")
+        nodes = [cluster.ClusterNode(host, port) for host, port in hosts(parts.netloc, 6379)]
+        settings = {**client_defaults("cluster"), **query, **kwargs}
         if parts.password:
             settings.setdefault("password", unquote(parts.password))
-        return RedisCluster(startup_nodes=nodes, **settings)
+        return cluster.RedisCluster(startup_nodes=nodes, **settings)
     if scheme == "redis+sentinel":
-        from redis.sentinel import Sentinel
-
+        sentinels = importlib.import_module(f"{package}.sentinel")
         service, _, db = parts.path.strip("/").partition("/")
         if not service:
             raise StoreConfigError(f"sentinel URLs need the service name as the path: {url!r}")
-        settings = {**client_defaults("sentinel"), **dict(parse_qsl(parts.query)), **kwargs}
+        settings = {**client_defaults("sentinel"), **query, **kwargs}
         if parts.password:
             settings.setdefault("password", unquote(parts.password))
         if db:
             settings["db"] = int(db)
-        sentinel = Sentinel(
+        sentinel = sentinels.Sentinel(
             hosts(parts.netloc, 26379),
             socket_timeout=settings["socket_timeout"],
             sentinel_kwargs={"socket_timeout": settings["socket_timeout"]},
         )
         return sentinel.master_for(service, **settings)
-    return redis.Redis.from_url(url, **{**client_defaults("plain"), **kwargs})
+    plain = importlib.import_module(package)
+    return plain.Redis.from_url(url, **{**client_defaults("plain"), **kwargs})
 
 
 def describe(client: Any) -> str:
@@ -161,7 +162,7 @@ __all__ = [
     "client_defaults",
     "describe",
     "hosts",
+    "make_client",
     "max_block",
     "parse_url",
-    "sync_client",
 ]

@@ -22,7 +22,7 @@ from . import _postgres_sql as q
 from ._postgres_common import (
     GUARD,
     GUARD_GRACE,
-    check_options,
+    Configured,
     checked_conninfo,
     is_broken,
     millis,
@@ -58,7 +58,7 @@ POLL_WITHOUT_LISTENER: Final = 0.05
 or ``listen=False``): a release is then noticed by polling at this pace."""
 
 
-class PostgresStore(PostgresPermits):
+class PostgresStore(PostgresPermits, Configured):
     """Locks in a PostgreSQL table: exclusion across processes and machines.
 
     - URL: ``postgresql://[user[:password]@][host][:port][/dbname][?param=value&...]``
@@ -122,7 +122,9 @@ class PostgresStore(PostgresPermits):
         listen: bool = True,
         listen_url: str | None = None,
     ) -> None:
-        options = check_options(
+        self._configure(
+            connection,
+            conninfo,
             table=table,
             schema=schema,
             timeout=timeout,
@@ -130,14 +132,8 @@ class PostgresStore(PostgresPermits):
             listen=listen,
             listen_url=listen_url,
         )
-        self.table, self.schema, self.timeout = options.table, options.schema, options.timeout
-        self.pool_size, self.listen = options.pool_size, options.listen
-        self.listen_url = options.listen_url
-        self._sql = q.statements(self.schema, self.table)
         self._source: Source
         self._conninfo: str | None = None
-        if (connection is None) == (conninfo is None):
-            raise StoreConfigError("pass exactly one of a connection, a pool or conninfo=")
         if conninfo is not None:
             self._conninfo = conninfo
             own = server_conninfo(checked_conninfo(conninfo), self.timeout)
@@ -151,8 +147,6 @@ class PostgresStore(PostgresPermits):
                 f"expected a psycopg.Connection or a psycopg_pool.ConnectionPool, "
                 f"got {connection!r}"
             )
-        if listen_url is not None:
-            checked_conninfo(listen_url)
         # A function of the source, not of the store: the listener must not keep the
         # store alive (its finalizer closes both).
         self._listener = Listener(

@@ -23,7 +23,7 @@ from . import _postgres_sql as q
 from ._postgres_common import (
     GUARD,
     GUARD_GRACE,
-    check_options,
+    Configured,
     checked_conninfo,
     given_conninfo,
     is_broken,
@@ -80,7 +80,7 @@ def _finish(idle: list[AConn], pid: int) -> None:
     idle.clear()
 
 
-class AsyncPostgresStore(AsyncPostgresPermits):
+class AsyncPostgresStore(AsyncPostgresPermits, Configured):
     """Async PostgreSQL lock store; see :class:`~remotelock.stores.postgres.PostgresStore`.
 
     Build it from a URL (``AsyncPostgresStore.from_url(url)``, or ``as_async()`` of a
@@ -103,7 +103,9 @@ class AsyncPostgresStore(AsyncPostgresPermits):
         listen: bool = True,
         listen_url: str | None = None,
     ) -> None:
-        options = check_options(
+        self._configure(
+            connection,
+            conninfo,
             table=table,
             schema=schema,
             timeout=timeout,
@@ -111,15 +113,7 @@ class AsyncPostgresStore(AsyncPostgresPermits):
             listen=listen,
             listen_url=listen_url,
         )
-        self.table, self.schema, self.timeout = options.table, options.schema, options.timeout
-        self.pool_size, self.listen = options.pool_size, options.listen
-        self.listen_url = options.listen_url
-        self._sql = q.statements(self.schema, self.table)
-        if (connection is None) == (conninfo is None):
-            raise StoreConfigError("pass exactly one of a connection, a pool or conninfo=")
         self._conninfo = None if conninfo is None else checked_conninfo(conninfo)
-        if listen_url is not None:
-            checked_conninfo(listen_url)
         self._owns = conninfo is not None  # else a connection or pool was passed in
         self._own = "" if conninfo is None else server_conninfo(conninfo, self.timeout)
         self._conn: AConn | None = None

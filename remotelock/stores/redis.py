@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import redis.exceptions as rex
 
-from ..errors import StoreConfigError, StoreError, StoreUnavailable
-from ._redis_clients import check_options, describe, max_block, parse_url, sync_client
+from ..errors import StoreConfigError
+from ._redis_clients import check_options, describe, make_client, max_block, parse_url
 from ._redis_lua import SCRIPTS
 from ._redis_permits import RedisPermits
 from ._threaded import threaded
+from ._translate import Translate
 from .base import (
     CROSS_HOST,
     CROSS_PROCESS,
@@ -106,32 +107,12 @@ _UNAVAILABLE: Final = (
 )
 
 
-class translate:
-    """Redis errors become StoreErrors, raised from the original (one place per store).
+class translate(Translate):
+    """Redis errors become StoreErrors (connection trouble: StoreUnavailable)."""
 
-    A class rather than a generator context manager: it runs twice per lock cycle.
-    """
-
-    __slots__ = ("key", "step", "store")
-
-    def __init__(self, store: object, step: str, key: str) -> None:
-        self.store = store
-        self.step = step
-        self.key = key
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> None:
-        if exc is None:
-            return
-        where = f"{self.store!r}: {self.step} {self.key!r}: {exc}"
-        if isinstance(exc, _UNAVAILABLE):
-            raise StoreUnavailable(where) from exc
-        if isinstance(exc, (rex.RedisError, rex.RedisClusterException)):
-            raise StoreError(where) from exc
+    __slots__ = ()
+    unavailable = _UNAVAILABLE
+    failed = (rex.RedisError, rex.RedisClusterException)
 
 
 class RedisStore(RedisPermits):
@@ -187,7 +168,7 @@ class RedisStore(RedisPermits):
         """Build a store and its client from a URL (see the class docs)."""
         client_url, own, kwargs = parse_url(url, dict(options))
         try:
-            client = sync_client(client_url, dict(kwargs))
+            client = make_client(client_url, dict(kwargs))
         except (ValueError, TypeError) as exc:
             raise StoreConfigError(f"bad Redis URL {url!r}: {exc}") from exc
         store = cls(client, prefix=own.prefix, waiter_grace=own.waiter_grace)

@@ -12,13 +12,10 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
-import redis.asyncio as aioredis
 import redis.exceptions as rex
 
-from ..errors import StoreConfigError
-from ._redis_clients import check_options, client_defaults, hosts, max_block, parse_url
+from ._redis_clients import check_options, make_client, max_block, parse_url
 from ._redis_lua import SCRIPTS
 from ._redis_permits import conflict, permit_layout, permit_reply
 from .base import Handover, LockInfo
@@ -26,38 +23,6 @@ from .redis import CAPABILITIES, handover, key_of, layout, ms, text, translate
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-
-def async_client(url: str, kwargs: dict[str, Any]) -> Any:
-    """A ``redis.asyncio`` client for ``url`` (plain, sentinel or cluster)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "redis+cluster":
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-        nodes = [ClusterNode(host, port) for host, port in hosts(parts.netloc, 6379)]
-        settings = {**client_defaults("cluster"), **dict(parse_qsl(parts.query)), **kwargs}
-        if parts.password:
-            settings.setdefault("password", unquote(parts.password))
-        return RedisCluster(startup_nodes=nodes, **settings)
-    if scheme == "redis+sentinel":
-        from redis.asyncio.sentinel import Sentinel
-
-        service, _, db = parts.path.strip("/").partition("/")
-        if not service:
-            raise StoreConfigError(f"sentinel URLs need the service name as the path: {url!r}")
-        settings = {**client_defaults("sentinel"), **dict(parse_qsl(parts.query)), **kwargs}
-        if parts.password:
-            settings.setdefault("password", unquote(parts.password))
-        if db:
-            settings["db"] = int(db)
-        sentinel = Sentinel(
-            hosts(parts.netloc, 26379),
-            socket_timeout=settings["socket_timeout"],
-            sentinel_kwargs={"socket_timeout": settings["socket_timeout"]},
-        )
-        return sentinel.master_for(service, **settings)
-    return aioredis.Redis.from_url(url, **{**client_defaults("plain"), **kwargs})
 
 
 class _Bound:
@@ -98,7 +63,9 @@ class AsyncRedisStore:
     def from_url(cls, url: str, **options: Any) -> Self:
         """A store whose clients (one per event loop) are built from ``url``."""
         client_url, own, kwargs = parse_url(url, dict(options))
-        async_client(client_url, dict(kwargs))  # fail now on a bad URL, not on first use
+        make_client(
+            client_url, dict(kwargs), asynchronous=True
+        )  # fail now on a bad URL, not on first use
         store = cls(prefix=own.prefix, waiter_grace=own.waiter_grace)
         store._factory = (client_url, kwargs)
         return store
@@ -111,7 +78,9 @@ class AsyncRedisStore:
         if bound is None:
             assert self._factory is not None
             url, kwargs = self._factory
-            bound = self._per_loop[loop] = _Bound(async_client(url, dict(kwargs)))
+            bound = self._per_loop[loop] = _Bound(
+                make_client(url, dict(kwargs), asynchronous=True)
+            )
         return bound
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:

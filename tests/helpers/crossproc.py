@@ -1,13 +1,19 @@
-"""Run the counter worker in several processes and check what they recorded."""
+"""Cross-process scenarios: the counter worker in many processes, and a lock holder in
+another process that is paused or killed while it holds the lock."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from remotelock import Lease, RemoteLock
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,6 +73,48 @@ def read_json(proc: subprocess.Popen[str]) -> dict[str, Any]:
     """The next JSON line a helper process printed."""
     assert proc.stdout is not None
     return json.loads(proc.stdout.readline())  # type: ignore[no-any-return]
+
+
+def pause_holder_past_its_ttl(url: str, store: Any, limit: int = 1) -> Lease:
+    """Another process holds ``key`` "k" (1 s lease) and is paused (SIGSTOP: a long GC
+    pause, a frozen VM) until ``store`` gives the lock to us; then it resumes.
+
+    Checks what every store must show: our fencing token is higher; the paused holder's
+    renewal reports the loss, its late release returns False, and it raises LockLost.
+    Returns our lease (the caller checks that the store still says it is ours).
+    """
+    with spawn_holder(url, "k", ttl=1.0, limit=limit) as holder:
+        held = read_json(holder)
+        os.kill(holder.pid, signal.SIGSTOP)
+        try:
+            successor = RemoteLock("k", store=store, ttl=30, limit=limit).acquire(timeout=20)
+        finally:
+            os.kill(holder.pid, signal.SIGCONT)
+        assert successor.fencing_token > held["fence"]
+        assert holder.stdin is not None
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        report = read_json(holder)
+        assert report["renewal_saw_it"] is True
+        assert report["on_lost"] == ["on_lost"]
+        assert report["released"] is False  # its late release did nothing
+        assert read_json(holder) == {"event": "LockLost", "fence": held["fence"]}
+        assert holder.wait(30) == 0
+    return successor
+
+
+def kill_holder_and_take_over(url: str, store: Any, ttl: float, limit: int = 1) -> float:
+    """Another process holds "k" with a ``ttl`` lease and is killed (SIGKILL); returns
+    how long after the kill we held it (the caller compares that with ``ttl``)."""
+    with spawn_holder(url, "k", ttl=ttl, limit=limit) as holder:
+        read_json(holder)
+        holder.kill()
+        killed = time.monotonic()
+        holder.wait(10)
+        lease = RemoteLock("k", store=store, ttl=30, limit=limit).acquire(timeout=30)
+        took = time.monotonic() - killed
+    lease.release()
+    return took
 
 
 def most_at_once(sections: list[dict[str, Any]]) -> int:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -31,7 +29,14 @@ from remotelock import (
     remote_locked,
 )
 from remotelock.stores import AsyncPostgresStore, PostgresStore, store_from_url
-from tests.helpers.crossproc import ROOT, assert_exclusive, run_counter
+from tests.helpers.crossproc import (
+    ROOT,
+    assert_exclusive,
+    kill_holder_and_take_over,
+    pause_holder_past_its_ttl,
+    run_counter,
+)
+from tests.helpers.outage import stop_server_while_waiting
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import free_port
 
@@ -440,30 +445,7 @@ def test_frozen_server_gives_store_unavailable_not_a_hang(
 
 def test_server_stopped_while_waiting_then_restarted(private_postgres: PostgresServer) -> None:
     store = PostgresStore.from_url(private_postgres.url, timeout=2)
-    holder = RemoteLock("k", store=store, ttl=30).acquire()
-    errors: list[BaseException] = []
-    finished: list[float] = []
-
-    def wait() -> None:
-        try:
-            RemoteLock("k", store=store, stop=tenacity.stop_after_delay(30)).acquire()
-        except BaseException as exc:
-            errors.append(exc)
-        finished.append(time.monotonic())
-
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    time.sleep(0.3)
-    stopped = time.monotonic()
-    private_postgres.stop()
-    waiter.join(60)
-    assert errors
-    assert isinstance(errors[0], StoreUnavailable)
-    assert finished[0] - stopped < 15  # a refused connection, not the 30 s stop
-    holder.released = True  # its server is gone; don't let the renewer keep trying
-    private_postgres.start()  # same port, same data: the same store works again
-    with RemoteLock("k2", store=store) as lease:
-        assert store.owner("k2") == lease.token
+    assert stop_server_while_waiting(store, private_postgres) < 15  # not the 30 s stop
     store.close()
 
 
@@ -503,40 +485,11 @@ def test_store_keeps_working_after_fork(target: Target) -> None:
 # -- across processes ----------------------------------------------------------------------------
 
 
-def _spawn_holder(url: str, key: str, ttl: float) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.holder", "--url", url, "--key", key,
-         "--ttl", str(ttl)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-
-
-def _read(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    assert proc.stdout is not None
-    return json.loads(proc.stdout.readline())  # type: ignore[no-any-return]
-
-
 @pytest.mark.slow
 def test_paused_holder_loses_the_lock_and_fencing_tells_them_apart(target: Target) -> None:
     store = PostgresStore.from_url(target.url)
-    with _spawn_holder(target.url, "k", ttl=1.0) as holder:
-        held = _read(holder)
-        os.kill(holder.pid, signal.SIGSTOP)  # a long GC pause, a frozen VM
-        try:
-            successor = RemoteLock("k", store=store, ttl=30).acquire(timeout=20)
-        finally:
-            os.kill(holder.pid, signal.SIGCONT)
-        assert successor.fencing_token > held["fence"]
-        assert holder.stdin is not None
-        holder.stdin.write("go\n")
-        holder.stdin.flush()
-        report = _read(holder)
-        assert report["renewal_saw_it"] is True
-        assert report["on_lost"] == ["on_lost"]
-        assert report["released"] is False  # the stale release did nothing...
-        assert _read(holder) == {"event": "LockLost", "fence": held["fence"]}
-        assert holder.wait(30) == 0
-    assert store.owner("k") == successor.token  # ...and the new holder still holds it
+    successor = pause_holder_past_its_ttl(target.url, store)
+    assert store.owner("k") == successor.token  # the new holder still holds it
     successor.release()
     store.close()
 
@@ -544,15 +497,7 @@ def test_paused_holder_loses_the_lock_and_fencing_tells_them_apart(target: Targe
 @pytest.mark.slow
 def test_killed_holder_frees_the_lock_within_its_ttl(target: Target) -> None:
     store = PostgresStore.from_url(target.url)
-    ttl = 2.0
-    with _spawn_holder(target.url, "k", ttl=ttl) as holder:
-        _read(holder)
-        holder.kill()
-        killed = time.monotonic()
-        holder.wait(10)
-        lease = RemoteLock("k", store=store, ttl=10).acquire(timeout=30)
-        assert time.monotonic() - killed <= ttl + 1
-        lease.release()
+    assert kill_holder_and_take_over(target.url, store, ttl=2.0) <= 2.0 + 1
     store.close()
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 import uuid
@@ -27,7 +25,13 @@ from remotelock import (
 )
 from remotelock.stores import AsyncRedisStore, RedisStore, store_from_url
 from remotelock.stores.redis import key_of, layout
-from tests.helpers.crossproc import assert_exclusive, read_json, run_counter, spawn_holder
+from tests.helpers.crossproc import (
+    assert_exclusive,
+    kill_holder_and_take_over,
+    pause_holder_past_its_ttl,
+    run_counter,
+)
+from tests.helpers.outage import stop_server_while_waiting
 from tests.servers.redis import RedisCluster, RedisServer
 
 pytestmark = pytest.mark.redis
@@ -350,30 +354,7 @@ def test_frozen_server_gives_store_unavailable_not_a_hang(private_redis: RedisSe
 
 def test_server_killed_while_waiting_then_restarted(private_redis: RedisServer) -> None:
     store = RedisStore.from_url(private_redis.url, socket_timeout=1)
-    holder = RemoteLock("k", store=store, ttl=30).acquire()
-    errors: list[BaseException] = []
-    finished: list[float] = []
-
-    def wait() -> None:
-        try:
-            RemoteLock("k", store=store, stop=tenacity.stop_after_delay(30)).acquire()
-        except BaseException as exc:
-            errors.append(exc)
-        finished.append(time.monotonic())
-
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    time.sleep(0.3)
-    killed = time.monotonic()
-    private_redis.stop()
-    waiter.join(60)
-    assert errors
-    assert isinstance(errors[0], StoreUnavailable)
-    assert finished[0] - killed < 15  # the socket timeout, not the 30 s stop
-    holder.released = True  # its server is gone; don't let the renewer keep trying
-    private_redis.start()  # same port: the same store works again
-    with RemoteLock("k", store=store) as lease:
-        assert store.owner("k") == lease.token
+    assert stop_server_while_waiting(store, private_redis) < 15  # not the 30 s stop
     store.close()
 
 
@@ -383,24 +364,8 @@ def test_paused_holder_loses_the_lock_and_fencing_tells_them_apart(
 ) -> None:
     url = f"{redis_server.url}?prefix=pause-{uuid.uuid4().hex[:8]}"
     store = RedisStore.from_url(url)
-    with spawn_holder(url, "k", ttl=1.0) as holder:
-        held = read_json(holder)
-        os.kill(holder.pid, signal.SIGSTOP)  # a long GC pause, a frozen VM
-        try:
-            successor = RemoteLock("k", store=store, ttl=30).acquire(timeout=20)
-        finally:
-            os.kill(holder.pid, signal.SIGCONT)
-        assert successor.fencing_token > held["fence"]
-        assert holder.stdin is not None
-        holder.stdin.write("go\n")
-        holder.stdin.flush()
-        report = read_json(holder)
-        assert report["renewal_saw_it"] is True
-        assert report["on_lost"] == ["on_lost"]
-        assert report["released"] is False  # the stale release did nothing...
-        assert read_json(holder) == {"event": "LockLost", "fence": held["fence"]}
-        assert holder.wait(30) == 0
-    assert store.owner("k") == successor.token  # ...and the new holder still holds it
+    successor = pause_holder_past_its_ttl(url, store)
+    assert store.owner("k") == successor.token  # the new holder still holds it
     successor.release()
     store.close()
 
@@ -409,15 +374,7 @@ def test_paused_holder_loses_the_lock_and_fencing_tells_them_apart(
 def test_killed_holder_frees_the_lock_within_its_ttl(redis_server: RedisServer) -> None:
     url = f"{redis_server.url}?prefix=kill-{uuid.uuid4().hex[:8]}"
     store = RedisStore.from_url(url)
-    ttl = 2.0
-    with spawn_holder(url, "k", ttl=ttl) as holder:
-        read_json(holder)
-        holder.kill()
-        killed = time.monotonic()
-        holder.wait(10)
-        lease = RemoteLock("k", store=store, ttl=10).acquire(timeout=30)
-        assert time.monotonic() - killed <= ttl + 1
-        lease.release()
+    assert kill_holder_and_take_over(url, store, ttl=2.0) <= 2.0 + 1
     store.close()
 
 
