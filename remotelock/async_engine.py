@@ -24,6 +24,7 @@ from .lease import Lease, start_async_renewal
 from .stores.base import AsyncQueuedStore, AsyncStore
 
 if TYPE_CHECKING:
+    from .binding import Binding
     from .lock import RemoteLock
 
 log = logging.getLogger("remotelock.lock")
@@ -51,11 +52,11 @@ async def _call(fn: Callable[[], Any]) -> Any:
 class AsyncEngine(_Engine):
     """Asyncio I/O for :class:`~remotelock.RemoteLock` on an :class:`AsyncStore`."""
 
-    def __init__(self, lock: RemoteLock, store: AsyncStore, *, source: object) -> None:
+    def __init__(self, lock: RemoteLock, binding: Binding) -> None:
         super().__init__(lock)
-        self.store = store
-        self.source = source  # what the user configured (a sync store served through a twin)
-        self.queue = store if isinstance(store, AsyncQueuedStore) else None
+        self.store: AsyncStore = binding.store  # the store, its twin, or a permit view
+        self.source = binding.source  # what the user configured (maybe a sync store)
+        self.queue: AsyncQueuedStore | None = binding.queue
 
     def _sleep(self, state: _Attempts, skip: Skip) -> Callable[[float], Awaitable[None]]:
         queue, key = self.queue, self.lock.key

@@ -30,6 +30,7 @@ from .stores.base import Handover, QueuedStore, Store
 if TYPE_CHECKING:
     import asyncio
 
+    from .binding import Binding
     from .lock import RemoteLock
 
 log = logging.getLogger("remotelock.lock")
@@ -138,11 +139,11 @@ class _Engine:
 class SyncEngine(_Engine):
     """Blocking I/O for :class:`~remotelock.RemoteLock` on a sync :class:`Store`."""
 
-    def __init__(self, lock: RemoteLock, store: Store, *, source: object) -> None:
+    def __init__(self, lock: RemoteLock, binding: Binding) -> None:
         super().__init__(lock)
-        self.store = store
-        self.source = source  # what the user configured (``store`` may be a permit view)
-        self.queue: QueuedStore | None = store if isinstance(store, QueuedStore) else None
+        self.store: Store = binding.store  # the configured store, or a permit view of it
+        self.source = binding.source  # what the user configured
+        self.queue: QueuedStore | None = binding.queue
 
     def _sleep(self, state: _Attempts, skip: Skip) -> Callable[[float], None]:
         queue, key = self.queue, self.lock.key

@@ -9,7 +9,6 @@ engines with the same method names, :class:`~remotelock.engine.SyncEngine` and
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import weakref
@@ -22,10 +21,10 @@ import tenacity
 
 from . import config, policy
 from ._time import Seconds, to_seconds
+from .binding import async_binding, sync_binding
 from .errors import LockLost, LockTimeout, StoreError
 from .lease import Lease, OnLost
-from .permits import permit_view
-from .stores.base import AsyncStore, HasAsyncTwin, Store
+from .stores.base import AsyncStore, Store
 
 if TYPE_CHECKING:
     from .async_engine import AsyncEngine
@@ -166,38 +165,22 @@ class RemoteLock:
 
     def _sync_engine(self) -> SyncEngine:
         if self._sync is not None and self.settings.store is not None:
-            return self._sync  # the common case: an explicit store, already checked
+            return self._sync  # the common case: an explicit store, already bound
         from .engine import SyncEngine
 
         store = config.resolve_store(self.settings.store)
         if self._sync is None or self._sync.source is not store:
-            if not isinstance(store, Store) or inspect.iscoroutinefunction(store.acquire):
-                raise TypeError(
-                    f"{store!r} is an async store: use `async with` / `await aacquire()` "
-                    "(or decorate an `async def` function)"
-                )
-            limit = self.settings.limit
-            view = store if limit == 1 else permit_view(store, limit, asynchronous=False)
-            self._sync = SyncEngine(self, view, source=store)
+            self._sync = SyncEngine(self, sync_binding(store, self.settings.limit))
         return self._sync
 
     def _async_engine(self) -> AsyncEngine:
         if self._async is not None and self.settings.store is not None:
             return self._async
         from .async_engine import AsyncEngine
-        from .stores._threaded import threaded
 
         store = config.resolve_store(self.settings.store)
         if self._async is None or self._async.source is not store:
-            if inspect.iscoroutinefunction(store.acquire):
-                twin: AsyncStore = store  # type: ignore[assignment]
-            elif isinstance(store, HasAsyncTwin):
-                twin = store.as_async()
-            else:
-                twin = threaded(store)  # type: ignore[arg-type]
-            if self.settings.limit > 1:
-                twin = permit_view(twin, self.settings.limit, asynchronous=True)
-            self._async = AsyncEngine(self, twin, source=store)
+            self._async = AsyncEngine(self, async_binding(store, self.settings.limit))
         return self._async
 
     # -- decisions without I/O, shared by both engines ----------------------------------
