@@ -22,14 +22,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
-from tests.servers.redis import free_port
+from tests.servers.redis import free_port, wait_until_ready
 
 SOURCE_VARIABLE = "REMOTELOCK_TEST_PG"
 
@@ -126,13 +125,8 @@ class PostgresServer:
              "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
             stdout=self._log, stderr=self._log, start_new_session=True, **self.as_user,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited: see {self.root / 'server.log'}")
-            if self.ready():
-                return self
-            time.sleep(0.05)
+        if wait_until_ready(self.proc, self.ready, "postgres", self.root / "server.log", 30):
+            return self
         self.stop()
         raise RuntimeError("PostgreSQL did not accept connections within 30 s")
 
@@ -195,23 +189,25 @@ def _bindir() -> Path:
     return bindir
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One shared server for the whole session (tests use tables of their own)."""
+@contextlib.contextmanager
+def _running() -> Iterator[PostgresServer]:
     server = PostgresServer(_bindir())
     try:
         server.start()
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One shared server for the whole session (tests use tables of their own)."""
+    with _running() as server:
+        yield server
 
 
 @pytest.fixture
 def private_postgres() -> Iterator[PostgresServer]:
     """A server of the test's own, for tests that stop, restart or freeze it."""
-    server = PostgresServer(_bindir())
-    try:
-        server.start()
+    with _running() as server:
         yield server
-    finally:
-        server.destroy()

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -51,6 +51,21 @@ def free_port(bus: bool = False) -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
+def wait_until_ready(
+    proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, log: Path, within: float
+) -> bool:
+    """Poll ``ready`` until it holds (True) or ``within`` seconds pass (False); a server
+    process that exits meanwhile raises, pointing at its log."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: see {log}")
+        if ready():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 class RedisServer:
     """One redis-server process; can be frozen, killed and restarted on the same port."""
 
@@ -76,13 +91,10 @@ class RedisServer:
         ]  # fmt: skip
         self._log = open(self.workdir / "stderr.log", "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: see {self.workdir / 'stderr.log'}")
-            if self.ping():
-                return self
-            time.sleep(0.02)
+        if wait_until_ready(
+            self.proc, self.ping, "redis-server", self.workdir / "stderr.log", within=15
+        ):
+            return self
         self.stop()
         raise RuntimeError("redis-server did not answer PING within 15 s")
 
