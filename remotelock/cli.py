@@ -25,6 +25,7 @@ from .errors import LockTimeout, StoreConfigError, StoreError
 from .lease import OnLost
 from .lock import RemoteLock
 from .stores import store_from_url
+from .stores._redact import described, redact
 from .stores.base import CROSS_PROCESS, LockAdmin, LockInfo, PermitStore, Store
 from .supervise import ExitStatus
 
@@ -53,8 +54,12 @@ _EXIT_STATUSES = "exit status:\n" + "".join(
 
 
 def _usage_error(message: str) -> NoReturn:
-    """Exit with status 2 and one line on stderr: a cron or CI log stays readable."""
-    sys.stderr.write(f"remotelock: error: {' '.join(message.split())}\n")
+    """Exit with status 2 and one line on stderr: a cron or CI log stays readable.
+
+    Redacted: the line may quote a store URL (a bad option, a mistyped scheme or an
+    argument argparse did not recognise), and stderr ends up in logs.
+    """
+    sys.stderr.write(f"remotelock: error: {' '.join(redact(message).split())}\n")
     raise SystemExit(ExitStatus.USAGE)
 
 
@@ -112,8 +117,17 @@ def _key(text: str) -> str:
 
 
 def _open_store(url: str | None) -> Store:
-    """The store ``--url`` names; without one, ``REMOTELOCK_URL``, then the embedded SQLite."""
-    store = store_from_url(url) if url else config.resolve_store()
+    """The store ``--url`` names; without one, ``REMOTELOCK_URL``, then the embedded SQLite.
+
+    A third-party store may reject its configuration with a plain ``ValueError`` or
+    ``TypeError``: that is bad usage too (status 2), not a crash with a traceback.
+    """
+    try:
+        store = store_from_url(url) if url else config.resolve_store()
+    except StoreConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        _usage_error(f"bad store configuration: {described(exc)}")
     if not isinstance(store, Store) or inspect.iscoroutinefunction(store.acquire):
         _usage_error(f"{store!r} is an async store; the command line needs a sync one")
     if CROSS_PROCESS not in store.capabilities:
@@ -308,7 +322,14 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv[:cut], argv[cut + 1 :]
 
 
-class _Brief(logging.Formatter):
+class _Redacted(logging.Formatter):
+    """Every line it writes redacted, tracebacks included: stderr ends up in logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class _Brief(_Redacted):
     """``remotelock: warning: ...``, in the same shape as the usage errors."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
@@ -326,7 +347,7 @@ def _configure_logging(verbose: bool) -> None:
         logger.removeHandler(_handler)
     _handler = logging.StreamHandler()
     if verbose:
-        _handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        _handler.setFormatter(_Redacted("%(asctime)s %(name)s %(levelname)s %(message)s"))
     else:
         _handler.setFormatter(_Brief())
     logger.addHandler(_handler)
@@ -354,9 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return supervise.SIGNAL_BASE + signal.SIGINT
     except StoreError as exc:
         # The driver's own words fit on a line; the full message names the store's
-        # client in detail, which -v shows.
-        log.debug("%s", exc)
-        log.error("store unavailable: %s", exc.__cause__ or exc)
+        # client in detail, which -v shows. Both redacted (so is every log line).
+        log.debug("%s", redact(exc))
+        log.error("store unavailable: %s", " ".join(redact(exc.__cause__ or exc).split()))
         return ExitStatus.STORE_UNAVAILABLE
 
 

@@ -423,6 +423,10 @@ def test_stores_without_admin_support_are_refused(
         (["run", "", "--", "true"], "KEY: must not be empty"),
         (["run", "k", "--url", "nope://x", "--", "true"], "unknown store URL scheme 'nope'"),
         (["status", "k", "--url", "nope://x"], "unknown store URL scheme 'nope'"),
+        (["status", "k", "--url", "redis://:pw@localhost/0?colour=blue"], "option 'colour'"),
+        (["status", "k", "--url", "redis://localhost/zero"], "database number"),
+        (["release", "k", "--force", "--url", "postgresql://h/db?colour=blue"], "'colour'"),
+        (["status", "k", "--url", "redsi://:pw@localhost"], "did you mean redis://"),
         (["status", "k", "--url", "memory://"], "does not exclude other processes"),
         (["release", "k"], "add --force"),
     ],
@@ -434,6 +438,7 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], says: str) -> None:
     line = one_line(result.stderr)
     assert line.startswith("remotelock: error: ")
     assert says in line
+    assert ":pw@" not in line  # passwords are redacted
 
 
 def test_limit_1_is_a_plain_lock(sqlite_url: str, key: str) -> None:

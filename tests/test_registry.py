@@ -49,11 +49,80 @@ def test_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("sqlite:///x.db?colour=blue", "unknown sqlite:// option 'colour'"),
         ("sqlite:///x.db?table=drop;table", "identifier"),
         ("sqlite:///:memory:", "MemoryStore"),
+        ("memory://?colour=blue", "unknown memory:// option 'colour'"),
+        ("redsi://localhost", "did you mean redis://"),
+        ("redis://[::1/0", "malformed store URL"),
     ],
 )
 def test_bad_urls(url: str, message: str) -> None:
     with pytest.raises(StoreConfigError, match=message):
         store_from_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "problem"),
+    [
+        # Each redis-py connection class takes its own options: TLS ones only rediss://,
+        # TCP keepalives not unix://; single_connection_client only as a keyword.
+        ("redis://h/0?socket_keepalive=yes&health_check_interval=5&client_name=x", {}, None),
+        ("redis://h/0?max_connections=5&retry_on_timeout=true", {}, None),
+        ("rediss://h/0?ssl_cert_reqs=none&ssl_check_hostname=false", {}, None),
+        ("redis://h/0?ssl_cert_reqs=none", {}, "unknown Redis option 'ssl_cert_reqs'"),
+        ("unix:///tmp/r.sock?db=2", {}, None),
+        ("unix:///tmp/r.sock?socket_keepalive=true", {}, "'socket_keepalive'"),
+        ("redis://h/0?socket_timout=1", {}, "did you mean 'socket_timeout'"),
+        ("redis://h/0", {"socket_timeout": 1, "encoding": "latin-1"}, None),
+        ("redis://h/0", {"sockettimeout": 1}, "'sockettimeout'"),
+        ("redis://h/0?single_connection_client=true", {}, "keyword argument"),
+        ("redis://h/0?health_check_interval=often", {}, "'health_check_interval'"),
+        ("redis://h/0/1", {}, "database number"),
+        ("redis+sentinel://h:26379/main/1?socket_keepalive=true", {}, None),
+        ("redis+sentinel://h:26379/main/1?colour=blue", {}, "'colour'"),
+        ("redis+cluster://h:7000/2", {}, "only database 0"),
+        ("redis+cluster://h:7000?colour=blue", {}, "'colour'"),
+    ],
+)
+def test_redis_options_are_those_redis_py_takes(
+    url: str, options: dict[str, object], problem: str | None
+) -> None:
+    """Checked against redis-py's own signatures at construction (no server needed:
+    building a plain or Sentinel client does not connect)."""
+    if problem is None:
+        store_from_url(url, **options)
+    else:
+        with pytest.raises(StoreConfigError, match=problem):
+            store_from_url(url, **options)
+
+
+def test_redis_query_values_are_typed_for_sentinel_and_cluster() -> None:
+    from remotelock.stores.redis import RedisStore
+    from remotelock.stores.redis_async import AsyncRedisStore
+
+    store = store_from_url("redis+sentinel://h:26379/main?socket_timeout=1.5&db=3")
+    assert isinstance(store, RedisStore)
+    kwargs = store.client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["db"]) == (1.5, 3)
+    cluster = AsyncRedisStore.from_url("redis+cluster://h:7000?socket_timeout=1.5")
+    assert cluster is not None
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ("colour=blue", "unknown PostgreSQL option 'colour'"),
+        ("sslmod=require", "did you mean 'sslmode'"),
+        ("pool_size=many", "pool_size"),
+        ("ssl=true&sslmode=require&connect_timeout=3&application_name=x", None),
+    ],
+)
+def test_postgres_options_are_ours_or_libpqs(query: str, problem: str | None) -> None:
+    pytest.importorskip("psycopg")
+    url = f"postgresql://app:pw@localhost/db?{query}"
+    if problem is None:
+        store_from_url(url)
+    else:
+        with pytest.raises(StoreConfigError, match=problem):
+            store_from_url(url)
 
 
 def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from ..errors import StoreConfigError
+from ._redact import redact, split_url
 from .base import AsyncStore, LockInfo, Store
 
 if TYPE_CHECKING:
@@ -94,16 +94,23 @@ def store_from_url(url: str, **options: Any) -> Store | AsyncStore:
 
         store = store_from_url("redis://localhost:6379/0?prefix=myapp")
 
-    :raises StoreConfigError: unknown scheme, malformed URL, or missing driver (the
-        message names the pip command that installs it).
+    :raises StoreConfigError: unknown scheme, malformed URL, unknown option or bad
+        option value, or missing driver (the message names the pip command that
+        installs it). Messages never show a password: URLs in them are redacted.
     """
     if not isinstance(url, str) or not url:
-        raise StoreConfigError(f"a store URL must be a non-empty string, got {url!r}")
-    scheme = urlsplit(url).scheme.lower()
+        raise StoreConfigError(f"a store URL must be a non-empty string, got {redact(repr(url))}")
+    scheme = split_url(url, "store").scheme.lower()
     target = _SCHEMES.get(scheme) or _entry_point(scheme)
     if target is None:
+        import difflib  # only to suggest a fix for a mistyped scheme
+
         known = ", ".join(f"{name}://" for name in sorted(_SCHEMES))
-        raise StoreConfigError(f"unknown store URL scheme {scheme!r} in {url!r}; known: {known}")
+        close = difflib.get_close_matches(scheme, _SCHEMES, n=1)
+        hint = f"did you mean {close[0]}://? " if close else ""
+        raise StoreConfigError(
+            f"unknown store URL scheme {scheme!r} in {redact(url)!r}; {hint}known: {known}"
+        )
     cls = _load(target, f"the {scheme}:// store")
     return cls.from_url(url, **options)  # type: ignore[no-any-return]
 

@@ -10,6 +10,7 @@ period; psycopg then fails the statement as a lost connection.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -22,9 +23,11 @@ from urllib.parse import parse_qsl, urlencode
 
 import psycopg
 from psycopg import conninfo as pgconninfo
+from psycopg import pq
 
 from ..errors import StoreConfigError
 from . import _postgres_sql as q
+from ._redact import described, redact, secrets_in
 from ._translate import Translate
 
 log = logging.getLogger("remotelock.stores.postgres")
@@ -85,17 +88,22 @@ def _convert(name: str, value: str, url: str) -> Any:
     if name == "listen":
         if value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
-        raise StoreConfigError(f"listen in {url!r} must be true or false, got {value!r}")
+        raise StoreConfigError(
+            f"listen in {redact(url)!r} must be true or false, got {redact(value)!r}"
+        )
     try:
         return float(value) if name == "timeout" else int(value)
     except ValueError:
-        raise StoreConfigError(f"{name} in {url!r} must be a number, got {value!r}") from None
+        pass
+    kind = "a number of seconds" if name == "timeout" else "a whole number"
+    raise StoreConfigError(f"{name} in {redact(url)!r} must be {kind}, got {redact(value)!r}")
 
 
 def parse_url(url: str, options: dict[str, Any]) -> tuple[str, Options]:
     """Split a URL (plus keyword options) into (libpq conninfo, our options).
 
-    Keyword options override the query string, for libpq's parameters too.
+    Keyword options override the query string, for libpq's parameters too. Every
+    option must be remotelock's or libpq's, so a typo fails here, naming it.
     """
     base, _, query = url.partition("?")
     own: dict[str, Any] = {}
@@ -104,8 +112,12 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[str, Options]:
         if name in Options._fields:
             own[name] = _convert(name, value, url)
         elif name not in options:
+            _check_query_option(name, value, url)
             kept.append((name, value))
     libpq = {name: options.pop(name) for name in list(options) if name not in Options._fields}
+    for name in libpq:
+        if name not in _libpq_keywords():
+            raise _unknown(name, url)
     own.update(options)
     checked = check_options(**own)
     try:
@@ -113,8 +125,53 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[str, Options]:
         conninfo = pgconninfo.make_conninfo(conninfo, **libpq)
         pgconninfo.conninfo_to_dict(conninfo)  # validates parameter names
     except psycopg.Error as exc:
-        raise StoreConfigError(f"bad PostgreSQL URL {url!r}: {exc}") from exc
-    return conninfo, checked
+        problem = described(exc, hiding=secrets_in(url) | _secret_values(libpq))
+    else:
+        return conninfo, checked
+    # Raised here, not from psycopg's error: libpq's message may echo parts of the URL.
+    raise StoreConfigError(f"bad PostgreSQL URL {redact(url)!r}: {problem}")
+
+
+@functools.cache
+def _libpq_keywords() -> frozenset[str]:
+    """Every connection parameter this libpq knows (``PQconndefaults``)."""
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
+
+
+def _check_query_option(name: str, value: str, url: str) -> None:
+    """``name`` must be a libpq parameter, or a URL alias libpq's URI parser takes
+    (``ssl=true``); libpq itself answers, so no list of ours can drift from it."""
+    if name in _libpq_keywords():
+        return
+    try:
+        pgconninfo.conninfo_to_dict("postgresql://?" + urlencode([(name, value)]))
+    except psycopg.Error:
+        pass
+    else:
+        return
+    raise _unknown(name, url)
+
+
+def _unknown(name: str, url: str) -> StoreConfigError:
+    import difflib  # only to suggest a fix for a mistyped option
+
+    close = difflib.get_close_matches(name, [*_libpq_keywords(), *Options._fields], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return StoreConfigError(
+        f"unknown PostgreSQL option {name!r} in {redact(url)!r}: neither remotelock's "
+        f"({', '.join(Options._fields)}) nor a libpq connection parameter{hint}"
+    )
+
+
+def _secret_values(params: dict[str, Any]) -> set[str]:
+    """Values of keyword options that are secrets (``password=...``), to hide them."""
+    return secrets_in(" ".join(f"{name}={value}" for name, value in params.items()))
+
+
+def not_a_connection(connection: object, expected: str) -> StoreConfigError:
+    """The error for a ``connection`` argument of the wrong kind (a URL, most often)."""
+    hint = "; for a URL use from_url(url), or conninfo=" if isinstance(connection, str) else ""
+    return StoreConfigError(f"expected {expected}, got {redact(repr(connection))}{hint}")
 
 
 def millis(seconds: float) -> int:
@@ -122,13 +179,19 @@ def millis(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
-def checked_conninfo(conninfo: str) -> str:
-    """``conninfo`` itself, once libpq accepts it (else :class:`StoreConfigError`)."""
+def checked_conninfo(conninfo: str, what: str = "conninfo") -> str:
+    """``conninfo`` itself, once libpq accepts it (else :class:`StoreConfigError`
+    naming ``what``, raised in place of psycopg's error: its message may echo parts
+    of the string, password included)."""
+    if not isinstance(conninfo, str):
+        raise StoreConfigError(f"{what} must be a str, got {type(conninfo).__name__}")
     try:
         pgconninfo.conninfo_to_dict(conninfo)
     except psycopg.Error as exc:
-        raise StoreConfigError(f"bad PostgreSQL connection string: {exc}") from exc
-    return conninfo
+        problem = described(exc, hiding=secrets_in(conninfo))
+    else:
+        return conninfo
+    raise StoreConfigError(f"bad PostgreSQL {what} {redact(conninfo)!r}: {problem}")
 
 
 def server_conninfo(conninfo: str, timeout: float, *, listener: bool = False) -> str:
@@ -178,7 +241,7 @@ class Configured:
         if (connection is None) == (conninfo is None):
             raise StoreConfigError("pass exactly one of a connection, a pool or conninfo=")
         if options.listen_url is not None:
-            checked_conninfo(options.listen_url)
+            checked_conninfo(options.listen_url, "listen_url")
 
 
 # -- errors --------------------------------------------------------------------------
@@ -302,6 +365,7 @@ __all__ = [
     "given_conninfo",
     "is_broken",
     "millis",
+    "not_a_connection",
     "parse_url",
     "server_conninfo",
     "translate",

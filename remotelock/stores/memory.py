@@ -11,9 +11,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl
 
-from ..errors import LimitConflict
+from ..errors import LimitConflict, StoreConfigError
+from ._redact import redact, split_url
 from ._threaded import resolve
 from .base import EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
 
@@ -71,9 +72,13 @@ class MemoryStore:
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
         """The shared instance named by ``memory://NAME`` (``memory://`` is the default one)."""
-        parts = urlsplit(url)
+        parts = split_url(url, "memory://")
         if parts.scheme != "memory":
-            raise ValueError(f"not a memory:// URL: {url!r}")
+            raise StoreConfigError(f"not a memory:// URL: {redact(url)!r}")
+        query = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+        unknown = [*query, *(name for name in options if name != "clock")]
+        if unknown:
+            raise StoreConfigError(f"unknown memory:// option {unknown[0]!r}")
         name = parts.netloc + parts.path
         with cls._shared_mutex:
             store = cls._shared.get(name)

@@ -18,9 +18,10 @@ import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from ..errors import StoreConfigError, StoreError, StoreUnavailable
+from ._redact import redact, split_url
 from ._sqlite_permits import SQLitePermits, permit_schema
 from ._sqlite_pool import MAX_IDLE, BusyUntil, Local, Slot, register
 from .base import CROSS_PROCESS, EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
@@ -89,6 +90,9 @@ class SQLiteStore(SQLitePermits):
     ) -> None:
         if not isinstance(table, str) or not _IDENTIFIER.fullmatch(table):
             raise StoreConfigError(f"table must be a plain SQL identifier, got {table!r}")
+        for name, seconds in (("busy_timeout", busy_timeout), ("poll_interval", poll_interval)):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+                raise StoreConfigError(f"{name} must be a number of seconds, got {seconds!r}")
         if not 0 < busy_timeout <= _MAX_BUSY_TIMEOUT:
             raise StoreConfigError(
                 f"busy_timeout must be between 0 and {_MAX_BUSY_TIMEOUT:.0f} s, "
@@ -129,13 +133,13 @@ class SQLiteStore(SQLitePermits):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
         """Build from ``sqlite:///path`` (see the class docs); kwargs override the query."""
-        parts = urlsplit(url)
+        parts = split_url(url, "sqlite://")
         if parts.scheme != "sqlite":
-            raise StoreConfigError(f"not a sqlite:// URL: {url!r}")
+            raise StoreConfigError(f"not a sqlite:// URL: {redact(url)!r}")
         if parts.netloc:
             raise StoreConfigError(
                 f"sqlite URLs have no host: write sqlite:///relative.db or "
-                f"sqlite:////absolute/path.db, got {url!r}"
+                f"sqlite:////absolute/path.db, got {redact(url)!r}"
             )
         raw_path = unquote(parts.path)
         path = raw_path[1:] if raw_path.startswith("/") else raw_path
@@ -146,12 +150,16 @@ class SQLiteStore(SQLitePermits):
                     merged[name] = float(value)
                 except ValueError:
                     raise StoreConfigError(
-                        f"{name} in {url!r} must be a number of seconds, got {value!r}"
+                        f"{name} in {redact(url)!r} must be a number of seconds, "
+                        f"got {redact(value)!r}"
                     ) from None
             elif name == "table":
                 merged[name] = value
             else:
-                raise StoreConfigError(f"unknown sqlite:// option {name!r} in {url!r}")
+                raise StoreConfigError(f"unknown sqlite:// option {name!r} in {redact(url)!r}")
+        for name in options:
+            if name not in ("table", "busy_timeout", "poll_interval", "clock"):
+                raise StoreConfigError(f"unknown sqlite:// option {name!r}")
         merged.update(options)
         return cls(path or None, **merged)
 
