@@ -4,7 +4,10 @@ Each step is one statement from :mod:`remotelock.stores._postgres_sql` (see
 ``ACQUIRE_PERMIT`` for why a key's permits live in one row). A refused acquire asks one
 more question, only on that path: were all permits taken, or do their holders use
 another limit (:class:`~remotelock.errors.LimitConflict`)? Releases notify on the
-table's channel, so waiters wake as they do for locks.
+table's channel, so waiters wake as they do for locks. The rules of the lock steps
+hold here too: an acquire that runs out of time waiting for the row lock reports all
+permits taken (contention, not an outage), and a repeated release by the token that
+gave its permit back returns ``True`` (a retry after a lost reply is not a loss).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import LimitConflict
 from . import _postgres_sql as q
+from ._postgres_busy import acquire_params, afetch_or_busy, fetch_or_busy
 
 if TYPE_CHECKING:
     import asyncio
@@ -58,6 +62,7 @@ class PostgresPermits:
     if TYPE_CHECKING:  # provided by PostgresStore
         _sql: Statements
         listen: bool
+        timeout: float
         _listener: Any
 
         def _step(self, step: str, key: str, run: Callable[[Any], T]) -> T: ...
@@ -69,17 +74,18 @@ class PostgresPermits:
         )
 
     def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
-        """Take one of ``limit`` permits of ``key`` (one upsert; see :class:`PermitStore`)."""
-        params = _params(key, token, ttl=float(ttl), limit=limit)
+        """Take one of ``limit`` permits of ``key`` (one statement; see :class:`PermitStore`)."""
+        params = acquire_params(key, token, ttl, self.timeout, limit=limit)
         statement = self._sql.acquire_permit
-        row = self._step("acquire_permit", key, lambda c: c.execute(statement, params).fetchone())
+        row = self._step("acquire_permit", key, lambda c: fetch_or_busy(c, statement, params))
         if row is not None:
             return int(row[0])
         _refused(self._permit_state("acquire_permit", key), key, limit)
         return None
 
     def release_permit(self, key: str, token: str) -> bool:
-        """Give back ``token``'s permit of ``key`` and notify its waiters."""
+        """Give back ``token``'s permit of ``key`` and notify its waiters; ``True`` too if
+        ``token`` gave it back before (a retried release)."""
         params = _params(key, token, channel=self._sql.channel, payload=q.permit_payload(key))
         return self._rows("release_permit", key, self._sql.release_permit, params) > 0
 
@@ -123,6 +129,7 @@ class AsyncPostgresPermits:
     if TYPE_CHECKING:  # provided by AsyncPostgresStore
         _sql: Statements
         listen: bool
+        timeout: float
 
         async def _step(self, step: str, key: str, run: Callable[[Any], Awaitable[T]]) -> T: ...
         def _state(self) -> Any: ...
@@ -142,8 +149,11 @@ class AsyncPostgresPermits:
 
     async def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
         """See :meth:`PostgresStore.acquire_permit`."""
-        params = _params(key, token, ttl=float(ttl), limit=limit)
-        row = await self._fetch("acquire_permit", key, self._sql.acquire_permit, params)
+        params = acquire_params(key, token, ttl, self.timeout, limit=limit)
+        statement = self._sql.acquire_permit
+        row = await self._step(
+            "acquire_permit", key, lambda c: afetch_or_busy(c, statement, params)
+        )
         if row is not None:
             return int(row[0])
         state = await self._fetch("acquire_permit", key, self._sql.permit_state, {"key": key})

@@ -7,7 +7,24 @@ table or sequence. Every statement reads the time from ``now()`` on the server (
 start of the statement's own transaction, one value for the whole statement), so
 client clocks never decide whether a lease has run out.
 
-``{table}`` in a template is the table's name, quoted by :mod:`psycopg.sql`.
+Two rules shape the acquire and release statements:
+
+- Contention is never an error. ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` locks
+  the conflicting row even when its WHERE is false, so busy attempts would queue on
+  the row lock behind each other until a timeout turned plain contention into an
+  outage. An acquire therefore first reads the row from its snapshot (no lock) and
+  skips the upsert while someone else visibly holds the key; only an acquire that may
+  win waits for the row lock, and then for ``%(lock_wait)s`` at most (set with
+  ``set_config(..., true)`` inside the statement: one statement, one round trip, and
+  the setting ends with the statement's transaction). The store reports a lock wait
+  that runs out as busy.
+- A repeated release by the token that released the key returns a row, so a retry
+  after a lost reply (the release committed, the reply never came) is not mistaken
+  for a lost lease. The lease row remembers that token (``released_by``); the permit
+  row remembers the last few (``released``).
+
+``{table}`` in a template is the table's name, quoted by :mod:`psycopg.sql` (the
+permit statements, in :mod:`remotelock.stores._postgres_permit_sql`, use ``{permits}``).
 Parameters are named (``%(key)s``); the comment above each constant lists them and
 the statement's result.
 """
@@ -19,15 +36,33 @@ from typing import Final, NamedTuple
 
 from psycopg import sql
 
-# No parameters, no result. Run only when the table is missing, in a transaction that
-# holds LOCK_DDL, so that processes starting at once create it one after the other.
+from ._postgres_permit_sql import (
+    ACQUIRE_PERMIT,
+    CREATE_PERMITS_TABLE,
+    EXTEND_PERMIT,
+    MIGRATE_PERMITS_TABLE,
+    PERMIT_HOLDERS,
+    PERMIT_STATE,
+    RELEASE_PERMIT,
+    RELEASED_MARGIN,
+)
+
+# No parameters, no result. Run only when the table (or a column) is missing, in a
+# transaction that holds LOCK_DDL, so that processes starting at once create it one
+# after the other. `released_by` is the token whose release freed the key last (see
+# RELEASE); NULL until a token releases it, and again once that token takes it anew.
 CREATE_TABLE: Final[str] = """
 CREATE TABLE IF NOT EXISTS {table} (
-    key        text PRIMARY KEY,
-    token      text,
-    fence      bigint NOT NULL,
-    expires_at timestamptz NOT NULL
+    key         text PRIMARY KEY,
+    token       text,
+    fence       bigint NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    released_by text
 )"""
+
+# No parameters, no result. Run after CREATE_TABLE: brings a table made before
+# `released_by` existed up to date (a no-op for a table CREATE_TABLE just made).
+MIGRATE_TABLE: Final[str] = "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS released_by text"
 
 # No parameters, no result. Run before CREATE_TABLE when a schema is configured.
 CREATE_SCHEMA: Final[str] = "CREATE SCHEMA IF NOT EXISTS {schema}"
@@ -36,56 +71,81 @@ CREATE_SCHEMA: Final[str] = "CREATE SCHEMA IF NOT EXISTS {schema}"
 # Serialises table creation until the end of the transaction (never held longer).
 LOCK_DDL: Final[str] = "SELECT pg_advisory_xact_lock(%(lock_id)s)"
 
-# No parameters, no result. The counted permits of every key (see PERMITS below),
-# created with the lease table.
-CREATE_PERMITS_TABLE: Final[str] = """
-CREATE TABLE IF NOT EXISTS {permits} (
-    key     text PRIMARY KEY,
-    lim     integer NOT NULL,
-    fence   bigint NOT NULL,
-    holders jsonb NOT NULL
-)"""
-
 # %(schema)s   the configured schema, or NULL for the first schema on the search path
 # %(table)s    the lease table's name
 # %(permits)s  the permit table's name
-# returns: one row if both tables exist, else none.
+# returns: one row if both tables exist with the newest columns, else none (then the
+#          creation path runs: CREATE ... IF NOT EXISTS, then the MIGRATE_* statements).
 TABLE_EXISTS: Final[str] = """
-SELECT 1 FROM pg_catalog.pg_tables
- WHERE schemaname = coalesce(%(schema)s, current_schema())
-   AND tablename IN (%(table)s, %(permits)s)
+SELECT 1 FROM pg_catalog.pg_attribute AS a
+  JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid
+  JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+ WHERE n.nspname = coalesce(%(schema)s, current_schema())
+   AND (c.relname, a.attname) IN ((%(table)s, 'released_by'), (%(permits)s, 'released'))
+   AND NOT a.attisdropped
 HAVING count(*) = 2"""
 
-# %(key)s    lock key
-# %(token)s  the acquiring token
-# %(ttl)s    lease length in seconds (float)
-# Takes the key if its row is absent, released or expired, bumping the fence under the
-# row lock, so two acquirers can never both win or reuse a fence. The holding token
-# re-acquiring an unexpired lease keeps its fence and gets a fresh lease (idempotent).
+# %(key)s        lock key
+# %(token)s      the acquiring token
+# %(ttl)s        lease length in seconds (float)
+# %(lock_wait)s  how long it may wait for the row lock, in milliseconds (text)
+# `busy` reads the row from the statement's snapshot, taking no lock: while it shows
+# another token's unexpired lease, the INSERT gets no row to insert, so the statement
+# neither locks nor waits (a busy acquire costs no one anything). Otherwise the upsert
+# takes the key if its row is absent, released or expired, deciding on the row's
+# latest version under the row lock (ON CONFLICT DO UPDATE re-reads it), and bumps the
+# fence there: two acquirers can never both win or reuse a fence, whatever their
+# snapshots showed. The holding token re-acquiring an unexpired lease keeps its fence
+# and gets a fresh lease (idempotent). An acquire clears `released_by` only if it
+# names this very token (a token taking the key again is no longer "the one that
+# released it"; another token taking the key leaves the record to RELEASE).
+# set_config runs before the row to insert exists, so the shorter lock wait applies
+# to every lock the upsert may wait for; a wait that runs out raises
+# LockNotAvailable, which the store reports as busy.
 # returns: one row (fence) if `token` holds the key now, else no row.
 ACQUIRE: Final[str] = """
+WITH busy AS (
+    SELECT FROM {table} AS seen
+     WHERE seen.key = %(key)s AND seen.token <> %(token)s AND seen.expires_at > now()
+)
 INSERT INTO {table} AS held (key, token, fence, expires_at)
-VALUES (%(key)s, %(token)s, 1, now() + make_interval(secs => %(ttl)s))
+SELECT %(key)s::text, %(token)s::text, 1, now() + make_interval(secs => %(ttl)s)
+ WHERE NOT EXISTS (SELECT FROM busy)
+   AND set_config('lock_timeout', %(lock_wait)s, true) IS NOT NULL
 ON CONFLICT (key) DO UPDATE
    SET token = excluded.token,
        fence = CASE WHEN held.token = excluded.token AND held.expires_at > now()
                     THEN held.fence ELSE held.fence + 1 END,
-       expires_at = excluded.expires_at
+       expires_at = excluded.expires_at,
+       released_by = nullif(held.released_by, excluded.token)
  WHERE held.token IS NULL OR held.expires_at <= now() OR held.token = excluded.token
-RETURNING fence"""
+RETURNING held.fence"""
+
+_HOLDS: Final = "(held.token = %(token)s AND held.expires_at > now())"
 
 # %(key)s, %(token)s  lock key, the releasing token
 # %(channel)s, %(payload)s  where waiters listen, and what names this key there
-# Frees the key only if `token` holds an unexpired lease, and notifies the waiters in
-# the same statement (NOTIFY is delivered when it commits, never before).
-# returns: one row if released, no row if `token` did not hold the key.
-RELEASE: Final[str] = """
-WITH freed AS (
-    UPDATE {table} SET token = NULL, expires_at = now()
-     WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
-    RETURNING key
+# Frees the key if `token` holds an unexpired lease, recording `token` as the one that
+# released it, and notifies the waiters in the same statement (NOTIFY is delivered
+# when it commits, never before). A repeated release by the token that released the
+# key last also returns a row (changing nothing), so a retry after a lost reply is not
+# a loss: `released_by` names a token only after its own release freed the key, and
+# stops naming it when that token acquires again or another token releases the key.
+# A token whose lease expired, was taken over or was force-released never freed the
+# key itself, so it still gets no row. One UPDATE decides both cases on the row's
+# latest version under its row lock, so a first release that commits while this one
+# waits is seen. (A repeat notifies again: a spurious wake-up, never a missed one.)
+# returns: one row if released now or before by `token`, else no row.
+RELEASE: Final[str] = f"""
+WITH done AS (
+    UPDATE {{table}} AS held
+       SET token = CASE WHEN {_HOLDS} THEN NULL ELSE held.token END,
+           expires_at = CASE WHEN {_HOLDS} THEN now() ELSE held.expires_at END,
+           released_by = CASE WHEN {_HOLDS} THEN held.token ELSE held.released_by END
+     WHERE held.key = %(key)s AND ({_HOLDS} OR held.released_by = %(token)s)
+    RETURNING held.key
 )
-SELECT pg_notify(%(channel)s, %(payload)s) FROM freed"""
+SELECT pg_notify(%(channel)s, %(payload)s) FROM done"""
 
 # %(key)s, %(channel)s, %(payload)s  as for RELEASE
 # Frees the key whoever holds it (an operator breaking a stuck lock) and notifies.
@@ -119,81 +179,6 @@ SELECT key, token, fence, EXTRACT(EPOCH FROM expires_at - now())::float8
   FROM {table}
  WHERE token IS NOT NULL AND expires_at > now() AND starts_with(key, %(prefix)s)
  ORDER BY key"""
-
-# -- counted permits ----------------------------------------------------------------------
-#
-# (Templates are formatted twice, by Python then psycopg.sql: "{{{{}}}}" ends as "{}".)
-# One row per key: the limit its holders use, a fence counter, and the holders as
-# jsonb {token: [fencing token, lease end as epoch seconds]}. One row, so that the
-# admission check and the insert are a single upsert: ON CONFLICT DO UPDATE locks the
-# row and evaluates against its latest version, so concurrent acquirers can never
-# both take the last permit (separate rows per permit could not give that in one
-# statement under READ COMMITTED). The row outlives its holders, so fences only grow.
-
-_NOW: Final = "extract(epoch FROM now())"
-_LIVE: Final = f"(SELECT coalesce(jsonb_object_agg(h.key, h.value), '{{{{}}}}'::jsonb) FROM jsonb_each(p.holders) AS h WHERE (h.value->>1)::float8 > {_NOW})"  # noqa: E501
-_LIVE_COUNT: Final = (
-    f"(SELECT count(*) FROM jsonb_each(p.holders) AS h WHERE (h.value->>1)::float8 > {_NOW})"
-)
-_MINE: Final = f"coalesce((p.holders->%(token)s::text->>1)::float8 > {_NOW}, false)"
-
-# %(key)s, %(token)s, %(ttl)s  as for ACQUIRE; %(limit)s  the number of permits
-# Takes one of `limit` permits if one is free, dropping run-out permits in the same
-# step; idempotent for a token holding an unexpired permit (a fresh lease, same fence).
-# returns: one row (fencing token) if `token` holds a permit now, else no row (all
-#          taken, or its holders use another limit: ask PERMIT_STATE which).
-ACQUIRE_PERMIT: Final[str] = f"""
-INSERT INTO {{permits}} AS p (key, lim, fence, holders)
-VALUES (%(key)s, %(limit)s::integer, 1,
-        jsonb_build_object(%(token)s::text, jsonb_build_array(1, {_NOW} + %(ttl)s::float8)))
-ON CONFLICT (key) DO UPDATE
-   SET lim = %(limit)s::integer,
-       fence = CASE WHEN {_MINE} THEN p.fence ELSE p.fence + 1 END,
-       holders = {_LIVE} - %(token)s::text || jsonb_build_object(
-           %(token)s::text,
-           jsonb_build_array(
-               CASE WHEN {_MINE} THEN (p.holders->%(token)s::text->>0)::bigint
-                    ELSE p.fence + 1 END,
-               {_NOW} + %(ttl)s::float8))
- WHERE {_MINE}
-    OR ({_LIVE_COUNT} < %(limit)s::integer AND ({_LIVE_COUNT} = 0 OR p.lim = %(limit)s::integer))
-RETURNING (holders->%(token)s::text->>0)::bigint"""
-
-# %(key)s, %(token)s  permit key, the releasing token; %(channel)s, %(payload)s  as for RELEASE
-# Gives back `token`'s permit if it has not run out, and notifies the waiters.
-# returns: one row if released, no row if `token` held no unexpired permit.
-RELEASE_PERMIT: Final[str] = f"""
-WITH freed AS (
-    UPDATE {{permits}} AS p SET holders = p.holders - %(token)s::text
-     WHERE p.key = %(key)s AND {_MINE}
-    RETURNING p.key
-)
-SELECT pg_notify(%(channel)s, %(payload)s) FROM freed"""
-
-# %(key)s, %(token)s, %(ttl)s  as for ACQUIRE_PERMIT
-# returns: the number of rows updated (1 if `token`'s permit was renewed, else 0).
-EXTEND_PERMIT: Final[str] = f"""
-UPDATE {{permits}} AS p
-   SET holders = jsonb_set(
-           p.holders, ARRAY[%(token)s::text, '1'], to_jsonb({_NOW} + %(ttl)s::float8))
- WHERE p.key = %(key)s AND {_MINE}"""
-
-# %(key)s  permit key
-# returns: the tokens holding an unexpired permit, oldest fence first.
-PERMIT_HOLDERS: Final[str] = f"""
-SELECT h.key FROM {{permits}} AS p, jsonb_each(p.holders) AS h
- WHERE p.key = %(key)s AND (h.value->>1)::float8 > {_NOW}
- ORDER BY (h.value->>0)::bigint"""
-
-# %(key)s  permit key
-# returns: one row (live holders, their limit, seconds until the first runs out as
-#          float8), or no row if the key has never had a permit.
-PERMIT_STATE: Final[str] = f"""
-SELECT {_LIVE_COUNT}, p.lim,
-       (SELECT min((h.value->>1)::float8) FROM jsonb_each(p.holders) AS h
-         WHERE (h.value->>1)::float8 > {_NOW}) - {_NOW}
-  FROM {{permits}} AS p
- WHERE p.key = %(key)s"""
 
 
 # %(timeout)s  milliseconds, as text
@@ -241,6 +226,8 @@ class Statements(NamedTuple):
     create_schema: sql.Composed | None
     create_table: sql.Composed
     create_permits_table: sql.Composed
+    create: tuple[sql.Composed, ...]
+    """What the creation path runs, in order: the schema, both tables, the migrations."""
     acquire: sql.Composed
     release: sql.Composed
     force_release: sql.Composed
@@ -266,12 +253,15 @@ def statements(schema: str | None, table: str) -> Statements:
         return sql.SQL(template).format(table=name, permits=permits)
 
     topic = channel(schema, table)
+    create_schema = (
+        sql.SQL(CREATE_SCHEMA).format(schema=sql.Identifier(schema)) if schema else None
+    )
+    tables = [CREATE_TABLE, CREATE_PERMITS_TABLE, MIGRATE_TABLE, MIGRATE_PERMITS_TABLE]
     return Statements(
-        create_schema=(
-            sql.SQL(CREATE_SCHEMA).format(schema=sql.Identifier(schema)) if schema else None
-        ),
+        create_schema=create_schema,
         create_table=compose(CREATE_TABLE),
         create_permits_table=compose(CREATE_PERMITS_TABLE),
+        create=(*([create_schema] if create_schema else []), *map(compose, tables)),
         acquire=compose(ACQUIRE),
         release=compose(RELEASE),
         force_release=compose(FORCE_RELEASE),
@@ -315,9 +305,12 @@ __all__ = [
     "HOLDER",
     "LIST",
     "LOCK_DDL",
+    "MIGRATE_PERMITS_TABLE",
+    "MIGRATE_TABLE",
     "PERMIT_HOLDERS",
     "PERMIT_STATE",
     "RELEASE",
+    "RELEASED_MARGIN",
     "RELEASE_PERMIT",
     "SET_TIMEOUTS",
     "TABLE_EXISTS",

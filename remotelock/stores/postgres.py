@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import psycopg
 
-from ..errors import StoreConfigError
 from . import _postgres_sql as q
+from ._postgres_busy import acquire_params, fetch_or_busy
 from ._postgres_common import (
     GUARD,
     GUARD_GRACE,
@@ -26,6 +26,7 @@ from ._postgres_common import (
     checked_conninfo,
     is_broken,
     millis,
+    not_a_connection,
     parse_url,
     server_conninfo,
     translate,
@@ -75,14 +76,27 @@ class PostgresStore(PostgresPermits, Configured):
       advisory transaction lock makes many processes starting at once take turns)::
 
           CREATE TABLE remotelock_locks (
-              key        text PRIMARY KEY,
-              token      text,               -- NULL once released
-              fence      bigint NOT NULL,    -- the last fencing token handed out
-              expires_at timestamptz NOT NULL
+              key         text PRIMARY KEY,
+              token       text,               -- NULL once released
+              fence       bigint NOT NULL,    -- the last fencing token handed out
+              expires_at  timestamptz NOT NULL,
+              released_by text                -- the token whose release freed it last
           )
 
       A release clears ``token`` and keeps the row, so ``fence`` keeps growing across
       releases and expiries. Deleting rows by hand restarts those keys' fences at 1.
+      A table made by an earlier version gets the new column on first use
+      (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, which needs the table's owner).
+    - Contention is never an error: an acquire that finds the key held reads the row
+      without locking it, and one that finds the key being taken at that very moment
+      waits at most half of ``timeout`` (0.5 s at most) for the row, then reports the
+      key busy, like any other busy key.
+    - Releases are idempotent for the token that released the key: a repeated release
+      by that token returns ``True`` (until the same token takes the key again or
+      another token releases it), so a retry after a lost reply (the release ran, the
+      connection broke before the answer came) is not reported as a lost lock. A
+      token whose lease expired, was taken over or was force-released still gets
+      ``False``. Permits keep the same rule for the last few tokens that gave one back.
     - Clock: the server's ``now()``; client clocks never decide expiry.
     - Wake-ups: a release runs ``pg_notify('<table>', key)`` in its own statement
       (one channel per table, the key as payload, a digest for keys over 1000 bytes).
@@ -143,9 +157,8 @@ class PostgresStore(PostgresPermits, Configured):
         elif hasattr(connection, "getconn") and hasattr(connection, "putconn"):
             self._source = GivenPool(connection, self.timeout)
         else:
-            raise StoreConfigError(
-                f"expected a psycopg.Connection or a psycopg_pool.ConnectionPool, "
-                f"got {connection!r}"
+            raise not_a_connection(
+                connection, "a psycopg.Connection or a psycopg_pool.ConnectionPool"
             )
         # A function of the source, not of the store: the listener must not keep the
         # store alive (its finalizer closes both).
@@ -224,21 +237,24 @@ class PostgresStore(PostgresPermits, Configured):
         with conn.transaction():
             conn.execute(q.LOCK_DDL, {"lock_id": q.lock_id(self.schema, self.table)})
             if conn.execute(q.TABLE_EXISTS, params).fetchone() is None:
-                if self._sql.create_schema is not None:
-                    conn.execute(self._sql.create_schema)
-                conn.execute(self._sql.create_table)
-                conn.execute(self._sql.create_permits_table)
+                for statement in self._sql.create:  # creates, or migrates an older table
+                    conn.execute(statement)
 
     # -- the Store protocol -------------------------------------------------------------
 
     def acquire(self, key: str, token: str, ttl: float) -> int | None:
-        """Take ``key`` if its row is absent, released or expired (one upsert)."""
-        params = {"key": key, "token": token, "ttl": float(ttl)}
-        row = self._step("acquire", key, lambda c: c.execute(self._sql.acquire, params).fetchone())
+        """Take ``key`` if its row is absent, released or expired (one statement).
+
+        ``None`` also when the key was being taken at that moment and the row lock did
+        not come within the short lock wait: contention, never an outage.
+        """
+        params = acquire_params(key, token, ttl, self.timeout)
+        row = self._step("acquire", key, lambda c: fetch_or_busy(c, self._sql.acquire, params))
         return None if row is None else int(row[0])
 
     def release(self, key: str, token: str) -> bool:
-        """Free ``key`` if ``token`` holds an unexpired lease, and notify its waiters."""
+        """Free ``key`` if ``token`` holds an unexpired lease, and notify its waiters;
+        ``True`` too if ``token``'s own release freed it before (a retried release)."""
         params = self._notice(key, token=token)
         return self._step("release", key, lambda c: _rows(c, self._sql.release, params)) > 0
 

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from ..errors import StoreConfigError, StoreError
+from ..errors import StoreError
 from . import _postgres_sql as q
+from ._postgres_busy import acquire_params, afetch_or_busy
 from ._postgres_common import (
     GUARD,
     GUARD_GRACE,
@@ -29,6 +30,7 @@ from ._postgres_common import (
     is_broken,
     log,
     millis,
+    not_a_connection,
     parse_url,
     server_conninfo,
     translate,
@@ -122,9 +124,8 @@ class AsyncPostgresStore(AsyncPostgresPermits, Configured):
             self._conn = connection
         elif connection is not None:
             if not (hasattr(connection, "getconn") and hasattr(connection, "putconn")):
-                raise StoreConfigError(
-                    f"expected a psycopg.AsyncConnection or a psycopg_pool.AsyncConnectionPool, "
-                    f"got {connection!r}"
+                raise not_a_connection(
+                    connection, "a psycopg.AsyncConnection or a psycopg_pool.AsyncConnectionPool"
                 )
             self._pool = connection
         self._pid = os.getpid()
@@ -251,18 +252,17 @@ class AsyncPostgresStore(AsyncPostgresPermits, Configured):
             async with conn.transaction():
                 await conn.execute(q.LOCK_DDL, {"lock_id": q.lock_id(self.schema, self.table)})
                 if await (await conn.execute(q.TABLE_EXISTS, params)).fetchone() is None:
-                    if self._sql.create_schema is not None:
-                        await conn.execute(self._sql.create_schema)
-                    await conn.execute(self._sql.create_table)
-                    await conn.execute(self._sql.create_permits_table)
+                    for statement in self._sql.create:  # creates, or migrates an older table
+                        await conn.execute(statement)
             self._schema_ready = True
 
     # -- the Store protocol -----------------------------------------------------------------
 
     async def acquire(self, key: str, token: str, ttl: float) -> int | None:
         """See :meth:`PostgresStore.acquire`."""
-        params = {"key": key, "token": token, "ttl": float(ttl)}
-        row = await self._step("acquire", key, lambda c: _one(c, self._sql.acquire, params))
+        params = acquire_params(key, token, ttl, self.timeout)
+        statement = self._sql.acquire
+        row = await self._step("acquire", key, lambda c: afetch_or_busy(c, statement, params))
         return None if row is None else int(row[0])
 
     async def release(self, key: str, token: str) -> bool:
