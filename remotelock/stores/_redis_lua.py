@@ -9,50 +9,63 @@ base name ``<prefix>:{<key>}``, from which they derive (same hash tag, same slot
 - ``:queue``  sorted set of waiting tokens by arrival (microseconds): who is next.
 - ``:alive``  sorted set of the same tokens by the time (ms) a waiter counts as gone
   if it has not come back: a crashed waiter cannot block the line for long.
-- ``:watch``  set of waiters that want to hear of every release (callers with
-  ``skip_if``: after any release they may not need the lock at all).
 - ``:ttls``   hash: the lease (ms) each waiter asked for.
-- ``:wake:<token>``  one waiter's wake-up list, which it blocks on (BLPOP), so no
-  waiter can steal another's signal.
+- ``:listen`` present while a caller of the plain ``wait`` (not queued) may be waiting:
+  releases ring the bell for it too.
+- ``:released`` the token of the key's last release (for a minute): a repeated release
+  by that token returns 1, so a retry after a lost reply is not mistaken for a lost lock.
 
-Passing one name instead of seven keeps every call small: the arguments of a command
+Wake-ups are pub/sub messages on the channel ``<prefix>:{<key>}:bell`` (inside the hash
+tag too). A store keeps one subscriber connection per process and hands each message
+to its local waiters (see :mod:`remotelock.stores._redis_bells`). Messages are hints: a
+waiter never sleeps past its timeout or the holder's lease, so a lost message costs
+time, never correctness. The scripts publish only when someone may listen (a queue or
+``:listen`` exists): an uncontended release publishes nothing. They publish with
+``redis.pcall``: a user whose ACL allows no channels still releases (its waits poll).
+
+- ``g<fence>:<lease ms>:<token>`` a release **handed the lock over** to ``<token>``, the
+  first waiter in line: the script made it the holder, so the new holder starts without
+  another round trip. That lease is at most the waiter grace: if the waiter died in
+  line, the lock comes free again soon; a live one renews it straight away. Every
+  local waiter that wants to hear of each release (``skip_if`` callers) wakes too.
+- ``r`` a release with nobody in line (for watchers and plain waiters).
+- ``t<token>`` the lock is free and ``<token>`` is first in line: its turn has come.
+
+Passing one name instead of several keeps every call small: the arguments of a command
 are encoded one by one on the client, and the uncontended cycle is two such calls.
-A release wakes waiters it only learns of from the queue anyway, so the scripts could
-not declare every key they touch in advance.
+A release hands over to a waiter it only learns of from the queue anyway, so the
+scripts could not declare every key they touch in advance.
 
-A release does not just wake the first waiter in line: it **hands the lock over**,
-setting the waiter's token as holder and pushing ``g<fence>:<lease ms>`` into its list,
-so the new holder starts without another round trip. That handed-over lease is at
-most the waiter grace: if the waiter died in line, the lock comes free again soon; a
-live one renews it to its full lease straight away. Watchers get ``1``.
-
-Scripts need Redis >= 6 (TIME before writes, float BLPOP timeouts).
+Scripts need Redis >= 6 (TIME before writes: effects replication).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from ._redis_permit_lua import PERMIT_SCRIPTS
+
+RELEASED_MS: Final = 60_000
+"""How long a release is remembered, so that its repeat (a retry) still returns 1."""
+
 # Shared names and helpers, prepended to the lock scripts (KEYS[1] the base name).
-_PRELUDE: Final = """
+_PRELUDE: Final = f"""
 local BASE = KEYS[1]
 local LOCK, FENCE, QUEUE = BASE .. ':lock', BASE .. ':fence', BASE .. ':queue'
-local ALIVE, WATCH, TTLS = BASE .. ':alive', BASE .. ':watch', BASE .. ':ttls'
-local WAKE = BASE .. ':wake:'
+local ALIVE, TTLS, LISTEN = BASE .. ':alive', BASE .. ':ttls', BASE .. ':listen'
+local RELEASED, BELL = BASE .. ':released', BASE .. ':bell'
+local RELEASED_MS = {RELEASED_MS}
 local function now_ms()
   local t = redis.call('TIME')
   return t[1] * 1000 + math.floor(t[2] / 1000), t[1] * 1000000 + t[2]
 end
-local function wake(waiter, message)
-  local list = WAKE .. waiter
-  redis.call('RPUSH', list, message)
-  redis.call('LTRIM', list, -1, -1)
-  redis.call('PEXPIRE', list, 5000)
+-- A wake-up is a hint: if this user may not publish (ACL channels), the step goes on.
+local function ring(message)
+  redis.pcall('PUBLISH', BELL, message)
 end
 local function forget(waiter)
   redis.call('ZREM', QUEUE, waiter)
   redis.call('ZREM', ALIVE, waiter)
-  redis.call('SREM', WATCH, waiter)
   redis.call('HDEL', TTLS, waiter)
 end
 local function prune(now)
@@ -60,28 +73,34 @@ local function prune(now)
     forget(waiter)
   end
 end
--- The lock is free: give it to the first live waiter, and tell every watcher.
+-- `token` holds the lock from now on, under a new fencing token. An earlier release
+-- by the same token is history then: its repeat must not count as a success.
+local function take(token, lease)
+  redis.call('SET', LOCK, token, 'PX', lease)
+  if redis.call('GET', RELEASED) == token then
+    redis.call('DEL', RELEASED)
+  end
+  return redis.call('INCR', FENCE)
+end
+-- The lock is free: give it to the first live waiter, and ring the bell (one message).
 local function hand_over(grace)
-  if redis.call('EXISTS', QUEUE, WATCH) == 0 then  -- nobody waits: the common case
+  if redis.call('EXISTS', QUEUE, LISTEN) == 0 then  -- nobody waits: the common case
     return
   end
   prune(now_ms())
   local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
   if head then
     local lease = math.min(tonumber(redis.call('HGET', TTLS, head)) or grace, grace)
-    redis.call('SET', LOCK, head, 'PX', lease)
-    local fence = redis.call('INCR', FENCE)
+    local fence = take(head, lease)
     forget(head)
-    wake(head, 'g' .. fence .. ':' .. lease)
-  end
-  for _, watcher in ipairs(redis.call('SMEMBERS', WATCH)) do
-    wake(watcher, '1')
+    ring('g' .. fence .. ':' .. lease .. ':' .. head)
+  else
+    ring('r')
   end
 end
 local function keep_queue(ms)
   redis.call('PEXPIRE', QUEUE, ms)
   redis.call('PEXPIRE', ALIVE, ms)
-  redis.call('PEXPIRE', WATCH, ms)
   redis.call('PEXPIRE', TTLS, ms)
 end
 """
@@ -104,19 +123,17 @@ if holder == token then
   return tonumber(redis.call('GET', FENCE))
 end
 if not holder and redis.call('EXISTS', QUEUE) == 0 then  -- free, nobody waiting
-  redis.call('SET', LOCK, token, 'PX', ARGV[2])
-  return redis.call('INCR', FENCE)
+  return take(token, ARGV[2])
 end
 local now, now_us = now_ms()
 prune(now)
 local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
 if not holder then
   if not head or head == token then
-    redis.call('SET', LOCK, token, 'PX', ARGV[2])
     forget(token)
-    return redis.call('INCR', FENCE)
+    return take(token, ARGV[2])
   end
-  wake(head, '1')  -- free, but not our turn: make sure the first in line knows
+  ring('t' .. head)  -- free, but not our turn: tell the first in line
 end
 redis.call('ZADD', QUEUE, 'NX', now_us, token)
 redis.call('ZADD', ALIVE, now + tonumber(ARGV[3]), token)
@@ -133,16 +150,27 @@ return -math.max(redis.call('PTTL', LOCK), 0)
 # ARGV[1] token, ARGV[2] waiter grace in ms
 # Frees the lock only if `token` holds it, and hands it over to the first waiter in
 # line. A token that does not hold it is taken out of the queue instead.
-# returns: 1 if released, 0 if `token` did not hold the lock.
+# A repeated release by the token that released the key last (within a minute) returns
+# 1 again: the first one succeeded and only its reply was lost, so the retry must not
+# look like a lost lock. A token whose lease ran out, was taken over or force-released
+# never released the key itself, so it still gets 0; so does a token that took the
+# lock again after its release (`take` clears the record).
+# returns: 1 if released (now or by this token's previous call), 0 if `token` did not
+#          hold the lock.
 RELEASE_SCRIPT: Final[str] = (
     _PRELUDE
     + """
-if redis.call('GET', LOCK) ~= ARGV[1] then
-  forget(ARGV[1])
+local token = ARGV[1]
+if redis.call('GET', LOCK) ~= token then
+  forget(token)
+  if redis.call('GET', RELEASED) == token then
+    return 1
+  end
   return 0
 end
 redis.call('DEL', LOCK)
 hand_over(tonumber(ARGV[2]))
+redis.call('SET', RELEASED, token, 'PX', RELEASED_MS)
 return 1
 """
 )
@@ -161,13 +189,12 @@ return 0
 # ARGV[1] token, ARGV[2] waiter grace in ms
 # Takes `token` out of the queue (it gave up, or no longer needs the lock). If the lock
 # was handed to it meanwhile, it is passed on to the next waiter; if it was first in
-# line and the lock is free, the next waiter is woken: its turn has come.
+# line and the lock is free, the next waiter is told: its turn has come.
 # returns: 1 if `token` was queued or held the lock, else 0.
 LEAVE_SCRIPT: Final[str] = (
     _PRELUDE
     + """
 local token = ARGV[1]
-redis.call('DEL', WAKE .. token)
 if redis.call('GET', LOCK) == token then
   redis.call('DEL', LOCK)
   hand_over(tonumber(ARGV[2]))
@@ -179,7 +206,7 @@ forget(token)
 if head == token and redis.call('EXISTS', LOCK) == 0 then
   local next_head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
   if next_head then
-    wake(next_head, '1')
+    ring('t' .. next_head)
   end
 end
 if queued then
@@ -190,10 +217,9 @@ return 0
 )
 
 # KEYS[1] the lock's base name
-# ARGV[1] token, ARGV[2] waiter grace in ms, ARGV[3] "1" to also watch every release
-# A waiter says it is still there (keeps its place in line during a long wait), and
-# may ask to be woken by every release, not only when its turn comes.
-# returns: 1 if `token` is still queued, 0 if it was dropped (it re-queues on its next try).
+# ARGV[1] token, ARGV[2] waiter grace in ms
+# A waiter says it is still there (keeps its place in line during a long wait).
+# returns: 1 if `token` is still queued, 0 if it is not (dropped, or handed the lock).
 REFRESH_SCRIPT: Final[str] = (
     _PRELUDE
     + """
@@ -202,11 +228,47 @@ if not redis.call('ZSCORE', QUEUE, ARGV[1]) then
 end
 local now = now_ms()
 redis.call('ZADD', ALIVE, now + tonumber(ARGV[2]), ARGV[1])
-if ARGV[3] == '1' then
-  redis.call('SADD', WATCH, ARGV[1])
-end
 keep_queue(ARGV[2])
 return 1
+"""
+)
+
+# KEYS[1] the lock's base name
+# A waiter's look at the lock when a wake-up may have been missed (its subscription
+# started after it queued) or cannot come (no subscriber): was the lock handed to it?
+# returns: {holder token or '', fencing counter, remaining lease in ms}
+PEEK_SCRIPT: Final[str] = (
+    _PRELUDE
+    + """
+local holder = redis.call('GET', LOCK)
+if not holder then
+  return {'', 0, 0}
+end
+return {holder, tonumber(redis.call('GET', FENCE)) or 0, redis.call('PTTL', LOCK)}
+"""
+)
+
+# KEYS[1] the lock's base name
+# ARGV[1] the longest the caller will wait, in ms
+# A caller of the plain `wait` (which does not queue) asks releases to ring the bell
+# for as long as it may wait, and learns who holds the lock and for how long still.
+# returns: {the holder's remaining lease in ms, its token}, or {-1, ''} if free.
+LISTEN_SCRIPT: Final[str] = (
+    _PRELUDE
+    + """
+local holder = redis.call('GET', LOCK)
+local left = redis.call('PTTL', LOCK)
+if not holder then
+  return {-1, ''}
+end
+if left == -1 then  -- a lock without expiry (not set by us): wait for the caller's bound
+  left = tonumber(ARGV[1])
+end
+local keep = math.min(left, tonumber(ARGV[1])) + 1000
+if redis.call('PTTL', LISTEN) < keep then
+  redis.call('SET', LISTEN, '1', 'PX', keep)
+end
+return {left, holder}
 """
 )
 
@@ -223,143 +285,27 @@ return held
 """
 )
 
-# -- counted permits -------------------------------------------------------------------
-#
-# Per key, beside the lock's keys (same hash tag): ``permits`` (sorted set: holder token
-# -> lease end in ms), ``pfences`` (hash: token -> its fencing token), ``plimit`` (the
-# limit its holders use), ``pcounter`` (fencing counter, never expires) and ``pwake``
-# (list: one signal per freed permit, so one waiter wakes per permit).
-
-_PERMIT_PRELUDE: Final = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return t[1] * 1000 + math.floor(t[2] / 1000)
-end
-local function prune(now)
-  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
-    redis.call('ZREM', KEYS[1], gone)
-    redis.call('HDEL', KEYS[2], gone)
-  end
-end
--- The permit keys live as long as the last permit (the counter lives on).
-local function keep(now)
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
-  if last then
-    local ttl = math.max(1, tonumber(last) - now) + 1000
-    redis.call('PEXPIRE', KEYS[1], ttl)
-    redis.call('PEXPIRE', KEYS[2], ttl)
-    redis.call('PEXPIRE', KEYS[3], ttl)
-  end
-end
-"""
-
-# KEYS[1] permits, KEYS[2] pfences, KEYS[3] plimit, KEYS[4] pcounter
-# ARGV[1] token, ARGV[2] lease in ms, ARGV[3] limit
-# Takes one of `limit` permits if one is free; idempotent for a token that holds one.
-# returns: the fencing token (> 0); or, all taken, minus the ms until the first permit
-#          runs out (<= 0); or an error "LIMIT <n>" if the holders use another limit.
-ACQUIRE_PERMIT_SCRIPT: Final[str] = (
-    _PERMIT_PRELUDE
-    + """
-local now = now_ms()
-prune(now)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-  keep(now)
-  return tonumber(redis.call('HGET', KEYS[2], ARGV[1]))
-end
-local count = redis.call('ZCARD', KEYS[1])
-if count > 0 then
-  local held = tonumber(redis.call('GET', KEYS[3]))
-  if held and held ~= tonumber(ARGV[3]) then
-    return redis.error_reply('LIMIT ' .. held)
-  end
-  if count >= tonumber(ARGV[3]) then
-    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
-    return -math.max(tonumber(first) - now, 0)
-  end
-end
-redis.call('SET', KEYS[3], ARGV[3])
-local fence = redis.call('INCR', KEYS[4])
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], fence)
-keep(now)
-return fence
-"""
-)
-
-# KEYS[1] permits, KEYS[2] pfences, KEYS[3] pwake
-# ARGV[1] token
-# Gives back `token`'s permit and wakes one waiter.
-# returns: 1 if released; 0 if `token` held none, or its lease had already run out.
-RELEASE_PERMIT_SCRIPT: Final[str] = (
-    _PERMIT_PRELUDE
-    + """
-local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not ends then
-  return 0
-end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('RPUSH', KEYS[3], 1)
-redis.call('LTRIM', KEYS[3], -100, -1)
-redis.call('PEXPIRE', KEYS[3], 5000)
-if tonumber(ends) <= now_ms() then
-  return 0
-end
-return 1
-"""
-)
-
-# KEYS[1] permits, KEYS[2] pfences, KEYS[3] plimit
-# ARGV[1] token, ARGV[2] lease in ms
-# returns: 1 if `token` holds a permit and its lease was reset, else 0.
-EXTEND_PERMIT_SCRIPT: Final[str] = (
-    _PERMIT_PRELUDE
-    + """
-local now = now_ms()
-local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not ends or tonumber(ends) <= now then
-  return 0
-end
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-keep(now)
-return 1
-"""
-)
-
-# KEYS[1] permits
-# returns: the tokens holding a permit now, oldest lease end first.
-PERMIT_HOLDERS_SCRIPT: Final[str] = (
-    _PERMIT_PRELUDE
-    + """
-return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now_ms(), '+inf')
-"""
-)
-
 SCRIPTS: Final = {
     "acquire": ACQUIRE_SCRIPT,
     "release": RELEASE_SCRIPT,
     "extend": EXTEND_SCRIPT,
     "leave": LEAVE_SCRIPT,
     "refresh": REFRESH_SCRIPT,
+    "peek": PEEK_SCRIPT,
+    "listen": LISTEN_SCRIPT,
     "force_release": FORCE_RELEASE_SCRIPT,
-    "acquire_permit": ACQUIRE_PERMIT_SCRIPT,
-    "release_permit": RELEASE_PERMIT_SCRIPT,
-    "extend_permit": EXTEND_PERMIT_SCRIPT,
-    "permit_holders": PERMIT_HOLDERS_SCRIPT,
+    **PERMIT_SCRIPTS,
 }
 
 __all__ = [
-    "ACQUIRE_PERMIT_SCRIPT",
     "ACQUIRE_SCRIPT",
-    "EXTEND_PERMIT_SCRIPT",
     "EXTEND_SCRIPT",
     "FORCE_RELEASE_SCRIPT",
     "LEAVE_SCRIPT",
-    "PERMIT_HOLDERS_SCRIPT",
+    "LISTEN_SCRIPT",
+    "PEEK_SCRIPT",
     "REFRESH_SCRIPT",
-    "RELEASE_PERMIT_SCRIPT",
+    "RELEASED_MS",
     "RELEASE_SCRIPT",
     "SCRIPTS",
 ]

@@ -3,8 +3,10 @@
 Each primitive is one Lua script (see :mod:`remotelock.stores._redis_lua` for the key
 layout and every script's KEYS, ARGV and reply). Expiry is decided by the Redis
 server's clock (``PX``), so client clocks do not matter. Waiters queue in arrival
-order; a release wakes each of them through its own list (``BLPOP``), and a waiter
-never blocks longer than the holder's remaining lease, so a crashed holder's lock is
+order; a release hands the lock to the first and rings the key's pub/sub bell, which
+one subscriber connection per process hears for all its waiters (see
+:mod:`remotelock.stores._redis_bells`). Waiters sleep locally with their exact timeout
+and never longer than the holder's remaining lease, so a crashed holder's lock is
 noticed as soon as it runs out.
 """
 
@@ -20,9 +22,11 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 import redis.exceptions as rex
 
 from ..errors import StoreConfigError
-from ._redis_clients import check_options, describe, make_client, max_block, parse_url
+from ._redis_bells import LISTEN, TURN, WATCH, Wait
+from ._redis_clients import build_client, check_options, describe, parse_url
+from ._redis_doorbell import Doorbell, Look
 from ._redis_lua import SCRIPTS
-from ._redis_permits import RedisPermits
+from ._redis_permits import RedisPermits, Refused
 from ._threaded import threaded
 from ._translate import Translate
 from .base import (
@@ -55,7 +59,7 @@ class Layout(NamedTuple):
     base: str  # ``<prefix>:{<key>}``: the lock scripts' KEYS[1]
     lock: str  # the holder's token, with the lease as its expiry
     fence: str  # the fencing counter
-    wake: str  # prefix of the per-waiter wake-up lists
+    bell: str  # the pub/sub channel of its wake-ups
 
 
 @functools.lru_cache(maxsize=4096)
@@ -63,18 +67,24 @@ def layout(prefix: str, key: str) -> Layout:
     """``<prefix>:{<key>}:lock`` and friends. ``%`` and ``}`` in the key are escaped,
     so the hash tag is always the whole key and never ends early or comes out empty."""
     base = f"{prefix}:{{{key.replace('%', '%25').replace('}', '%7D')}}}"
-    return Layout(base, f"{base}:lock", f"{base}:fence", f"{base}:wake:")
+    return Layout(base, f"{base}:lock", f"{base}:fence", f"{base}:bell")
 
 
-def handover(reply: Any) -> Handover | None:
-    """A BLPOP reply: ``g<fence>:<lease ms>`` means the lock was handed to us."""
-    if not reply:
-        return None
-    message = text(reply[1]) or ""
-    if not message.startswith("g"):
-        return None
-    fence, _, lease = message[1:].partition(":")
-    return Handover(int(fence), int(lease) / 1000)
+class Queued:
+    """What a store knows of one of its tokens in line, from its last busy acquire."""
+
+    __slots__ = ("asked", "holder_ends", "seen")
+
+    def __init__(self, asked: float, reply: int) -> None:
+        self.asked = asked  # when that acquire was sent: later wake-ups are for this wait
+        self.seen = asked  # when the server last heard from the waiter (its grace runs)
+        # When the holder's lease ends: a waiter never sleeps past it, so an expired
+        # lock is noticed on time (0: free, but another waiter is first in line).
+        self.holder_ends = time.monotonic() - reply / 1000 if reply < 0 else math.inf
+
+    def bound(self, timeout: float) -> float:
+        """The deadline of a wait of ``timeout`` seconds starting now."""
+        return min(time.monotonic() + timeout, self.holder_ends + 0.001)
 
 
 def key_of(redis_key: str, prefix: str) -> str | None:
@@ -130,11 +140,23 @@ class RedisStore(RedisPermits):
       can hang its calls.
     - Layout (per lock key, one hash tag): ``<prefix>:{<key>}:lock`` (holder token,
       PX lease), ``:fence`` (fencing counter, never expires: one small key per lock
-      key ever used), ``:queue`` and ``:alive`` (waiters, in arrival order) and
-      ``:wake:<token>`` (one waiter's wake-up list).
+      key ever used), ``:queue``, ``:alive`` and ``:ttls`` (waiters, in arrival
+      order), ``:listen`` (a plain ``wait`` is listening) and ``:released`` (the last
+      releasing token, for a minute). Wake-ups are published on ``<prefix>:{<key>}:bell``.
     - Clock: the Redis server's (``PX`` expiry, ``TIME`` in scripts).
-    - Wake-ups: a release pushes to every queued waiter's own list; waiters block on it
-      (``BLPOP``) at most until the holder's lease runs out. Needs Redis >= 6.
+    - Wake-ups: a release hands the lock to the first waiter in line and publishes one
+      message on the key's channel, only if someone waits. Each store keeps **one**
+      subscriber connection per process (a reader thread), however many threads wait:
+      waiters hold no connection while they sleep, and their waits end on time, to the
+      millisecond, never later than the holder's lease. A queued waiter refreshes its
+      place every ``waiter_grace / 3`` seconds. Cluster: classic ``PUBLISH`` reaches
+      every node, so the one subscriber may sit on any of them. A client that cannot
+      subscribe (no ``pubsub()``, or an ACL user without ``&<prefix>:*`` channels)
+      makes waits poll: a small script every 25 ms per waiter. Needs Redis >= 6.
+    - Release: a repeated release by the token that released the key returns ``True``
+      (for a minute, and unless it took the lock again), so a retry after a lost reply
+      is not a loss; a token whose lease ran out, was taken over or force-released
+      gets ``False``. Permits alike.
     """
 
     capabilities: frozenset[str] = CAPABILITIES
@@ -142,18 +164,18 @@ class RedisStore(RedisPermits):
     def __init__(
         self, client: Any, *, prefix: str = "remotelock", waiter_grace: float = 3.0
     ) -> None:
+        if isinstance(client, (str, bytes)):
+            raise StoreConfigError("RedisStore takes a client; for a URL use RedisStore.from_url")
         options = check_options(prefix, waiter_grace)
         self.client = client
         self.prefix = options.prefix
         self.waiter_grace = options.waiter_grace
         self._grace_ms = ms(options.waiter_grace)
         self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
-        self._max_block = max_block(client)
-        # token -> monotonic time the holder's lease ends, learnt from a busy acquire:
-        # a waiter never sleeps past it, so an expired lock is noticed on time.
-        self._holder_ends: dict[str, float] = {}
-        self._watching: set[str] = set()  # tokens registered to hear every release
-        self._permit_free_at: dict[str, float] = {}  # key -> when its first permit ends
+        self._queued: dict[str, Queued] = {}  # this store's tokens in line, by token
+        self._refresh_every = options.waiter_grace / 3
+        self._permit_free_at: dict[str, Refused] = {}  # key -> its last refusal here
+        self._doorbell = Doorbell(client, options.prefix)
         self._url: tuple[str, dict[str, Any]] | None = None
         self._twin: AsyncStore | None = None
         pool = getattr(client, "connection_pool", None)
@@ -167,10 +189,7 @@ class RedisStore(RedisPermits):
     def from_url(cls, url: str, **options: Any) -> Self:
         """Build a store and its client from a URL (see the class docs)."""
         client_url, own, kwargs = parse_url(url, dict(options))
-        try:
-            client = make_client(client_url, dict(kwargs))
-        except (ValueError, TypeError) as exc:
-            raise StoreConfigError(f"bad Redis URL {url!r}: {exc}") from exc
+        client = build_client(client_url, kwargs)
         store = cls(client, prefix=own.prefix, waiter_grace=own.waiter_grace)
         store._url = (url, options)
         return store
@@ -183,16 +202,21 @@ class RedisStore(RedisPermits):
     def acquire(self, key: str, token: str, ttl: float) -> int | None:
         """Take ``key`` if free and no earlier waiter is queued; else queue ``token``."""
         k = layout(self.prefix, key)
+        asked = time.monotonic()
         with translate(self, "acquire", key):
             reply = int(self._run("acquire", [k.base], [token, ms(ttl), self._grace_ms]))
-        if reply < 0:
-            self._holder_ends[token] = time.monotonic() - reply / 1000
-        else:
-            self._forget(token)
-        return reply if reply > 0 else None
+        if reply > 0:
+            self._queued.pop(token, None)
+            return reply
+        self._queued[token] = Queued(asked, reply)
+        return None
 
     def release(self, key: str, token: str) -> bool:
-        """Free the lock if ``token`` holds it, handing it to the first waiter in line."""
+        """Free the lock if ``token`` holds it, handing it to the first waiter in line.
+
+        A repeated release by the token that released the key returns ``True``, so a
+        retry after a lost reply is not a loss (see the class docs).
+        """
         k = layout(self.prefix, key)
         self._forget(token)
         with translate(self, "release", key):
@@ -209,50 +233,49 @@ class RedisStore(RedisPermits):
             return text(self.client.get(layout(self.prefix, key).lock))
 
     def wait(self, key: str, timeout: float) -> None:
-        """Wait for ``key`` to change hands (polls every 5 ms; the lock layer uses
-        :meth:`wait_turn`, which is pushed)."""
-        lock = layout(self.prefix, key).lock
-        deadline = time.monotonic() + timeout
+        """Wait for ``key`` to change hands, at most until the holder's lease ends or
+        ``timeout`` (pushed; the lock layer uses :meth:`wait_turn`)."""
+        k = layout(self.prefix, key)
+        asked = time.monotonic()
         with translate(self, "wait", key):
-            holder = self.client.get(lock)
-            left = self.client.pttl(lock)
-            if holder is None:
+            left, holder = self._run("listen", [k.base], [ms(timeout)])
+            if int(left) < 0:
                 return
-            if left > 0:
-                deadline = min(deadline, time.monotonic() + left / 1000)
-            while (pause := deadline - time.monotonic()) > 0:
-                time.sleep(min(0.005, pause))
-                if self.client.get(lock) != holder:
-                    return
+            deadline = min(asked + timeout, time.monotonic() + int(left) / 1000 + 0.001)
+            look = Look(None, LISTEN, text(holder))
+            spec = Wait(k.bell, LISTEN, None, asked, deadline)
+            self._doorbell.wait(spec, lambda: look(self._run("peek", [k.base], [])))
 
     # -- QueuedStore ------------------------------------------------------------------
 
     def wait_turn(
         self, key: str, token: str, timeout: float, every_release: bool = False
     ) -> Handover | None:
-        """Block on ``token``'s wake-up list until the lock is handed over (or, with
-        ``every_release``, any release), the holder's lease ends, or ``timeout``;
-        keep the place in line during long waits."""
+        """Sleep (holding no connection) until the lock is handed to ``token`` (or,
+        with ``every_release``, any release), the holder's lease ends, or ``timeout``;
+        keep the place in line every ``waiter_grace / 3`` seconds meanwhile."""
         k = layout(self.prefix, key)
-        deadline = time.monotonic() + timeout
-        holder_ends = self._holder_ends.get(token)
-        if holder_ends is not None:
-            deadline = min(deadline, holder_ends + 0.001)
-        refresh = [token, self._grace_ms, "1" if every_release else "0"]
+        queued = self._queued.get(token)
+        if queued is None:  # not queued by this store: no bound learnt, no request time
+            queued = Queued(time.monotonic(), 0)
+        role = WATCH if every_release else TURN
+        spec = Wait(
+            k.bell, role, token, queued.asked, queued.bound(timeout),
+            queued.seen + self._refresh_every, self._refresh_every,
+        )  # fmt: skip
+        look = Look(token, role)
+
+        def refresh() -> bool:
+            sent = time.monotonic()
+            still = bool(self._run("refresh", [k.base], [token, self._grace_ms]))
+            queued.seen = sent
+            return still
+
+        def check() -> object:
+            return look(self._run("peek", [k.base], []))
+
         with translate(self, "wait", key):
-            if every_release and token not in self._watching:
-                self._watching.add(token)
-                self._run("refresh", [k.base], refresh)
-            while True:
-                left = deadline - time.monotonic()
-                if left < 0.002:  # BLPOP cannot block this briefly (0 would mean forever)
-                    time.sleep(max(left, 0))
-                    return None
-                reply = self.client.blpop([k.wake + token], timeout=min(left, self._max_block))
-                if reply:
-                    return handover(reply)
-                if deadline - time.monotonic() >= 0.002:
-                    self._run("refresh", [k.base], refresh)
+            return self._doorbell.wait(spec, check, refresh)
 
     def leave(self, key: str, token: str) -> None:
         """Take ``token`` out of the queue (passing the lock on if it was just handed it)."""
@@ -262,8 +285,7 @@ class RedisStore(RedisPermits):
             self._run("leave", [k.base], [token, self._grace_ms])
 
     def _forget(self, token: str) -> None:
-        self._holder_ends.pop(token, None)
-        self._watching.discard(token)
+        self._queued.pop(token, None)
 
     # -- admin ----------------------------------------------------------------------
 
@@ -309,7 +331,8 @@ class RedisStore(RedisPermits):
         return self._twin
 
     def close(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections (the wake-up connection too)."""
+        self._doorbell.close()
         self.client.close()
 
     def __repr__(self) -> str:

@@ -2,7 +2,9 @@
 
 Same scripts, same key layout, same rules; ``redis.asyncio`` clients. A store built
 from a URL keeps one client per event loop, because asyncio connections belong to the
-loop that opened them (``asyncio.run`` twice must not share a connection pool).
+loop that opened them (``asyncio.run`` twice must not share a connection pool). For the
+same reason wake-ups come through one subscriber connection per event loop, read by a
+task (see :mod:`remotelock.stores._redis_doorbell_async`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,23 @@ from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rex
 
-from ._redis_clients import check_options, make_client, max_block, parse_url
+from ..errors import StoreConfigError
+from ._redis_bells import LISTEN, TURN, WATCH, Wait
+from ._redis_clients import build_client, check_options, make_client, parse_url
+from ._redis_doorbell import Look
+from ._redis_doorbell_async import AsyncDoorbell
 from ._redis_lua import SCRIPTS
-from ._redis_permits import conflict, permit_layout, permit_reply
+from ._redis_permits import (
+    Refused,
+    conflict,
+    listened,
+    permit_layout,
+    permit_reply,
+    permit_wait,
+    vacancy,
+)
 from .base import Handover, LockInfo
-from .redis import CAPABILITIES, handover, key_of, layout, ms, text, translate
+from .redis import CAPABILITIES, Queued, key_of, layout, ms, text, translate
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -31,7 +45,6 @@ class _Bound:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
-        self.max_block = max_block(client)
 
 
 class AsyncRedisStore:
@@ -46,13 +59,20 @@ class AsyncRedisStore:
     def __init__(
         self, client: Any = None, *, prefix: str = "remotelock", waiter_grace: float = 3.0
     ) -> None:
+        if isinstance(client, (str, bytes)):
+            raise StoreConfigError(
+                "AsyncRedisStore takes a client; for a URL use AsyncRedisStore.from_url"
+            )
         options = check_options(prefix, waiter_grace)
         self.prefix = options.prefix
         self.waiter_grace = options.waiter_grace
         self._grace_ms = ms(options.waiter_grace)
-        self._holder_ends: dict[str, float] = {}
-        self._watching: set[str] = set()
-        self._permit_free_at: dict[str, float] = {}
+        self._queued: dict[str, Queued] = {}
+        self._refresh_every = options.waiter_grace / 3
+        self._permit_free_at: dict[str, Refused] = {}
+        self._doorbells: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncDoorbell] = (
+            weakref.WeakKeyDictionary()
+        )
         self._given = _Bound(client) if client is not None else None
         self._factory: tuple[str, dict[str, Any]] | None = None
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bound] = (
@@ -62,10 +82,8 @@ class AsyncRedisStore:
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
         """A store whose clients (one per event loop) are built from ``url``."""
-        client_url, own, kwargs = parse_url(url, dict(options))
-        make_client(
-            client_url, dict(kwargs), asynchronous=True
-        )  # fail now on a bad URL, not on first use
+        client_url, own, kwargs = parse_url(url, dict(options), asynchronous=True)
+        build_client(client_url, kwargs, asynchronous=True)  # fail now, not on first use
         store = cls(prefix=own.prefix, waiter_grace=own.waiter_grace)
         store._factory = (client_url, kwargs)
         return store
@@ -86,6 +104,14 @@ class AsyncRedisStore:
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._bound().scripts[name](keys=keys, args=args)
 
+    def _doorbell(self) -> AsyncDoorbell:
+        """The wake-ups of the running event loop (one subscriber connection each)."""
+        loop = asyncio.get_running_loop()
+        doorbell = self._doorbells.get(loop)
+        if doorbell is None:
+            doorbell = self._doorbells[loop] = AsyncDoorbell(self._bound().client, self.prefix)
+        return doorbell
+
     @property
     def client(self) -> Any:
         """The client for the running event loop."""
@@ -94,13 +120,14 @@ class AsyncRedisStore:
     async def acquire(self, key: str, token: str, ttl: float) -> int | None:
         """See :meth:`RedisStore.acquire`."""
         k = layout(self.prefix, key)
+        asked = time.monotonic()
         with translate(self, "acquire", key):
             reply = int(await self._run("acquire", [k.base], [token, ms(ttl), self._grace_ms]))
-        if reply < 0:
-            self._holder_ends[token] = time.monotonic() - reply / 1000
-        else:
-            self._forget(token)
-        return reply if reply > 0 else None
+        if reply > 0:
+            self._queued.pop(token, None)
+            return reply
+        self._queued[token] = Queued(asked, reply)
+        return None
 
     async def release(self, key: str, token: str) -> bool:
         """See :meth:`RedisStore.release`."""
@@ -122,47 +149,46 @@ class AsyncRedisStore:
 
     async def wait(self, key: str, timeout: float) -> None:
         """See :meth:`RedisStore.wait`."""
-        lock = layout(self.prefix, key).lock
-        deadline = time.monotonic() + timeout
+        k = layout(self.prefix, key)
+        asked = time.monotonic()
         with translate(self, "wait", key):
-            client = self.client
-            holder = await client.get(lock)
-            left = await client.pttl(lock)
-            if holder is None:
+            left, holder = await self._run("listen", [k.base], [ms(timeout)])
+            if int(left) < 0:
                 return
-            if left > 0:
-                deadline = min(deadline, time.monotonic() + left / 1000)
-            while (pause := deadline - time.monotonic()) > 0:
-                await asyncio.sleep(min(0.005, pause))
-                if await client.get(lock) != holder:
-                    return
+            deadline = min(asked + timeout, time.monotonic() + int(left) / 1000 + 0.001)
+            look = Look(None, LISTEN, text(holder))
+
+            async def check() -> object:
+                return look(await self._run("peek", [k.base], []))
+
+            await self._doorbell().wait(Wait(k.bell, LISTEN, None, asked, deadline), check)
 
     async def wait_turn(
         self, key: str, token: str, timeout: float, every_release: bool = False
     ) -> Handover | None:
         """See :meth:`RedisStore.wait_turn`."""
         k = layout(self.prefix, key)
-        deadline = time.monotonic() + timeout
-        holder_ends = self._holder_ends.get(token)
-        if holder_ends is not None:
-            deadline = min(deadline, holder_ends + 0.001)
-        refresh = [token, self._grace_ms, "1" if every_release else "0"]
+        queued = self._queued.get(token)
+        if queued is None:  # not queued by this store: no bound learnt, no request time
+            queued = Queued(time.monotonic(), 0)
+        role = WATCH if every_release else TURN
+        spec = Wait(
+            k.bell, role, token, queued.asked, queued.bound(timeout),
+            queued.seen + self._refresh_every, self._refresh_every,
+        )  # fmt: skip
+        look = Look(token, role)
+
+        async def check() -> object:
+            return look(await self._run("peek", [k.base], []))
+
+        async def refresh() -> bool:
+            sent = time.monotonic()
+            still = bool(await self._run("refresh", [k.base], [token, self._grace_ms]))
+            queued.seen = sent
+            return still
+
         with translate(self, "wait", key):
-            bound = self._bound()
-            if every_release and token not in self._watching:
-                self._watching.add(token)
-                await self._run("refresh", [k.base], refresh)
-            while True:
-                left = deadline - time.monotonic()
-                if left < 0.002:
-                    await asyncio.sleep(max(left, 0))
-                    return None
-                chunk = min(left, bound.max_block)
-                reply = await bound.client.blpop([k.wake + token], timeout=chunk)
-                if reply:
-                    return handover(reply)
-                if deadline - time.monotonic() >= 0.002:
-                    await self._run("refresh", [k.base], refresh)
+            return await self._doorbell().wait(spec, check, refresh)
 
     async def leave(self, key: str, token: str) -> None:
         """See :meth:`RedisStore.leave`."""
@@ -172,32 +198,29 @@ class AsyncRedisStore:
             await self._run("leave", [k.base], [token, self._grace_ms])
 
     def _forget(self, token: str) -> None:
-        self._holder_ends.pop(token, None)
-        self._watching.discard(token)
+        self._queued.pop(token, None)
 
     # -- counted permits (see RedisStore) ------------------------------------------
 
     async def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
         """See :meth:`RedisStore.acquire_permit`."""
         k = permit_layout(self.prefix, key)
+        asked = time.monotonic()
         with translate(self, "acquire_permit", key):
             try:
-                reply = await self._run(
-                    "acquire_permit", [k.permits, k.fences, k.limit, k.counter],
-                    [token, ms(ttl), limit],
-                )  # fmt: skip
+                reply = await self._run("acquire_permit", k.acquire_keys, [token, ms(ttl), limit])
             except rex.ResponseError as exc:
                 limit_error = conflict(exc, key, limit)
                 if limit_error is None:
                     raise
                 raise limit_error from None
-        return permit_reply(int(reply), key, self._permit_free_at)
+        return permit_reply(int(reply), key, asked, limit, self._permit_free_at)
 
     async def release_permit(self, key: str, token: str) -> bool:
         """See :meth:`RedisStore.release_permit`."""
         k = permit_layout(self.prefix, key)
         with translate(self, "release_permit", key):
-            return bool(await self._run("release_permit", [k.permits, k.fences, k.wake], [token]))
+            return bool(await self._run("release_permit", k.release_keys, [token, k.bell]))
 
     async def extend_permit(self, key: str, token: str, ttl: float) -> bool:
         """See :meth:`RedisStore.extend_permit`."""
@@ -215,16 +238,22 @@ class AsyncRedisStore:
 
     async def wait_permit(self, key: str, timeout: float) -> None:
         """See :meth:`RedisStore.wait_permit`."""
-        wake = permit_layout(self.prefix, key).wake
-        deadline = time.monotonic() + timeout
-        free_at = self._permit_free_at.pop(key, None)
-        if free_at is not None:
-            deadline = min(deadline, free_at + 0.001)
+        k = permit_layout(self.prefix, key)
+        until = time.monotonic() + timeout
+        refused = self._permit_free_at.pop(key, None)
         with translate(self, "wait_permit", key):
-            bound = self._bound()
-            while (left := deadline - time.monotonic()) >= 0.002:
-                if await bound.client.blpop([wake], timeout=min(left, bound.max_block)):
+            if refused is None:  # no refusal to learn from: ask to hear releases
+                asked = time.monotonic()
+                reply = await self._run("listen_permit", k.listen_keys, [ms(timeout)])
+                refused = listened(asked, reply)
+                if refused is None:
                     return
+            limit = refused.limit
+
+            async def check() -> object:
+                return vacancy(await self._run("permit_holders", [k.permits], []), limit)
+
+            await self._doorbell().wait(permit_wait(k, refused, until), check)
 
     async def force_release(self, key: str) -> bool:
         """See :meth:`RedisStore.force_release`."""
@@ -253,7 +282,11 @@ class AsyncRedisStore:
             yield info
 
     async def aclose(self) -> None:
-        """Close the client of the running loop (or the one you passed in)."""
+        """Close the client of the running loop (or the one you passed in), and the
+        loop's wake-up connection."""
+        doorbell = self._doorbells.pop(asyncio.get_running_loop(), None)
+        if doorbell is not None:
+            await doorbell.aclose()
         bound = self._given or self._per_loop.pop(asyncio.get_running_loop(), None)
         if bound is not None:
             await bound.client.aclose()

@@ -24,6 +24,7 @@ from remotelock import (
     remote_locked,
 )
 from remotelock.stores import AsyncRedisStore, RedisStore, store_from_url
+from remotelock.stores._redis_permits import permit_layout
 from remotelock.stores.redis import key_of, layout
 from tests.helpers.crossproc import (
     assert_exclusive,
@@ -49,8 +50,10 @@ def cluster_slot(name: str) -> str:
 @pytest.mark.parametrize("key", ["report:7", "a}b", "}start", "{x}", "50%", "ünï code"])
 def test_every_key_of_a_lock_shares_one_hash_tag(key: str) -> None:
     keys = layout("remotelock", key)
-    derived = [keys.base + part for part in (":queue", ":alive", ":watch", ":ttls")]
-    names = [keys.base, keys.lock, keys.fence, keys.wake + "token", *derived]
+    parts = (":queue", ":alive", ":ttls", ":listen", ":released")
+    derived = [keys.base + part for part in parts]
+    permits = permit_layout("remotelock", key)
+    names = [keys.base, keys.lock, keys.fence, keys.bell, *derived, *permits]
     tags = {cluster_slot(name) for name in names}
     assert len(tags) == 1
     assert tags.pop()  # never an empty tag (that would hash the whole name)
