@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from tests.servers.postgres import PostgresServer
     from tests.servers.redis import RedisServer
 
-pytest_plugins = ["tests.servers.redis", "tests.servers.postgres"]
+pytest_plugins = ["tests.servers.redis", "tests.servers.postgres", "tests.faults.fixtures"]
 
 REQUIRE_STORES = os.environ.get("REMOTELOCK_REQUIRE_STORES") == "1"
 
