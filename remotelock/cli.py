@@ -35,8 +35,17 @@ _RUN_DESCRIPTION = """\
 Wait for the lock KEY, run COMMAND while holding it, and release it when COMMAND
 exits. COMMAND gets REMOTELOCK_KEY and REMOTELOCK_FENCING_TOKEN in its environment
 and runs in a process group of its own; SIGINT, SIGTERM and SIGHUP are forwarded to
-that group. If the lock is lost, the group gets SIGTERM, then SIGKILL after --grace
-seconds.
+that group. If the lock is lost, the group and every process COMMAND started get
+SIGTERM, then SIGKILL after --grace seconds. If COMMAND exits leaving processes
+running, a warning says how many, and they are stopped the same way before the lock
+is released: they would otherwise go on without it (see --keep-descendants).
+
+On Linux, remotelock becomes a child subreaper, so that processes that COMMAND
+daemonises (setsid, double fork) stay its descendants and are found. If the kernel
+refuses, a process that leaves COMMAND's process group is found only while its
+parent still runs; on macOS, not at all. If remotelock itself is killed with
+SIGKILL, nothing stops COMMAND: run remotelock in a cgroup (a systemd service,
+KillMode=control-group) to cover that too.
 """
 
 _EXIT_STATUSES = "exit status:\n" + "".join(
@@ -168,7 +177,13 @@ def _run(args: argparse.Namespace) -> int:
     if not hasattr(os, "killpg"):
         _usage_error("run needs process groups, which this system does not have (POSIX only)")
     make_lock = _lock_maker(args)
-    return supervise.run(make_lock, args.command, timeout=args.timeout, grace=args.grace)
+    return supervise.run(
+        make_lock,
+        args.command,
+        timeout=args.timeout,
+        grace=args.grace,
+        keep_descendants=args.keep_descendants,
+    )
 
 
 def _describe(info: LockInfo) -> str:
@@ -270,7 +285,15 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=5.0,
         metavar="S",
-        help="if the lock is lost: seconds between SIGTERM and SIGKILL (default: 5)",
+        help="when stopping COMMAND and what it started (lock lost, or processes left "
+        "running): seconds between SIGTERM and SIGKILL (default: 5)",
+    )
+    run.add_argument(
+        "--keep-descendants",
+        action="store_true",
+        help="when COMMAND exits, leave the processes it left running alone (with a "
+        "warning) instead of stopping them; they no longer hold the lock, so use this "
+        "only for a COMMAND whose job is to start a long-lived service",
     )
     run.set_defaults(handler=_run)
 

@@ -6,6 +6,12 @@ why this lives apart from the argument parsing in :mod:`remotelock.cli`:
 - The command runs in a **session (and process group) of its own**, so that everything
   it starts, down to grandchildren, can be signalled as one group. In a new session it
   also has no controlling terminal, so it can never be stopped for reading from one.
+- On Linux, ``remotelock`` also becomes a **child subreaper**
+  (``prctl(PR_SET_CHILD_SUBREAPER)``). A process the command daemonises (``setsid``,
+  a double fork, ``start_new_session=True``) leaves the group, and once its parent
+  exits it would belong to init, out of reach. A subreaper gets it instead, so every
+  descendant can be found in ``/proc``, stopped, and reaped once it exits
+  (:mod:`remotelock._descendants`).
 - SIGINT, SIGTERM and SIGHUP sent to ``remotelock`` are **forwarded** to that group
   (the terminal no longer delivers Ctrl-C to it), and ``remotelock`` keeps renewing the
   lease until the command has exited. Left at their defaults, these signals would kill
@@ -13,12 +19,32 @@ why this lives apart from the argument parsing in :mod:`remotelock.cli`:
   the lease ran out.
 - The lease is renewed by the lock's background thread. If a renewal finds the lock
   gone, the ``on_lost`` callback sets an event; the wait loop sees it at once and
-  stops the group: SIGTERM, then SIGKILL after a grace period. The command may already
-  overlap with the next holder, so it must not run on.
+  stops the group **and every descendant**: SIGTERM, then SIGKILL after a grace
+  period. The command may already overlap with the next holder, so neither it nor
+  anything it started may run on.
+- If the command exits while the lock is held but **leaves processes running**, a
+  warning says how many, and by default they are stopped the same way *before* the
+  lock is released: once it is released they would run unprotected, perhaps
+  alongside the next holder, which is exactly the overlap a lock exists to prevent.
+  ``keep_descendants`` (``--keep-descendants``) leaves them running instead, for a
+  command whose job is to start something long-lived. The command's exit status
+  stands either way.
 - The exit status says what happened (:class:`ExitStatus`): the command's own status
   when it ran and exited while the lock was held, else a code of remotelock's own.
 
-POSIX only (process groups, ``killpg``).
+POSIX only (process groups, ``killpg``). Limits:
+
+- Without the subreaper (macOS and other systems without ``prctl``, or a Linux that
+  refuses it), only the process group is certain to be stopped. A Linux also finds
+  the descendants still attached to the command's tree when it looks, but a process
+  that left the group and whose parent has exited belongs to init and cannot be
+  found; on macOS, with no ``/proc``, nothing outside the group is (``-v`` logs it).
+- If ``remotelock`` itself is killed with SIGKILL (or the machine's OOM killer picks
+  it), nothing is left to stop the command: it runs on without renewal, and the lock
+  is free again after the ttl. Only a supervisor outside the process can cover that:
+  a cgroup, such as a systemd service with ``KillMode=control-group`` (the default),
+  which kills every process of the unit once its main process is gone.
+- A descendant that changed its user id (a setuid program) may refuse the signals.
 """
 
 from __future__ import annotations
@@ -30,11 +56,11 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
 from typing import Any
 
+from . import _descendants
 from .errors import LockLost
 from .lease import Lease, OnLost
 from .lock import RemoteLock
@@ -72,10 +98,6 @@ SIGNAL_BASE = 128
 FORWARDED: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
-
-# How often the wait loop checks whether the command has exited. A lost lease does
-# not wait for it: it sets the event the loop sleeps on.
-_POLL_SECONDS = 0.05
 
 MakeLock = Callable[[OnLost], RemoteLock]
 """Builds the lock to hold, given the ``on_lost`` callback it must call."""
@@ -150,16 +172,29 @@ class _Relay:
             raise Interrupted(signum)
 
 
-def run(make_lock: MakeLock, command: Sequence[str], *, timeout: float, grace: float) -> int:
+def run(
+    make_lock: MakeLock,
+    command: Sequence[str],
+    *,
+    timeout: float,
+    grace: float,
+    keep_descendants: bool = False,
+) -> int:
     """Run ``command`` while holding the lock ``make_lock`` builds; return the exit status.
 
     The command gets ``REMOTELOCK_KEY`` and ``REMOTELOCK_FENCING_TOKEN`` in its
-    environment. The lock is released when the command exits.
+    environment. The lock is released when the command exits, after the processes it
+    left running are stopped (unless ``keep_descendants``). The calling process is a
+    child subreaper while this runs (where the system allows it): every process that
+    becomes its child meanwhile, other than those it had before, counts as the
+    command's, so call this from a process that starts no others at the same time.
 
     :param make_lock: builds the lock, given the ``on_lost`` callback to install.
     :param command: the program and its arguments (no shell).
     :param timeout: seconds to wait for the lock (``0``: a single attempt).
-    :param grace: seconds between SIGTERM and SIGKILL when the lock is lost.
+    :param grace: seconds between SIGTERM and SIGKILL when stopping processes.
+    :param keep_descendants: leave running the processes the command leaves behind
+        when it exits with the lock held (with a warning), instead of stopping them.
     :raises LockTimeout: the lock stayed busy for ``timeout`` seconds.
     :raises StoreError: the store failed (or could not be reached) while acquiring.
     """
@@ -167,11 +202,25 @@ def run(make_lock: MakeLock, command: Sequence[str], *, timeout: float, grace: f
         raise ValueError("command must name a program to run")
     lost = threading.Event()
     lock = make_lock(lambda lease: lost.set())
-    with _Relay() as relay:
+    with _descendants.subreaper() as adopting, _Relay() as relay:
+        if not adopting:
+            log.debug(
+                "cannot be a child subreaper here: a process that leaves the command's "
+                "process group cannot be found once its parent has exited"
+            )
         try:
             lease = lock.acquire(timeout=timeout)
             try:
-                status = _run_held(command, lease, relay, lost, grace)
+                family = _descendants.Family(adopting)
+                status = _run_held(
+                    command,
+                    lease,
+                    relay,
+                    lost,
+                    grace,
+                    family=family,
+                    keep_descendants=keep_descendants,
+                )
             except BaseException:
                 lock.finish(lease, raised=True)
                 raise
@@ -192,7 +241,14 @@ def run(make_lock: MakeLock, command: Sequence[str], *, timeout: float, grace: f
 
 
 def _run_held(
-    command: Sequence[str], lease: Lease, relay: _Relay, lost: threading.Event, grace: float
+    command: Sequence[str],
+    lease: Lease,
+    relay: _Relay,
+    lost: threading.Event,
+    grace: float,
+    *,
+    family: _descendants.Family,
+    keep_descendants: bool,
 ) -> int:
     """Start the command, wait for it (or for the loss of the lock); its exit status."""
     relay.starting()
@@ -206,6 +262,7 @@ def _run_held(
     except OSError as exc:
         return _not_started(command[0], exc)
     relay.started(proc.pid)
+    family.started(proc)
     log.debug("started %r as process group %d", command[0], proc.pid)
     while True:
         returncode = proc.poll()
@@ -213,11 +270,14 @@ def _run_held(
             relay.finished()
             status = _exit_status(returncode)
             log.debug("the command exited with status %d", status)
+            _left_behind(family, grace, keep_descendants)
             return status
-        if lost.wait(_POLL_SECONDS):
-            status = _stop_group(proc, grace)
+        family.reap()  # orphans that exited while the command runs: no zombie piles up
+        # A lost lease does not wait for the next turn: it sets the event.
+        if lost.wait(_descendants.POLL_SECONDS):
+            _stop_lost(family, proc.pid, grace)
             relay.finished()
-            return status
+            return ExitStatus.LOCK_LOST
 
 
 def _not_started(program: str, exc: OSError) -> int:
@@ -228,26 +288,44 @@ def _not_started(program: str, exc: OSError) -> int:
     return ExitStatus.CANNOT_EXECUTE
 
 
-def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> int:
-    """SIGTERM the command's process group, SIGKILL what is left after ``grace`` seconds."""
-    pgid = proc.pid
+def _stop_lost(family: _descendants.Family, pgid: int, grace: float) -> None:
+    """The lock is lost: stop the command's process group and everything it started."""
+    others = family.others()
     log.warning(
-        "stopping the command: SIGTERM to its process group %d (SIGKILL after %g s)",
+        "stopping the command: SIGTERM to its process group %d%s (SIGKILL after %g s)",
         pgid,
+        f" and {_processes(others)} it started" if others else "",
         grace,
     )
-    _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    # Done when the command has exited *and* nothing else is left in its group:
-    # a grandchild that ignores SIGTERM must not outlive the lock either.
-    while proc.poll() is None or _group_alive(pgid):
-        if time.monotonic() >= deadline:
-            log.warning("process group %d still running after %g s: SIGKILL", pgid, grace)
-            _signal_group(pgid, signal.SIGKILL)
-            proc.wait()
-            break
-        time.sleep(_POLL_SECONDS)
-    return ExitStatus.LOCK_LOST
+    family.stop(grace)
+
+
+def _left_behind(family: _descendants.Family, grace: float, keep: bool) -> None:
+    """The command exited, the lock still held: stop what it left running, or say so."""
+    others = family.others()
+    if others == 0:
+        return
+    if keep:
+        log.warning(
+            "the command exited, leaving %s running, which no longer hold the lock "
+            "(--keep-descendants)",
+            _processes(others),
+        )
+        return
+    log.warning(
+        "the command exited, leaving %s running: stopping %s before releasing the lock "
+        "(SIGTERM, SIGKILL after %g s; --keep-descendants leaves them running)",
+        _processes(others),
+        "it" if others == 1 else "them",
+        grace,
+    )
+    family.stop(grace)
+
+
+def _processes(count: int | None) -> str:
+    if count is None:  # no /proc: the process group is all that can be seen
+        return "processes of its process group"
+    return "1 process" if count == 1 else f"{count} processes"
 
 
 def _exit_status(returncode: int) -> int:
@@ -255,22 +333,8 @@ def _exit_status(returncode: int) -> int:
     return SIGNAL_BASE - returncode if returncode < 0 else returncode
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # a member we may not signal (a setuid program) is still a member
-    return True
-
-
 def _forward(pgid: int, signum: int) -> None:
     log.debug("forwarding %s to process group %d", signal.Signals(signum).name, pgid)
-    _signal_group(pgid, signum)
-
-
-def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # the whole group has exited already
         os.killpg(pgid, signum)
 
