@@ -5,8 +5,10 @@
 #   ./dev.sh test    set up .venv, run lint, types and the full suite on real servers
 #   ./dev.sh bench   set up .venv, run the side-by-side benchmarks
 #   ./dev.sh lint    ruff + mypy only
+#   ./dev.sh chaos   set up .venv, run the safety run under network faults (a few minutes)
 #
-# Extra arguments go to the underlying command (pytest, the demo, the benchmark).
+# Extra arguments go to the underlying command (pytest, the demo, the benchmark, the
+# chaos run: ./dev.sh chaos [--seconds N] [--store redis|postgres|all] [--seed S]).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -64,10 +66,14 @@ case "$command" in
         setup test,postgres
         lint
         ;;
+    chaos)
+        setup test,postgres
+        exec "$VENV/bin/python" -m tests.chaos.run "$@"
+        ;;
     help|-h|--help)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
         ;;
     *)
-        die "unknown command '$command' (try: demo, test, bench, lint)"
+        die "unknown command '$command' (try: demo, test, bench, lint, chaos)"
         ;;
 esac

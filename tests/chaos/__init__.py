@@ -1,0 +1,3 @@
+"""Chaos safety run: the lock under network faults, across real processes."""
+
+from __future__ import annotations
