@@ -4,11 +4,13 @@ Two jobs, kept apart on purpose:
 
 - **Renewal** extends each held lease about every third of its length, so a holder
   that runs longer than ``ttl`` keeps its lock while a crashed holder's lock still
-  runs out. Sync leases share one thread per store (:class:`Renewer`: a thread per
-  lock would cost more than a round trip); async leases each get a task on their
-  event loop (:func:`start_async_renewal`), whose every renewal is bounded by the
-  time the lease has left. Renewal does I/O, so it can hang as long as the store lets
-  it (a black-holed server holds a call until the client's socket timeout).
+  runs out. Sync leases share one scheduling thread per store (:class:`Renewer`: a
+  thread per lock would cost more than a round trip), which hands each call to a
+  few worker threads, so one hung call holds up no other lease; async leases each
+  get a task on their event loop (:func:`start_async_renewal`), whose every renewal
+  is cancelled when the lease runs out. Renewal does I/O, so a call can hang as long
+  as the store lets it (a black-holed server holds it until the socket timeout); its
+  late answer can no longer revive the lease.
 - **The watchdog** (:class:`Watchdog`, one thread per process) does no I/O at all: it
   sleeps until the earliest local deadline of any held lease and declares the lease
   lost at that moment if no renewal pushed the deadline out, then runs ``on_lost``.
@@ -22,14 +24,17 @@ marked lost at once rather than silently left to expire.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
 import math
 import os
+import queue
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from .errors import RemoteLockError, StoreUnavailable
@@ -216,6 +221,7 @@ class Renewer(_Worker):
         super().__init__()
         self.store = store
         self.name = f"remotelock-renewer-{type(store).__name__}"
+        self._calls = _Calls(f"remotelock-renew-{type(store).__name__}")
 
     @classmethod
     def for_store(cls, store: Store) -> Renewer:
@@ -234,11 +240,14 @@ class Renewer(_Worker):
         self._schedule(lease, time.monotonic() + first)
 
     def _handle(self, lease: Lease) -> None:
-        if _done(lease):
-            return
-        if lease.deadline <= time.monotonic():
-            return  # too late to renew: the watchdog declares the loss
+        if not _done(lease) and lease.deadline > time.monotonic():
+            self._calls.submit(functools.partial(self._renew, lease))
+
+    def _renew(self, lease: Lease) -> None:
+        """One renewal, on a worker thread: a call that hangs holds up only itself."""
         started = time.monotonic()
+        if _done(lease) or lease.deadline <= started:
+            return  # too late to renew: the watchdog declares the loss
         try:
             ok: bool | BaseException = self.store.extend(lease.key, lease.token, lease.ttl)
         except RemoteLockError as exc:
@@ -246,9 +255,60 @@ class Renewer(_Worker):
         except Exception as exc:
             log.exception("renewing lock %r raised", lease.key)
             ok = exc
+        except BaseException as exc:  # nothing a store reports: this lease's renewal is over
+            log.critical("renewing lock %r failed for good", lease.key, exc_info=exc)
+            if lease.mark_lost(f"its renewal failed: {exc!r}"):
+                lease.notify_lost()
+            return
         delay = after_renewal(lease, ok, started)
         if delay is not None:
             self._schedule(lease, time.monotonic() + delay)
+
+
+class _Calls:
+    """A few daemon threads that make one renewer's store calls, started when needed
+    and gone when idle.
+
+    A renewal call can hang as long as the store lets it (a half-open connection holds
+    it until the socket timeout); on its own thread it holds up no other lease's
+    renewal, and the watchdog still ends its lease on time.
+    """
+
+    def __init__(self, name: str, size: int = 4) -> None:
+        self._name = name
+        self._size = size
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._mutex = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+        with self._mutex:
+            if self._idle or self._threads >= self._size:
+                return  # an idle thread takes it, or the next one that frees up
+            self._threads += 1
+        threading.Thread(target=self._work, name=self._name, daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._mutex:
+                self._idle += 1
+            try:
+                job = self._jobs.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._mutex:
+                    self._idle -= 1
+                    if self._jobs.empty():  # else a job came just now: stay for it
+                        self._threads -= 1
+                        return
+                continue
+            with self._mutex:
+                self._idle -= 1
+            try:
+                job()
+            except BaseException:  # a renewal handles its own errors; never die silently
+                log.exception("%s: a renewal failed", self._name)
 
 
 WATCHDOG = Watchdog()

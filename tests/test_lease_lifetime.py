@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from remotelock import Lease, LockLost, RemoteLock
+from remotelock.renewal import Renewer
 from remotelock.stores import MemoryStore, SQLiteStore
 from remotelock.stores.base import Store
 from tests.helpers.elsewhere import in_thread
@@ -161,7 +162,13 @@ class _BrokenRenewals(MemoryStore):
         return super().extend(key, token, ttl)
 
 
-def test_a_failing_renewal_thread_marks_every_lease_lost(key: str) -> None:
+def wait_for_losses(seen: list[Lease], count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(seen) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_a_renewal_that_blows_up_marks_its_lease_lost(key: str) -> None:
     store = _BrokenRenewals()
     seen: list[Lease] = []
     leases = [
@@ -169,16 +176,38 @@ def test_a_failing_renewal_thread_marks_every_lease_lost(key: str) -> None:
         for n in range(3)
     ]
     store.armed = True
-    deadline = time.monotonic() + 10
-    while len(seen) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for_losses(seen, 3)
     assert sorted(id(lease) for lease in seen) == sorted(id(lease) for lease in leases)
-    assert all(lease.lost for lease in leases)
-    assert all("failed" in lease.lost_reason for lease in leases)
+    assert all("renewal failed" in lease.lost_reason for lease in leases)
     for lease in leases:
         lease.release()
     store.armed = False
     lease = RemoteLock(f"{key}:after", store=store, ttl=0.3).acquire()
+    time.sleep(1.0)  # renewal goes on for the next lease
+    assert not lease.lost
+    assert lease.release() is True
+
+
+def test_a_failing_renewal_thread_marks_every_lease_lost(
+    memory_store: MemoryStore, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Lease] = []
+    leases = [
+        RemoteLock(f"{key}:{n}", store=memory_store, ttl=0.3, on_lost=seen.append).acquire()
+        for n in range(3)
+    ]
+
+    def broken(self: Any, lease: Lease) -> None:
+        raise _Boom("the renewal thread itself is broken")
+
+    monkeypatch.setattr(Renewer, "_handle", broken)
+    wait_for_losses(seen, 3)
+    assert sorted(id(lease) for lease in seen) == sorted(id(lease) for lease in leases)
+    assert all("failed" in lease.lost_reason for lease in leases)
+    monkeypatch.undo()
+    for lease in leases:
+        lease.release()
+    lease = RemoteLock(f"{key}:after", store=memory_store, ttl=0.3).acquire()
     time.sleep(1.0)  # a fresh renewal thread keeps the next lease
     assert not lease.lost
     assert lease.release() is True
