@@ -10,6 +10,7 @@ with every write, and let the resource refuse tokens older than the newest it ha
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import tenacity
 
@@ -39,14 +40,21 @@ def main() -> None:
     with lock as lease:
         ledger.write("first", lease.fencing_token)
 
-    lease = lock.acquire()  # explicit form
-    try:
-        ledger.write("second", lease.fencing_token)
+    def impatient_worker() -> None:
         busy = RemoteLock("ledger", store=store, stop=tenacity.stop_after_attempt(2))
         try:
             busy.acquire()
         except LockTimeout as error:
             print(f"as expected: {error}")
+
+    lease = lock.acquire()  # the threading.Lock form: release() from any thread
+    try:
+        ledger.write("second", lease.fencing_token)
+        # Another worker finds the lock busy and gives up. (Asking again from this
+        # thread would raise RuntimeError at once: locks are not reentrant.)
+        worker = threading.Thread(target=impatient_worker)
+        worker.start()
+        worker.join()
     finally:
         lock.release()
 

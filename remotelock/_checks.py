@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from ._time import to_seconds
+
 MAX_KEY_BYTES: Final = 1024
 """Longest key, in bytes of UTF-8. Longer keys are refused with :class:`ValueError`."""
 
@@ -31,6 +33,20 @@ def key_preview(key: str) -> str:
         return repr(key)
     size = len(key.encode("utf-8", "surrogatepass"))
     return f"{key[:_PREVIEW_CHARS]!r}... ({size} bytes)"
+
+
+def check_ttl(value: object, name: str = "ttl") -> float:
+    """A lease length in seconds, between :data:`MIN_TTL` and :data:`MAX_TTL`.
+
+    :raises TypeError: not a number of seconds or a ``timedelta``.
+    :raises ValueError: out of range (the message names the argument and the range).
+    """
+    seconds = to_seconds(value, name)
+    if not MIN_TTL <= seconds <= MAX_TTL:
+        raise ValueError(
+            f"{name} must be between {MIN_TTL:g} s and {MAX_TTL:g} s (7 days), got {value!r}"
+        )
+    return seconds
 
 
 def check_key(key: object, name: str = "key") -> str:
@@ -61,4 +77,4 @@ def check_key(key: object, name: str = "key") -> str:
     return key
 
 
-__all__ = ["MAX_KEY_BYTES", "MAX_TTL", "MIN_TTL", "check_key", "key_preview"]
+__all__ = ["MAX_KEY_BYTES", "MAX_TTL", "MIN_TTL", "check_key", "check_ttl", "key_preview"]

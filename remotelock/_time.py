@@ -9,8 +9,15 @@ Seconds = float | int | timedelta
 """A duration: seconds (fractions allowed) or a :class:`datetime.timedelta`."""
 
 
-def to_seconds(value: object, name: str) -> float:
-    """Return ``value`` as positive, finite seconds or raise naming the argument ``name``."""
+def to_seconds(value: object, name: str, *, zero: bool = False) -> float:
+    """Return ``value`` as finite seconds (positive, or ``>= 0`` with ``zero``), or raise
+    naming the argument ``name``.
+
+    :raises TypeError: not a number or ``timedelta`` (``True``/``False`` included: a
+        flag passed where a duration belongs is a mistake, not 1 or 0 seconds).
+    :raises ValueError: negative, zero (unless allowed), infinite, NaN, or too large for
+        a float.
+    """
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -19,9 +26,13 @@ def to_seconds(value: object, name: str) -> float:
             f"({type(value).__name__})"
         )
     else:
-        seconds = float(value)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"{name} is too large to be a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
+        least = ">= 0" if zero else "positive"
+        raise ValueError(f"{name} must be a {least}, finite number of seconds, got {value!r}")
     return seconds
 
 

@@ -1,7 +1,7 @@
 """The async engine: asyncio I/O for :class:`~remotelock.RemoteLock`.
 
 The sibling of :class:`~remotelock.engine.SyncEngine`, with the same method names and
-the same attempt logic (shared through :mod:`remotelock.engine`). Cancellation is
+the same decisions (shared through :class:`~remotelock.engine.Core`). Cancellation is
 the hard part here: a task cancelled while its acquire request is in flight lets the
 request finish (shielded) and then gives back whatever it took; a release completes
 even if the task that started it is cancelled.
@@ -15,31 +15,19 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import policy
-from .engine import Skip, _Attempts, _Engine, _first_renewal, _Taken
+from . import cleanup, policy, renewal
+from .engine import Attempts, Core, Skip, Taken, first_renewal
 from .errors import StoreError
-from .lease import Lease, start_async_renewal
+from .lease import Lease
 from .stores.base import AsyncQueuedStore, AsyncStore
-
-if TYPE_CHECKING:
-    from .binding import Binding
-    from .lock import RemoteLock
 
 log = logging.getLogger("remotelock.lock")
 
 
-# Tasks that must finish even if whoever started them is cancelled (a release, the
-# give-back after an interrupted acquire). The loop only keeps weak references.
-_background: set[asyncio.Task[Any]] = set()
-
-
-async def _shielded(coro: Any) -> Any:
-    task = asyncio.ensure_future(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return await asyncio.shield(task)
+async def _shielded(coro: Awaitable[Any]) -> Any:
+    return await asyncio.shield(cleanup.in_background(coro))
 
 
 async def _call(fn: Callable[[], Any]) -> Any:
@@ -49,17 +37,15 @@ async def _call(fn: Callable[[], Any]) -> Any:
     return result
 
 
-class AsyncEngine(_Engine):
+class AsyncEngine(Core):
     """Asyncio I/O for :class:`~remotelock.RemoteLock` on an :class:`AsyncStore`."""
 
-    def __init__(self, lock: RemoteLock, binding: Binding) -> None:
-        super().__init__(lock)
-        self.store: AsyncStore = binding.store  # the store, its twin, or a permit view
-        self.source = binding.source  # what the user configured (maybe a sync store)
-        self.queue: AsyncQueuedStore | None = binding.queue
+    asynchronous = True
+    store: AsyncStore
+    queue: AsyncQueuedStore | None
 
-    def _sleep(self, state: _Attempts, skip: Skip) -> Callable[[float], Awaitable[None]]:
-        queue, key = self.queue, self.lock.key
+    def _sleep(self, state: Attempts, skip: Skip) -> Callable[[float], Awaitable[None]]:
+        queue, key = self.queue, self.key
         if queue is None:
             return functools.partial(self.store.wait, key)
         every_release = skip is not None
@@ -71,7 +57,8 @@ class AsyncEngine(_Engine):
 
     async def acquire(self, skip: Skip, stop: policy.StopStrategy, blocking: bool) -> Lease | None:
         """See :meth:`SyncEngine.acquire`; cancellation leaves no lock behind."""
-        state = _Attempts()
+        owner = self.check_owner()
+        state = Attempts()
         try:
             outcome = await self._attempt(state, skip)
             if outcome is policy.BUSY and blocking:
@@ -80,84 +67,107 @@ class AsyncEngine(_Engine):
                 async def attempt() -> object:
                     return first.pop() if first else await self._attempt(state, skip)
 
-                wait = self.lock.settings.wait or policy.default_wait(self.store.capabilities)
-                retrying = policy.async_retrying(wait, stop, self._sleep(state, skip))
-                outcome = await retrying(attempt)
-        except BaseException as exc:
-            if not isinstance(exc, StoreError):
-                await _shielded(self._give_back(state))
+                wait = self.settings.wait or policy.default_wait(self.store.capabilities)
+                sleep = self._sleep(state, skip)
+                outcome = await policy.async_retrying(wait, stop, sleep, state.started)(attempt)
+        except StoreError:
+            self._abandon(state)
             raise
-        if self.queue is not None and state.queued and not isinstance(outcome, _Taken):
-            await self._leave(self.queue, state)
-        lease = self._settle(outcome, state)
-        if lease is not None:
-            renew_in = _first_renewal(lease, outcome)
-            lease._renewal = start_async_renewal(lease, self.store, renew_in)
+        except BaseException:
+            await _shielded(self._give_back(state))
+            raise
+        if not isinstance(outcome, Taken):
+            if state.queued or state.holds:
+                await self._let_go(state)
+            self.missed(outcome, state)
+            return None
+        lease = self.issue(state.token, outcome, state.count, asyncio.get_running_loop())
+        self.hold(lease, owner)
+        renew_in = first_renewal(outcome, self.settings.ttl)
+        lease._renewal = renewal.start_async_renewal(lease, self.store, renew_in)
         return lease
 
-    async def _attempt(self, state: _Attempts, skip: Skip) -> object:
+    async def _attempt(self, state: Attempts, skip: Skip) -> object:
         state.count += 1
-        outcome: object = state.take_handed()
-        if outcome is None:
+        taken = state.take_handed()
+        if taken is None:
             if skip is not None and await _call(skip):
                 return policy.SKIPPED
             started = time.monotonic()
             # Shielded: if this task is cancelled mid-request, the request still completes
             # and _give_back can see whether it took the lock.
             state.inflight = asyncio.ensure_future(
-                self.store.acquire(self.lock.key, state.token, self.lock.ttl)
+                self.store.acquire(self.key, state.token, self.settings.ttl)
             )
             fence = await asyncio.shield(state.inflight)
-            outcome = state.take(fence, started, self.lock.ttl)
-            if outcome is policy.BUSY:
-                return outcome
+            if fence is None:
+                return state.busy(started)
+            taken = Taken(fence, started, self.settings.ttl)
+        if state.late(taken):
+            return policy.BUSY
         if skip is not None and await _call(skip):
-            await self.store.release(self.lock.key, state.token)
+            state.holds = False
+            await self.store.release(self.key, state.token)
             return policy.SKIPPED
-        return outcome
+        return taken
 
-    async def _give_back(self, state: _Attempts) -> None:
+    async def _give_back(self, state: Attempts) -> None:
         try:
             if state.inflight is not None:
                 await asyncio.wait((state.inflight,))
-            await self.store.release(self.lock.key, state.token)
+            await self.store.release(self.key, state.token)
             if self.queue is not None and state.queued:
-                await self.queue.leave(self.lock.key, state.token)
+                await self.queue.leave(self.key, state.token)
         except Exception as exc:
-            log.debug(
-                "could not give back lock %r after an interrupted acquire: %s", self.lock.key, exc
-            )
+            log.debug("could not give back lock %r after an interruption: %s", self.key, exc)
+            self._abandon(state)
 
-    async def _leave(self, queue: AsyncQueuedStore, state: _Attempts) -> None:
+    def _abandon(self, state: Attempts) -> None:
+        step = self.let_go_step(state.token)
+        cleanup.in_background(cleanup.agive_back(step, self.key, self.settings.ttl))
+
+    async def _let_go(self, state: Attempts) -> None:
         try:
-            await queue.leave(self.lock.key, state.token)
-        except StoreError as exc:  # the queue entry expires on its own
-            log.debug("could not leave the queue of lock %r: %s", self.lock.key, exc)
+            await self.let_go_step(state.token)()
+        except StoreError as exc:
+            log.debug("could not leave the queue of lock %r: %s", self.key, exc)
+            self._abandon(state)
 
     async def release(self, lease: Lease) -> bool:
         """See :meth:`SyncEngine.release`; completes even if the caller is cancelled."""
-        if lease.released:
+        if not self.begin_release(lease):
             return False
-        lease.released = True
         if lease._renewal is not None:
             lease._renewal.cancel()
-        ok = await _shielded(self.store.release(lease.key, lease.token))
-        return self._released(lease, bool(ok))
+        try:
+            ok = await _shielded(self.store.release(lease.key, lease.token))
+        except StoreError:
+            step = functools.partial(self.store.release, lease.key, lease.token)
+            cleanup.in_background(cleanup.agive_back(step, lease.key, lease.ttl))
+            raise
+        return self.released(lease, bool(ok))
 
     async def extend(self, lease: Lease, ttl: float) -> bool:
         """See :meth:`SyncEngine.extend`."""
+        if lease.released or lease.lost:
+            if lease.settle_deadline():
+                lease.run_on_lost()
+            return False
         started = time.monotonic()
         ok = await self.store.extend(lease.key, lease.token, ttl)
-        if ok:
-            lease.ttl = ttl
-            lease.deadline = started + ttl
-        elif lease.mark_lost("extend found the lock no longer held by this lease"):
-            lease.run_on_lost()
-        return ok
+        return self.extended(lease, ok, started, ttl)
+
+    async def finish(self, lease: Lease, raised: bool) -> None:
+        """See :meth:`SyncEngine.finish`."""
+        try:
+            await self.release(lease)
+        except StoreError as exc:
+            self.release_failed(lease, exc)
+        self.lost_on_exit(lease, raised)
 
     async def locked(self) -> bool:
         """Whether any owner holds the key now."""
-        return await self.store.owner(self.lock.key) is not None
+        return await self.store.owner(self.key) is not None
 
 
 __all__ = ["AsyncEngine"]

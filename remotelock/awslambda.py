@@ -24,13 +24,17 @@ from typing import TYPE_CHECKING, Any, cast
 import tenacity
 from tenacity.stop import stop_base
 
+from ._checks import MIN_TTL
+
 if TYPE_CHECKING:
     from .lock import LockSettings
 
 DEFAULT_MARGIN = 1.0
 """Seconds kept for the handler itself after the wait (``lambda_margin=``)."""
+MAX_MARGIN = 900.0
+"""The longest a Lambda invocation can run (15 minutes): no margin can be larger."""
 
-_SHORTEST_LEASE = 0.001
+_SHORTEST_LEASE = MIN_TTL
 
 
 def find_context(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any | None:
@@ -57,4 +61,4 @@ def fit(settings: LockSettings, context: Any, margin: float) -> LockSettings:
     )
 
 
-__all__ = ["DEFAULT_MARGIN", "find_context", "fit"]
+__all__ = ["DEFAULT_MARGIN", "MAX_MARGIN", "find_context", "fit"]

@@ -19,7 +19,7 @@ from typing import Any, SupportsIndex, TypeVar, cast
 import wrapt
 
 from . import awslambda
-from ._time import Seconds
+from ._time import Seconds, to_seconds
 from .keys import CallPlan, KeyMaker, KeySpec, unwrap_descriptor
 from .lease import OnLost
 from .lock import LockSettings, RemoteLock
@@ -123,14 +123,13 @@ def remote_locked(
             f"key must be a string, a str.format template or a callable, got {key!r} "
             f"({type(key).__name__})"
         )
-    if lambda_margin is not None and (
-        isinstance(lambda_margin, bool)
-        or not isinstance(lambda_margin, (int, float))
-        or not 0 <= lambda_margin < float("inf")
-    ):
-        raise ValueError(
-            f"lambda_margin must be a number of seconds >= 0 (or None), got {lambda_margin!r}"
-        )
+    if lambda_margin is not None:
+        lambda_margin = to_seconds(lambda_margin, "lambda_margin", zero=True)
+        if lambda_margin > awslambda.MAX_MARGIN:
+            raise ValueError(
+                f"lambda_margin must be at most {awslambda.MAX_MARGIN:g} s (an invocation's "
+                f"longest life), got {lambda_margin!r}"
+            )
     spec = LockedSpec(key=key, settings=settings, skip_if=skip_if, lambda_margin=lambda_margin)
 
     def decorate(fn: F) -> F:

@@ -1,43 +1,45 @@
 """RemoteLock: take a lock on tenacity, hold it on a renewed lease, give it back token-checked.
 
 :class:`RemoteLock` is the façade: configuration, validation, the ``with`` /
-``async with`` protocol, and the decisions that need no I/O (what an attempt's outcome
-means, when a lost lease becomes :class:`LockLost`). The I/O lives in two sibling
-engines with the same method names, :class:`~remotelock.engine.SyncEngine` and
-:class:`~remotelock.async_engine.AsyncEngine`.
+``async with`` protocol, ``threading.Lock``-style ``acquire`` / ``release``, and which
+lease a bare ``release()`` means. The I/O lives in two sibling engines with the same
+method names, :class:`~remotelock.engine.SyncEngine` and
+:class:`~remotelock.async_engine.AsyncEngine`, which get the key and the validated
+settings, never the lock itself.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, overload
 
 import tenacity
 
 from . import config, policy
+from ._checks import check_key, check_ttl, key_preview
 from ._time import Seconds, to_seconds
 from .binding import async_binding, sync_binding
-from .errors import LockLost, LockTimeout, StoreError
+from .engine import SyncEngine
 from .lease import Lease, OnLost
 from .stores.base import AsyncStore, Store
 
 if TYPE_CHECKING:
     from .async_engine import AsyncEngine
-    from .engine import SyncEngine
 
-log = logging.getLogger(__name__)
+MAX_LIMIT: Final = 1_000_000
+"""Most holders a counted lock (``limit=``) may have at once."""
+
+_ONE_ATTEMPT: Final = tenacity.stop_after_attempt(1)
 
 # The leases entered with `with lock:` in the current thread or task, innermost last.
 # A ContextVar (not a thread-local, not an attribute) lets one RemoteLock object serve
 # many threads and tasks at once, each exiting exactly the lease it entered.
 _entered: ContextVar[tuple[Lease, ...]] = ContextVar("remotelock_entered", default=())
-# Guards each lock's set of leases from acquire() (rarely contended; one for all).
-_issued_mutex = threading.Lock()
+# Guards each lock's list of leases (rarely contended; one for all).
+_leases_mutex = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -68,17 +70,19 @@ class LockSettings:
         if store is not None and not isinstance(store, (Store, AsyncStore)):
             raise TypeError(
                 f"store must be a lock store (e.g. SQLiteStore(), RedisStore.from_url(url)), "
-                f"got {store!r}; for a URL use remotelock.stores.store_from_url(url)"
+                f"got {type(store).__name__}; for a URL use remotelock.stores.store_from_url(url)"
             )
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be callable (it receives the Lease), got {on_lost!r}")
         if not isinstance(raise_on_lost, bool):
             raise TypeError(f"raise_on_lost must be True or False, got {raise_on_lost!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a whole number of holders >= 1, got {limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(
+                f"limit must be a whole number of holders from 1 to {MAX_LIMIT}, got {limit!r}"
+            )
         return cls(
             store=store,
-            ttl=to_seconds(ttl, "ttl"),
+            ttl=check_ttl(ttl),
             wait=policy.check_wait(wait),
             stop=policy.check_stop(stop),
             on_lost=on_lost,
@@ -97,15 +101,21 @@ class RemoteLock:
             build_report(fencing_token=lease.fencing_token)
 
     Each acquisition gets a fresh random token and a lease of ``ttl`` seconds that a
-    background thread (or task) renews about every ``ttl / 3`` while it is held. Waiting
-    runs on tenacity: ``wait`` bounds the pause between attempts (a release notification
-    ends it sooner) and ``stop`` decides when to give up with :class:`LockTimeout`.
+    background thread (or task) renews about every ``ttl / 3`` while it is held, until
+    it is released, whether or not the caller keeps the :class:`Lease`. Waiting runs on
+    tenacity: ``wait`` bounds the pause between attempts (a release notification ends
+    it sooner) and ``stop`` decides when to give up with :class:`LockTimeout`.
 
-    :param key: the lock's name; every holder of the same key excludes the others.
+    It is not reentrant: a thread (or task) that holds a key and asks for it again, with
+    this or any other lock object of the same store, gets a :class:`RuntimeError` at
+    once instead of waiting for itself.
+
+    :param key: the lock's name (at most 1024 bytes of UTF-8); every holder of the same
+        key excludes the others.
     :param store: where the lock lives; default: :func:`remotelock.configure`, then
         ``REMOTELOCK_URL``, then a SQLite file in the user's cache directory.
-    :param ttl: lease length in seconds (or a ``timedelta``). A holder that dies keeps
-        the lock at most this long.
+    :param ttl: lease length in seconds (or a ``timedelta``), from 0.01 s to 7 days. A
+        holder that dies keeps the lock at most this long.
     :param wait: tenacity wait strategy (upper bound between attempts).
     :param stop: tenacity stop strategy (default: give up after 60 s).
     :param on_lost: called with the :class:`Lease` when it is found lost while held.
@@ -127,11 +137,7 @@ class RemoteLock:
         raise_on_lost: bool = True,
         limit: int = 1,
     ) -> None:
-        if not isinstance(key, str):
-            raise TypeError(f"key must be a str, got {key!r} ({type(key).__name__})")
-        if not key:
-            raise ValueError("key must not be empty")
-        self.key = key
+        self.key = check_key(key)
         self.settings = LockSettings.build(
             store=store,
             ttl=ttl,
@@ -143,17 +149,17 @@ class RemoteLock:
         )
         self._sync: SyncEngine | None = None
         self._async: AsyncEngine | None = None
-        self._issued: weakref.WeakSet[Lease] | None = None
+        self._leases: list[Lease] = []
 
     @classmethod
     def _from_settings(cls, key: str, settings: LockSettings) -> RemoteLock:
         """A lock from already-validated settings (the decorator's per-call path)."""
         lock = cls.__new__(cls)
-        lock.key = key
+        lock.key = check_key(key)
         lock.settings = settings
         lock._sync = None
         lock._async = None
-        lock._issued = None
+        lock._leases = []
         return lock
 
     @property
@@ -166,67 +172,68 @@ class RemoteLock:
     def _sync_engine(self) -> SyncEngine:
         if self._sync is not None and self.settings.store is not None:
             return self._sync  # the common case: an explicit store, already bound
-        from .engine import SyncEngine
-
         store = config.resolve_store(self.settings.store)
         if self._sync is None or self._sync.source is not store:
-            self._sync = SyncEngine(self, sync_binding(store, self.settings.limit))
+            binding = sync_binding(store, self.settings.limit)
+            self._sync = SyncEngine(self.key, self.settings, binding)
         return self._sync
 
     def _async_engine(self) -> AsyncEngine:
         if self._async is not None and self.settings.store is not None:
             return self._async
-        from .async_engine import AsyncEngine
+        from .async_engine import AsyncEngine  # asyncio only for async callers
 
         store = config.resolve_store(self.settings.store)
         if self._async is None or self._async.source is not store:
-            self._async = AsyncEngine(self, async_binding(store, self.settings.limit))
+            binding = async_binding(store, self.settings.limit)
+            self._async = AsyncEngine(self.key, self.settings, binding)
         return self._async
 
-    # -- decisions without I/O, shared by both engines ----------------------------------
+    # -- decisions without I/O ----------------------------------------------------------
 
-    def _stop_for(self, timeout: Seconds | None) -> policy.StopStrategy:
-        if timeout is None:
-            return self.settings.stop
-        if timeout == 0:
-            return tenacity.stop_after_attempt(1)
-        return tenacity.stop_after_delay(to_seconds(timeout, "timeout"))
-
-    def _timeout(self, attempts: int, waited: float) -> LockTimeout:
-        log.debug("gave up on lock %r after %d attempts in %.3f s", self.key, attempts, waited)
-        return LockTimeout(self.key, attempts, waited)
-
-    def _check_not_entered(self) -> None:
-        if any(lease._lock is self for lease in _entered.get()):
-            raise RuntimeError(
-                f"lock {self.key!r} is already held in this thread/task: RemoteLock is not "
-                "reentrant, and waiting for yourself would only time out"
+    def _stop_for(self, blocking: object, timeout: object) -> policy.StopStrategy:
+        """The stop strategy of one ``acquire`` call, with ``threading.Lock``'s rules."""
+        if timeout is None or (
+            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout == -1
+        ):
+            return self.settings.stop if blocking else _ONE_ATTEMPT
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout < 0:
+            raise ValueError(
+                f"timeout must be >= 0 seconds, or -1 or None to wait as the lock's stop= "
+                f"strategy says, got {timeout!r}"
             )
+        seconds = to_seconds(timeout, "timeout", zero=True)
+        if not blocking:
+            raise ValueError("a timeout cannot be given for a non-blocking acquire")
+        return _ONE_ATTEMPT if seconds == 0 else tenacity.stop_after_delay(seconds)
 
-    def _lost_on_exit(self, lease: Lease, raised: bool) -> None:
-        if not lease.lost:
-            return
-        if raised or not self.settings.raise_on_lost:
-            return  # the loss was logged when found; never mask the block's own error
-        raise LockLost(self.key, lease.fencing_token, lease.lost_reason)
+    def _remember(self, lease: Lease | None) -> Lease | None:
+        """Keep ``lease`` so that ``release()`` without arguments finds it."""
+        if lease is not None:
+            with _leases_mutex:
+                self._leases = [held for held in self._leases if not held.released]
+                self._leases.append(lease)
+        return lease
 
     def _pick(self, lease: Lease | None, action: str) -> Lease:
+        with _leases_mutex:
+            held = [found for found in self._leases if not found.released]
         if lease is not None:
-            if lease._lock is not self:
+            keeper = lease._keeper
+            if keeper is not self._sync and keeper is not self._async:
                 raise ValueError(f"{lease!r} was not issued by this lock ({self!r})")
             return lease
         for entered in reversed(_entered.get()):
-            if entered._lock is self and not entered.released:
+            if any(found is entered for found in held):
                 return entered
-        with _issued_mutex:
-            held = [held for held in self._issued or () if not held.released]
         if len(held) == 1:
             return held[0]
         if not held:
-            raise RuntimeError(f"cannot {action} lock {self.key!r}: this lock holds no lease")
+            raise RuntimeError(f"cannot {action} lock {key_preview(self.key)}: it is not held")
         raise RuntimeError(
-            f"cannot {action} lock {self.key!r}: it holds {len(held)} leases in other "
-            "threads/tasks; pass the lease (or call lease.release())"
+            f"cannot {action} lock {key_preview(self.key)}: this lock object holds "
+            f"{len(held)} leases in other threads/tasks; pass the lease (or call "
+            "lease.release())"
         )
 
     # -- sync API -------------------------------------------------------------------
@@ -237,30 +244,30 @@ class RemoteLock:
     def acquire(self, blocking: bool, timeout: Seconds | None = None) -> Lease | None: ...
 
     def acquire(self, blocking: bool = True, timeout: Seconds | None = None) -> Lease | None:
-        """Wait for the lock and return its :class:`Lease`.
+        """Wait for the lock and return its :class:`Lease` (as ``threading.Lock.acquire``).
+
+        The lease is renewed until it is released (``lock.release()`` from any thread,
+        ``lease.release()``, or ``with lock.acquire():``), whether or not the caller
+        keeps it.
 
         :param blocking: ``False`` makes a single attempt and returns ``None`` if busy.
         :param timeout: give up after this many seconds instead of using ``stop``
-            (``0``: a single attempt).
+            (``0``: a single attempt; ``-1`` or ``None``: as ``stop`` says). Not with
+            ``blocking=False``.
         :raises LockTimeout: ``stop`` (or ``timeout``) fired while the lock was busy.
+        :raises RuntimeError: this thread (or task) already holds the key.
         :raises StoreUnavailable: the store could not be reached.
         """
-        return self._track(self._acquire(blocking, timeout))
-
-    def _acquire(self, blocking: bool, timeout: Seconds | None) -> Lease | None:
-        self._check_not_entered()
-        try:
-            return self._sync_engine().acquire(None, self._stop_for(timeout), blocking)
-        except LockTimeout:
-            if blocking:
-                raise
-            return None
+        stop = self._stop_for(blocking, timeout)
+        return self._remember(self._sync_engine().acquire(None, stop, bool(blocking)))
 
     def release(self, lease: Lease | None = None) -> bool:
-        """Release ``lease`` (default: the one this thread entered, or the only one held).
+        """Release ``lease``; by default the one this thread or task entered with
+        ``with``, else the only one this lock object holds (from any thread).
 
         :returns: ``False`` (and logs a WARNING) if the lock was no longer held by the
             lease: its lease had run out, or it was taken over. Never raises for that.
+        :raises RuntimeError: nothing to release (or several leases: pass one).
         """
         return self._sync_engine().release(self._pick(lease, "release"))
 
@@ -269,7 +276,7 @@ class RemoteLock:
 
         :returns: ``False`` if the lease was already lost (it is then marked lost).
         """
-        seconds = self.ttl if ttl is None else to_seconds(ttl, "ttl")
+        seconds = self.ttl if ttl is None else check_ttl(ttl)
         return self._sync_engine().extend(self._pick(lease, "extend"), seconds)
 
     def locked(self) -> bool:
@@ -278,7 +285,8 @@ class RemoteLock:
 
     def __enter__(self) -> Lease:
         # Blocking and without skip_if: a lease or LockTimeout, never None.
-        lease = cast(Lease, self._acquire(True, None))
+        lease = cast(Lease, self._sync_engine().acquire(None, self.settings.stop, True))
+        self._remember(lease)
         _entered.set((*_entered.get(), lease))
         return lease
 
@@ -288,7 +296,7 @@ class RemoteLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.finish(self._pop_entered(), raised=exc_type is not None)
+        self._sync_engine().finish(self._pop_entered(), raised=exc_type is not None)
 
     def hold(self, skip: Any = None) -> Lease | None:
         """Acquire, or return ``None`` if ``skip()`` is true (before or between attempts)."""
@@ -296,11 +304,7 @@ class RemoteLock:
 
     def finish(self, lease: Lease, raised: bool) -> None:
         """Release after the protected code ran; raise :class:`LockLost` if it was lost."""
-        try:
-            self._sync_engine().release(lease)
-        except StoreError as exc:
-            self._release_failed(lease, exc)
-        self._lost_on_exit(lease, raised)
+        self._sync_engine().finish(lease, raised)
 
     # -- async API ------------------------------------------------------------------
 
@@ -315,16 +319,8 @@ class RemoteLock:
         self, blocking: bool = True, timeout: Seconds | None = None
     ) -> Lease | None:
         """Async :meth:`acquire`; cancelling it never leaves the lock taken."""
-        return self._track(await self._aacquire(blocking, timeout))
-
-    async def _aacquire(self, blocking: bool, timeout: Seconds | None) -> Lease | None:
-        self._check_not_entered()
-        try:
-            return await self._async_engine().acquire(None, self._stop_for(timeout), blocking)
-        except LockTimeout:
-            if blocking:
-                raise
-            return None
+        stop = self._stop_for(blocking, timeout)
+        return self._remember(await self._async_engine().acquire(None, stop, bool(blocking)))
 
     async def arelease(self, lease: Lease | None = None) -> bool:
         """Async :meth:`release`; completes even if the calling task is cancelled."""
@@ -332,7 +328,7 @@ class RemoteLock:
 
     async def aextend(self, ttl: Seconds | None = None, *, lease: Lease | None = None) -> bool:
         """Async :meth:`extend`."""
-        seconds = self.ttl if ttl is None else to_seconds(ttl, "ttl")
+        seconds = self.ttl if ttl is None else check_ttl(ttl)
         return await self._async_engine().extend(self._pick(lease, "extend"), seconds)
 
     async def alocked(self) -> bool:
@@ -340,7 +336,8 @@ class RemoteLock:
         return await self._async_engine().locked()
 
     async def __aenter__(self) -> Lease:
-        lease = cast(Lease, await self._aacquire(True, None))
+        lease = cast(Lease, await self._async_engine().acquire(None, self.settings.stop, True))
+        self._remember(lease)
         _entered.set((*_entered.get(), lease))
         return lease
 
@@ -350,7 +347,7 @@ class RemoteLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.afinish(self._pop_entered(), raised=exc_type is not None)
+        await self._async_engine().finish(self._pop_entered(), raised=exc_type is not None)
 
     async def ahold(self, skip: Any = None) -> Lease | None:
         """Async :meth:`hold`; ``skip`` may be sync or async."""
@@ -358,46 +355,22 @@ class RemoteLock:
 
     async def afinish(self, lease: Lease, raised: bool) -> None:
         """Async :meth:`finish`."""
-        try:
-            await self._async_engine().release(lease)
-        except StoreError as exc:
-            self._release_failed(lease, exc)
-        self._lost_on_exit(lease, raised)
+        await self._async_engine().finish(lease, raised)
 
     # -- helpers ----------------------------------------------------------------------
-
-    def _track(self, lease: Lease | None) -> Lease | None:
-        """Remember a lease from acquire(), so release() without arguments finds it."""
-        if lease is not None:
-            with _issued_mutex:
-                if self._issued is None:
-                    self._issued = weakref.WeakSet()
-                self._issued.add(lease)
-        return lease
 
     def _pop_entered(self) -> Lease:
         stack = _entered.get()
         for index in range(len(stack) - 1, -1, -1):
-            if stack[index]._lock is self:
+            if any(found is stack[index] for found in self._leases):
                 _entered.set(stack[:index] + stack[index + 1 :])
                 return stack[index]
-        raise RuntimeError(f"lock {self.key!r}: __exit__ without a matching __enter__")
-
-    def _release_failed(self, lease: Lease, exc: StoreError) -> None:
-        # The protected code has finished; turning an unreachable store into an error
-        # here would make callers retry work that already happened. The lease expires
-        # on its own; it only counts as lost if it may already have run out.
-        log.warning(
-            "could not release lock %r (it will expire within %.1f s): %s",
-            self.key,
-            lease.remaining(),
-            exc,
-        )
-        if lease.remaining() <= 0 and lease.mark_lost(f"release failed: {exc}"):
-            lease.run_on_lost()
+        raise RuntimeError(f"lock {key_preview(self.key)}: __exit__ without a matching __enter__")
 
     def __repr__(self) -> str:
-        return f"RemoteLock({self.key!r}, store={self.settings.store!r}, ttl={self.ttl:g})"
+        return (
+            f"RemoteLock({key_preview(self.key)}, store={self.settings.store!r}, ttl={self.ttl:g})"
+        )
 
 
-__all__ = ["LockSettings", "RemoteLock"]
+__all__ = ["MAX_LIMIT", "LockSettings", "RemoteLock"]

@@ -10,12 +10,13 @@ and the lock layer raises :class:`~remotelock.LockTimeout`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import tenacity
-from tenacity.stop import stop_base
+from tenacity.stop import stop_all, stop_any, stop_base
 from tenacity.wait import wait_base
 
 WaitStrategy = Callable[[tenacity.RetryCallState], float]
@@ -92,6 +93,68 @@ def check_stop(stop: object, name: str = "stop") -> StopStrategy:
     )
 
 
+def delay_of(stop: object) -> float | None:
+    """Seconds after the start of waiting by which ``stop`` surely fires, if that can be
+    told from the strategy (``stop_after_delay``, ``stop_before_delay`` and their
+    ``|`` / ``&`` combinations); ``None`` otherwise.
+
+    tenacity checks ``stop`` only after computing the next sleep, so a long ``wait``
+    would carry a waiter far past its deadline (``timeout=1`` with ``wait_fixed(60)``
+    would wait a minute). Knowing the deadline lets every sleep end at it.
+    """
+    delay = getattr(stop, "max_delay", None)
+    if isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        return float(delay)
+    if isinstance(stop, (stop_any, stop_all)):
+        delays = [delay_of(inner) for inner in stop.stops]
+        known = [found for found in delays if found is not None]
+        if isinstance(stop, stop_any):
+            return min(known) if known else None
+        return max(known) if known and len(known) == len(delays) else None
+    return None
+
+
+class _Capped:
+    """A wait strategy whose sleeps never go past an absolute deadline."""
+
+    __slots__ = ("deadline", "wait")
+
+    def __init__(self, wait: WaitStrategy, deadline: float) -> None:
+        self.wait = wait
+        self.deadline = deadline
+
+    def __call__(self, state: tenacity.RetryCallState) -> float:
+        return max(0.0, min(self.wait(state), self.deadline - time.monotonic()))
+
+
+class _Until:
+    """A stop strategy that also fires at an absolute deadline.
+
+    The deadline counts from the lock's own start (its first attempt), which tenacity
+    does not see: the controller starts after that attempt found the lock busy.
+    """
+
+    __slots__ = ("deadline", "stop")
+
+    def __init__(self, stop: StopStrategy, deadline: float) -> None:
+        self.stop = stop
+        self.deadline = deadline
+
+    def __call__(self, state: tenacity.RetryCallState) -> bool:
+        return time.monotonic() >= self.deadline or self.stop(state)
+
+
+def bounded(
+    wait: WaitStrategy, stop: StopStrategy, started: float
+) -> tuple[WaitStrategy, StopStrategy]:
+    """``wait`` and ``stop`` held to the deadline ``stop`` implies, counted from ``started``."""
+    delay = delay_of(stop)
+    if delay is None:
+        return wait, stop
+    deadline = started + delay
+    return _Capped(wait, deadline), _Until(stop, deadline)
+
+
 def _is_busy(outcome: object) -> bool:
     return outcome is BUSY
 
@@ -101,9 +164,10 @@ def _gave_up(state: tenacity.RetryCallState) -> GaveUp:
 
 
 def retrying(
-    wait: WaitStrategy, stop: StopStrategy, sleep: Callable[[float], None]
+    wait: WaitStrategy, stop: StopStrategy, sleep: Callable[[float], None], started: float
 ) -> tenacity.Retrying:
     """A fresh sync controller (one per acquire: controllers keep per-run state)."""
+    wait, stop = bounded(wait, stop, started)
     return tenacity.Retrying(
         wait=wait,
         stop=stop,
@@ -114,9 +178,13 @@ def retrying(
 
 
 def async_retrying(
-    wait: WaitStrategy, stop: StopStrategy, sleep: Callable[[float], Awaitable[Any]]
+    wait: WaitStrategy,
+    stop: StopStrategy,
+    sleep: Callable[[float], Awaitable[Any]],
+    started: float,
 ) -> tenacity.AsyncRetrying:
     """The asyncio twin of :func:`retrying`."""
+    wait, stop = bounded(wait, stop, started)
     return tenacity.AsyncRetrying(
         wait=wait,
         stop=stop,
@@ -136,8 +204,10 @@ __all__ = [
     "StopStrategy",
     "WaitStrategy",
     "async_retrying",
+    "bounded",
     "check_stop",
     "check_wait",
     "default_wait",
+    "delay_of",
     "retrying",
 ]

@@ -17,6 +17,7 @@ from remotelock import Lease, LockTimeout, RemoteLock, remote_locked
 from remotelock.awslambda import find_context
 from remotelock.stores import MemoryStore, RedisStore, SQLiteStore
 from tests.helpers.crossproc import ROOT
+from tests.helpers.elsewhere import in_thread
 from tests.helpers.lambda_context import FakeContext
 from tests.servers.redis import RedisServer
 
@@ -38,7 +39,7 @@ def test_a_second_invocation_gives_up_before_its_deadline(lambda_store: Any) -> 
     def handler(event: dict[str, Any], context: Any) -> str:
         return "ran"
 
-    first = RemoteLock("order:7", store=lambda_store, ttl=30).acquire()  # the first invocation
+    first = in_thread(RemoteLock("order:7", store=lambda_store, ttl=30).acquire)  # elsewhere
     started = time.monotonic()
     with pytest.raises(LockTimeout):
         handler({"id": 7}, FakeContext(1500))  # 1.5 s left, 1 s kept for the handler

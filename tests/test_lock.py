@@ -13,6 +13,7 @@ import tenacity
 
 from remotelock import Lease, LockLost, LockTimeout, RemoteLock, StoreUnavailable
 from remotelock.stores import MemoryStore, SQLiteStore
+from tests.helpers.elsewhere import held_elsewhere, in_thread
 
 QUICK_STOP = tenacity.stop_after_delay(0.3)
 
@@ -41,7 +42,7 @@ def test_fencing_tokens_increase(memory_store: MemoryStore, key: str) -> None:
 def test_busy_lock_times_out_with_facts(memory_store: MemoryStore, key: str) -> None:
     holder = RemoteLock(key, store=memory_store, ttl=30)
     waiter = RemoteLock(key, store=memory_store, stop=QUICK_STOP)
-    with holder, pytest.raises(LockTimeout) as caught:
+    with held_elsewhere(holder), pytest.raises(LockTimeout) as caught:
         waiter.acquire()
     error = caught.value
     assert isinstance(error, TimeoutError)
@@ -60,7 +61,7 @@ def test_non_blocking_and_zero_timeout_try_once(memory_store: MemoryStore, key: 
         calls.append(args)
         return original(*args)
 
-    with RemoteLock(key, store=memory_store):
+    with held_elsewhere(RemoteLock(key, store=memory_store)):
         memory_store.acquire = counting  # type: ignore[method-assign,assignment]
         started = time.monotonic()
         assert RemoteLock(key, store=memory_store).acquire(blocking=False) is None
@@ -94,7 +95,8 @@ def test_renewal_keeps_a_long_holder(sqlite_store: SQLiteStore, key: str) -> Non
     with lock as lease:
         time.sleep(1.2)  # four leases long
         assert sqlite_store.owner(key) == lease.token
-        assert RemoteLock(key, store=sqlite_store).acquire(blocking=False) is None
+        rival = RemoteLock(key, store=sqlite_store)
+        assert in_thread(lambda: rival.acquire(blocking=False)) is None
     assert not lease.lost
 
 
@@ -118,6 +120,9 @@ def test_lost_lease_is_detected_and_raised(memory_store: MemoryStore, key: str) 
     memory_store.force_release(key)  # someone breaks the lock
     wait_until_lost(lease)  # the renewal notices within a third of the ttl
     assert lease.lost
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:  # on_lost runs in a thread of its own
+        time.sleep(0.01)
     assert seen == [lease]
     with pytest.raises(LockLost) as caught:
         lock.__exit__(None, None, None)
@@ -172,7 +177,7 @@ def test_release_of_an_expired_lease_is_false(memory_store: MemoryStore, key: st
     lock = RemoteLock(key, store=store, ttl=10)
     lease = lock.acquire()
     clock[0] = 11.0
-    other = RemoteLock(key, store=store).acquire()
+    other = in_thread(RemoteLock(key, store=store).acquire)
     assert lease.release() is False
     assert store.owner(key) == other.token
 
@@ -199,7 +204,7 @@ def test_not_reentrant_in_one_context(memory_store: MemoryStore, key: str) -> No
 
 
 def test_release_without_a_lease_is_an_error(memory_store: MemoryStore, key: str) -> None:
-    with pytest.raises(RuntimeError, match="holds no lease"):
+    with pytest.raises(RuntimeError, match="is not held"):
         RemoteLock(key, store=memory_store).release()
 
 

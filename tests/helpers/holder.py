@@ -41,8 +41,8 @@ def main() -> int:
             say(event="held", fence=lease.fencing_token, token=lease.token)
             sys.stdin.readline()
             deadline = time.monotonic() + 10
-            while not lease.lost and time.monotonic() < deadline:
-                time.sleep(0.01)
+            while not (lease.lost and lost_by) and time.monotonic() < deadline:
+                time.sleep(0.01)  # on_lost runs in a thread of its own, a moment later
             renewal_saw_it = lease.lost
             released = lease.release()
             say(

@@ -32,6 +32,7 @@ from tests.helpers.crossproc import (
     pause_holder_past_its_ttl,
     run_counter,
 )
+from tests.helpers.elsewhere import in_thread
 from tests.helpers.outage import stop_server_while_waiting
 from tests.servers.redis import RedisCluster, RedisServer
 
@@ -430,8 +431,9 @@ def test_cluster_locks_across_slots(cluster_store: RedisStore) -> None:
     assert all(
         cluster_store.owner(k) == lease.token for k, lease in zip(keys, leases, strict=True)
     )
+    rival = RemoteLock(keys[0], store=cluster_store, stop=tenacity.stop_after_attempt(2))
     with pytest.raises(LockTimeout):
-        RemoteLock(keys[0], store=cluster_store, stop=tenacity.stop_after_attempt(2)).acquire()
+        in_thread(rival.acquire)
     for lease in leases:
         assert lease.release() is True
     assert {info.key for info in cluster_store.iter_locks()} == set()

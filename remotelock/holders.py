@@ -1,0 +1,70 @@
+"""Which thread or task of this process holds which lock: so nobody waits for itself.
+
+A thread that holds a key and asks for it again (a decorated function calling itself,
+a second ``RemoteLock`` object for the same key inside a ``with`` block) would wait
+for its own release until ``stop`` gives up: a minute of silence by default. The lock
+layer asks here first and refuses at once with a clear error instead.
+
+The owner is the asyncio task for async code and the thread for sync code, recorded
+when the lease is issued and dropped when it is released (from whichever thread).
+Tasks started inside a ``with`` block are other owners: they wait for the block to
+end like any other waiter.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ._checks import key_preview
+
+_mutex = threading.Lock()
+_held: dict[tuple[int, str], list[tuple[object, Any]]] = {}
+
+
+def current_owner(asynchronous: bool) -> object:
+    """The running task (async code) or the current thread (sync code)."""
+    if asynchronous:
+        import asyncio
+
+        task = asyncio.current_task()
+        if task is not None:
+            return task
+    return threading.current_thread()
+
+
+def refuse_if_held(store: object, key: str, owner: object) -> None:
+    """Raise if ``owner`` already holds ``key`` on ``store``.
+
+    :raises RuntimeError: naming the key (the lock is not reentrant).
+    """
+    with _mutex:
+        entries = _held.get((id(store), key))
+        held = bool(entries) and any(holder is owner for holder, _ in entries or ())
+    if held:
+        raise RuntimeError(
+            f"lock {key_preview(key)} is already held by this "
+            f"{'task' if not isinstance(owner, threading.Thread) else 'thread'}: "
+            "remotelock locks are not reentrant, and waiting for yourself could only "
+            "time out; release it first, or take it in another thread or task"
+        )
+
+
+def add(store: object, key: str, owner: object, lease: Any) -> None:
+    """Record that ``owner`` holds ``lease`` of ``key`` on ``store``."""
+    with _mutex:
+        _held.setdefault((id(store), key), []).append((owner, lease))
+
+
+def remove(store: object, key: str, lease: Any) -> None:
+    """Forget ``lease`` (released, from any thread)."""
+    with _mutex:
+        entries = _held.get((id(store), key))
+        if entries is None:
+            return
+        entries[:] = [entry for entry in entries if entry[1] is not lease]
+        if not entries:
+            del _held[(id(store), key)]
+
+
+__all__ = ["add", "current_owner", "refuse_if_held", "remove"]
