@@ -18,7 +18,6 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis.exceptions as rex
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.retry import Retry
 
 from ..errors import StoreConfigError, StoreUnavailable
 from ._redact import described, redact, secrets_in, split_url
@@ -274,22 +273,25 @@ def hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
     return found
 
 
-def client_defaults(kind: str) -> dict[str, Any]:
+def client_defaults(kind: str, package: str = "redis") -> dict[str, Any]:
     """Timeouts and retries for clients remotelock builds itself.
 
     Connection errors (a pooled connection that went stale, a failover) are retried
-    once; timeouts are not, so a frozen server costs one socket timeout, not ten.
+    once; timeouts are not, so a frozen server costs one socket timeout, not ten. An
+    asyncio client needs the asyncio ``Retry``: the sync one cannot await a command, so
+    it would silently never retry.
     """
+    retry = importlib.import_module(f"{package}.retry").Retry
     defaults: dict[str, Any] = {
         "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
         "socket_connect_timeout": DEFAULT_SOCKET_TIMEOUT,
     }
     if kind == "cluster":
-        defaults["retry"] = Retry(
+        defaults["retry"] = retry(
             ExponentialBackoff(cap=0.2, base=0.01), 3, (rex.ConnectionError,)
         )
     else:
-        defaults["retry"] = Retry(NoBackoff(), 1, (rex.ConnectionError,))
+        defaults["retry"] = retry(NoBackoff(), 1, (rex.ConnectionError,))
     return defaults
 
 
@@ -306,7 +308,7 @@ def make_client(url: str, kwargs: dict[str, Any], *, asynchronous: bool = False)
     if scheme == "redis+cluster":
         cluster = importlib.import_module(f"{package}.cluster")
         nodes = [cluster.ClusterNode(host, port) for host, port in hosts(parts.netloc, 6379)]
-        settings = {**client_defaults("cluster"), **query, **kwargs}
+        settings = {**client_defaults("cluster", package), **query, **kwargs}
         if parts.password:
             settings.setdefault("password", unquote(parts.password))
         return cluster.RedisCluster(startup_nodes=nodes, **settings)
@@ -317,7 +319,7 @@ def make_client(url: str, kwargs: dict[str, Any], *, asynchronous: bool = False)
             raise StoreConfigError(
                 f"sentinel URLs need the service name as the path: {redact(url)!r}"
             )
-        settings = {**client_defaults("sentinel"), **query, **kwargs}
+        settings = {**client_defaults("sentinel", package), **query, **kwargs}
         if parts.password:
             settings.setdefault("password", unquote(parts.password))
         if db:
@@ -329,7 +331,7 @@ def make_client(url: str, kwargs: dict[str, Any], *, asynchronous: bool = False)
         )
         return sentinel.master_for(service, **settings)
     plain = importlib.import_module(package)
-    return plain.Redis.from_url(url, **{**client_defaults("plain"), **kwargs})
+    return plain.Redis.from_url(url, **{**client_defaults("plain", package), **kwargs})
 
 
 def build_client(url: str, kwargs: dict[str, Any], *, asynchronous: bool = False) -> Any:
@@ -366,15 +368,6 @@ def describe(client: Any) -> str:
     return type(client).__name__
 
 
-def max_block(client: Any) -> float:
-    """Longest single BLPOP: well under the client's read timeout (else it would fire)."""
-    pool = getattr(client, "connection_pool", None)
-    timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout") if pool else None
-    if timeout is None:
-        return 1.0
-    return max(0.05, min(1.0, float(timeout) / 2))
-
-
 __all__ = [
     "DEFAULT_SOCKET_TIMEOUT",
     "Accepted",
@@ -386,7 +379,6 @@ __all__ = [
     "describe",
     "hosts",
     "make_client",
-    "max_block",
     "parse_url",
     "parse_value",
 ]
