@@ -22,6 +22,20 @@ _mutex = threading.Lock()
 _held: dict[tuple[int, str], list[tuple[object, Any]]] = {}
 
 
+class _Thread:
+    """Stands for one thread while it lives (a new thread reusing its id is another).
+
+    Not ``threading.current_thread()``: in a thread not started by :mod:`threading` it
+    registers a dummy ``Thread`` that is never removed, and not the thread id, which a
+    new thread reuses while the dead thread's lease may still be held.
+    """
+
+    __slots__ = ()
+
+
+_threads = threading.local()
+
+
 def current_owner(asynchronous: bool) -> object:
     """The running task (async code) or the current thread (sync code)."""
     if asynchronous:
@@ -30,7 +44,11 @@ def current_owner(asynchronous: bool) -> object:
         task = asyncio.current_task()
         if task is not None:
             return task
-    return threading.current_thread()
+    try:
+        return _threads.owner
+    except AttributeError:
+        owner = _threads.owner = _Thread()
+        return owner
 
 
 def refuse_if_held(store: object, key: str, owner: object) -> None:
@@ -44,7 +62,7 @@ def refuse_if_held(store: object, key: str, owner: object) -> None:
     if held:
         raise RuntimeError(
             f"lock {key_preview(key)} is already held by this "
-            f"{'task' if not isinstance(owner, threading.Thread) else 'thread'}: "
+            f"{'thread' if isinstance(owner, _Thread) else 'task'}: "
             "remotelock locks are not reentrant, and waiting for yourself could only "
             "time out; release it first, or take it in another thread or task"
         )
