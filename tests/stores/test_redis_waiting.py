@@ -23,6 +23,7 @@ from redis.retry import Retry
 from remotelock import RemoteLock
 from remotelock.stores.base import Handover
 from remotelock.stores.redis import RedisStore, layout
+from tests.helpers.elsewhere import in_thread
 from tests.servers.redis import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -386,7 +387,7 @@ def test_a_user_without_pub_sub_rights_still_gets_locks(private_redis: RedisServ
         port=private_redis.port, username="closed", password="pw", socket_timeout=5
     )
     store = RedisStore(client, prefix="acl")
-    holder = RemoteLock("k", store=store, ttl=30).acquire()
+    holder = in_thread(RemoteLock("k", store=store, ttl=30).acquire)  # another holder
     later = threading.Timer(0.2, holder.release)
     later.start()
     started = time.monotonic()
