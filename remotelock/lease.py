@@ -207,7 +207,8 @@ class Lease:
         return bool(self._sync_keeper("release").release(self))
 
     def extend(self, ttl: float | None = None) -> bool:
-        """Extend this lease; see :meth:`RemoteLock.extend <remotelock.RemoteLock.extend>`."""
+        """Reset this lease to ``ttl`` seconds from now (default: its current length); see
+        :meth:`RemoteLock.extend <remotelock.RemoteLock.extend>`."""
         seconds = self.ttl if ttl is None else check_ttl(ttl)
         return bool(self._sync_keeper("extend").extend(self, seconds))
 

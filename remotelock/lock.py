@@ -272,12 +272,14 @@ class RemoteLock:
         return self._sync_engine().release(self._pick(lease, "release"))
 
     def extend(self, ttl: Seconds | None = None, *, lease: Lease | None = None) -> bool:
-        """Reset the lease to ``ttl`` (default: the lock's ttl) seconds from now.
+        """Reset the lease to ``ttl`` seconds from now (default: its current length, the
+        lock's ttl unless an earlier extend changed it); renewals then keep that length.
 
         :returns: ``False`` if the lease was already lost (it is then marked lost).
         """
-        seconds = self.ttl if ttl is None else check_ttl(ttl)
-        return self._sync_engine().extend(self._pick(lease, "extend"), seconds)
+        held = self._pick(lease, "extend")
+        seconds = held.ttl if ttl is None else check_ttl(ttl)
+        return self._sync_engine().extend(held, seconds)
 
     def locked(self) -> bool:
         """Whether anyone holds the lock now (a snapshot: it may change at once)."""
@@ -328,8 +330,9 @@ class RemoteLock:
 
     async def aextend(self, ttl: Seconds | None = None, *, lease: Lease | None = None) -> bool:
         """Async :meth:`extend`."""
-        seconds = self.ttl if ttl is None else check_ttl(ttl)
-        return await self._async_engine().extend(self._pick(lease, "extend"), seconds)
+        held = self._pick(lease, "extend")
+        seconds = held.ttl if ttl is None else check_ttl(ttl)
+        return await self._async_engine().extend(held, seconds)
 
     async def alocked(self) -> bool:
         """Async :meth:`locked`."""

@@ -366,3 +366,14 @@ def test_sync_use_of_an_async_store_is_a_clear_error(memory_store: MemoryStore, 
     lock = RemoteLock(key, store=memory_store.as_async())
     with pytest.raises(TypeError, match="async with"):
         lock.acquire()
+
+
+def test_extend_without_ttl_keeps_the_current_length(memory_store: MemoryStore, key: str) -> None:
+    """After ``extend(5)`` renewals keep 5 s; a bare ``extend()`` must not undo that."""
+    lock = RemoteLock(key, store=memory_store, ttl=30)
+    with lock as lease:
+        assert lock.extend(5) is True
+        assert lock.extend() is True
+        assert lease.extend() is True
+        assert lease.ttl == 5
+        assert lease.remaining() <= 5
