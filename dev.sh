@@ -44,6 +44,7 @@ lint() {
     "$VENV/bin/python" -m ruff check .
     "$VENV/bin/python" -m ruff format --check .
     "$VENV/bin/python" -m mypy
+    "$VENV/bin/python" tools/unasync.py --check  # the generated sync modules are current
 }
 
 command=${1:-help}

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from .permits import permit_view
 from .stores.base import AsyncQueuedStore, AsyncStore, HasAsyncTwin, QueuedStore, Store
+from .stores.shared.threaded import threaded
 
 
 class Binding(NamedTuple):
@@ -75,8 +76,6 @@ def async_binding(store: Store | AsyncStore, limit: int) -> Binding:
     """
 
     def make() -> Binding:
-        from .stores._threaded import threaded
-
         twin: Any
         if _is_async(store):
             twin = store

@@ -25,8 +25,8 @@ from .errors import LockTimeout, StoreConfigError, StoreError
 from .lease import OnLost
 from .lock import RemoteLock
 from .stores import store_from_url
-from .stores._redact import described, redact
 from .stores.base import CROSS_PROCESS, LockAdmin, LockInfo, PermitStore, Store
+from .stores.shared.redact import described, redact
 from .supervise import ExitStatus
 
 log = logging.getLogger(__name__)

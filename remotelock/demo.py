@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .decorator import remote_locked
-from .stores.sqlite import SQLiteStore
+from .stores.sqlite.store import SQLiteStore
 
 API_SECONDS = 0.5
 

@@ -20,12 +20,12 @@ from remotelock import config
 from remotelock.stores.base import EXPIRY, Store
 from remotelock.stores.callable import CallableStore
 from remotelock.stores.memory import MemoryStore
-from remotelock.stores.redis import RedisStore
-from remotelock.stores.sqlite import SQLiteStore
+from remotelock.stores.redis.store import RedisStore
+from remotelock.stores.sqlite.store import SQLiteStore
 from remotelock.testing import BlockingStore, blocking
 
 if TYPE_CHECKING:
-    from remotelock.stores.postgres import PostgresStore
+    from remotelock.stores.postgres.store import PostgresStore
     from tests.servers.postgres import PostgresServer
     from tests.servers.redis import RedisServer
 
@@ -83,7 +83,7 @@ def postgres_store(postgres_server: PostgresServer) -> Iterator[PostgresStore]:
     import psycopg
     from psycopg import sql
 
-    from remotelock.stores.postgres import PostgresStore
+    from remotelock.stores.postgres.store import PostgresStore
 
     table = f"test_{uuid.uuid4().hex[:12]}"
     store = PostgresStore.from_url(f"{postgres_server.url}?table={table}")
@@ -158,7 +158,7 @@ class _PerKeyCallableStore:
         self._for(key).wait(key, timeout)
 
     def as_async(self) -> Any:
-        from remotelock.stores._threaded import threaded
+        from remotelock.stores.shared.threaded import threaded
 
         return threaded(self)
 

@@ -95,8 +95,8 @@ def test_redis_options_are_those_redis_py_takes(
 
 
 def test_redis_query_values_are_typed_for_sentinel_and_cluster() -> None:
-    from remotelock.stores.redis import RedisStore
-    from remotelock.stores.redis_async import AsyncRedisStore
+    from remotelock.stores.redis.aio import AsyncRedisStore
+    from remotelock.stores.redis.store import RedisStore
 
     store = store_from_url("redis+sentinel://h:26379/main?socket_timeout=1.5&db=3")
     assert isinstance(store, RedisStore)

@@ -19,11 +19,11 @@ import pytest
 
 from remotelock import StoreConfigError, StoreError, StoreUnavailable, cli
 from remotelock.stores import store_from_url
-from remotelock.stores._redact import redact, secrets_in
 from remotelock.stores.memory import MemoryStore
-from remotelock.stores.redis import RedisStore
-from remotelock.stores.redis_async import AsyncRedisStore
-from remotelock.stores.sqlite import SQLiteStore
+from remotelock.stores.redis.aio import AsyncRedisStore
+from remotelock.stores.redis.store import RedisStore
+from remotelock.stores.shared.redact import redact, secrets_in
+from remotelock.stores.sqlite.store import SQLiteStore
 from remotelock.supervise import ExitStatus
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer, free_port
@@ -90,8 +90,8 @@ def _classes(scheme: str) -> list[Any]:
     if scheme.startswith("redis") or scheme == "redsi":
         return [RedisStore, AsyncRedisStore]
     if scheme.startswith("postgres"):
-        from remotelock.stores.postgres import PostgresStore
-        from remotelock.stores.postgres_async import AsyncPostgresStore
+        from remotelock.stores.postgres.aio import AsyncPostgresStore
+        from remotelock.stores.postgres.store import PostgresStore
 
         return [PostgresStore, AsyncPostgresStore]
     return [SQLiteStore] if scheme == "sqlite" else [MemoryStore]
@@ -187,8 +187,8 @@ def test_bad_keyword_options_fail_at_construction(
 
 
 def _constructors() -> list[Any]:
-    from remotelock.stores.postgres import PostgresStore
-    from remotelock.stores.postgres_async import AsyncPostgresStore
+    from remotelock.stores.postgres.aio import AsyncPostgresStore
+    from remotelock.stores.postgres.store import PostgresStore
 
     url = "postgresql://app:s3cr3t-pw@127.0.0.1:5432/db"
     unterminated = "host=h password='s3cr3t-pw"

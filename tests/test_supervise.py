@@ -29,7 +29,7 @@ import pytest
 from remotelock import _descendants, supervise
 from remotelock.lease import OnLost
 from remotelock.lock import RemoteLock
-from remotelock.stores.sqlite import SQLiteStore
+from remotelock.stores.sqlite.store import SQLiteStore
 from remotelock.supervise import ExitStatus
 
 pytestmark = pytest.mark.skipif(

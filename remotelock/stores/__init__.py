@@ -15,41 +15,41 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreConfigError
-from ._redact import redact, split_url
 from .base import AsyncStore, LockInfo, Store
+from .shared.redact import redact, split_url
 
 if TYPE_CHECKING:
     from .callable import AsyncCallableStore, CallableStore
     from .memory import MemoryStore
-    from .postgres import PostgresStore
-    from .postgres_async import AsyncPostgresStore
-    from .redis import RedisStore
-    from .redis_async import AsyncRedisStore
-    from .sqlite import SQLiteStore
+    from .postgres.aio import AsyncPostgresStore
+    from .postgres.store import PostgresStore
+    from .redis.aio import AsyncRedisStore
+    from .redis.store import RedisStore
+    from .sqlite.store import SQLiteStore
 
 # URL scheme -> "module:Class", imported on first use.
 _SCHEMES: dict[str, str] = {
     "memory": "remotelock.stores.memory:MemoryStore",
-    "sqlite": "remotelock.stores.sqlite:SQLiteStore",
-    "redis": "remotelock.stores.redis:RedisStore",
-    "rediss": "remotelock.stores.redis:RedisStore",
-    "unix": "remotelock.stores.redis:RedisStore",
-    "redis+sentinel": "remotelock.stores.redis:RedisStore",
-    "redis+cluster": "remotelock.stores.redis:RedisStore",
-    "postgresql": "remotelock.stores.postgres:PostgresStore",
-    "postgres": "remotelock.stores.postgres:PostgresStore",
+    "sqlite": "remotelock.stores.sqlite.store:SQLiteStore",
+    "redis": "remotelock.stores.redis.store:RedisStore",
+    "rediss": "remotelock.stores.redis.store:RedisStore",
+    "unix": "remotelock.stores.redis.store:RedisStore",
+    "redis+sentinel": "remotelock.stores.redis.store:RedisStore",
+    "redis+cluster": "remotelock.stores.redis.store:RedisStore",
+    "postgresql": "remotelock.stores.postgres.store:PostgresStore",
+    "postgres": "remotelock.stores.postgres.store:PostgresStore",
 }
 
 # Public class name -> "module:Class", served by __getattr__ below.
 _CLASSES: dict[str, str] = {
     "MemoryStore": "remotelock.stores.memory:MemoryStore",
-    "SQLiteStore": "remotelock.stores.sqlite:SQLiteStore",
+    "SQLiteStore": "remotelock.stores.sqlite.store:SQLiteStore",
     "CallableStore": "remotelock.stores.callable:CallableStore",
     "AsyncCallableStore": "remotelock.stores.callable:AsyncCallableStore",
-    "RedisStore": "remotelock.stores.redis:RedisStore",
-    "AsyncRedisStore": "remotelock.stores.redis_async:AsyncRedisStore",
-    "PostgresStore": "remotelock.stores.postgres:PostgresStore",
-    "AsyncPostgresStore": "remotelock.stores.postgres:AsyncPostgresStore",
+    "RedisStore": "remotelock.stores.redis.store:RedisStore",
+    "AsyncRedisStore": "remotelock.stores.redis.aio:AsyncRedisStore",
+    "PostgresStore": "remotelock.stores.postgres.store:PostgresStore",
+    "AsyncPostgresStore": "remotelock.stores.postgres.aio:AsyncPostgresStore",
 }
 
 # How to install the driver a store module imports.

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
 from ..errors import LimitConflict, StoreConfigError
-from ._redact import redact, split_url
-from ._threaded import resolve
 from .base import EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
+from .shared.redact import redact, split_url
+from .shared.threaded import resolve
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -29,7 +29,7 @@ from remotelock import (
     remote_locked,
 )
 from remotelock.stores import AsyncPostgresStore, PostgresStore, store_from_url
-from remotelock.stores._postgres_sql import RELEASED_MARGIN, permits_table
+from remotelock.stores.postgres.sql import RELEASED_MARGIN, permits_table
 from tests.faults.proxy import FaultProxy
 from tests.helpers.crossproc import (
     ROOT,

@@ -22,7 +22,7 @@ import pytest
 from psycopg import sql
 
 from remotelock.stores import AsyncPostgresStore, PostgresStore
-from remotelock.stores._postgres_sql import permits_table
+from remotelock.stores.postgres.sql import permits_table
 from tests.helpers.crossproc import ROOT, assert_exclusive
 from tests.servers.postgres import PostgresServer
 

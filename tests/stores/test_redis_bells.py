@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from remotelock.stores._redis_bells import (
+from remotelock.stores.base import Handover
+from remotelock.stores.redis.bells import (
     ACTIVATED,
     BACKOFF,
     DROPPED,
@@ -22,7 +23,6 @@ from remotelock.stores._redis_bells import (
     Switchboard,
     Waiter,
 )
-from remotelock.stores.base import Handover
 
 BELL = "p:{k}:bell"
 

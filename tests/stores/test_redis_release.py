@@ -18,8 +18,8 @@ from redis.backoff import NoBackoff
 
 from remotelock import RemoteLock
 from remotelock.stores.base import Handover
-from remotelock.stores.redis import RedisStore
-from remotelock.stores.redis_async import AsyncRedisStore
+from remotelock.stores.redis.aio import AsyncRedisStore
+from remotelock.stores.redis.store import RedisStore
 from tests.faults.proxy import FaultProxy
 from tests.servers.redis import RedisServer
 

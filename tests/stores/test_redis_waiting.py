@@ -22,7 +22,8 @@ from redis.retry import Retry
 
 from remotelock import RemoteLock
 from remotelock.stores.base import Handover
-from remotelock.stores.redis import RedisStore, layout
+from remotelock.stores.redis.common import layout
+from remotelock.stores.redis.store import RedisStore
 from tests.helpers.elsewhere import in_thread
 from tests.servers.redis import RedisServer
 

@@ -23,8 +23,9 @@ from redis.backoff import NoBackoff
 from remotelock import RemoteLock
 from remotelock.stores import store_from_url
 from remotelock.stores.base import Handover
-from remotelock.stores.redis import RedisStore, layout
-from remotelock.stores.redis_async import AsyncRedisStore
+from remotelock.stores.redis.aio import AsyncRedisStore
+from remotelock.stores.redis.common import layout
+from remotelock.stores.redis.store import RedisStore
 from tests.servers.redis import RedisCluster, RedisServer
 from tests.stores.test_redis_waiting import (
     RUNS,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from remotelock import StoreConfigError, StoreError, StoreUnavailable
-from remotelock.stores.sqlite import SQLiteStore, default_path
+from remotelock.stores.sqlite.store import SQLiteStore, default_path
 from tests.helpers.crossproc import ROOT
 
 
@@ -107,7 +107,7 @@ def test_release_in_another_process_wakes_a_waiter(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     script = (
         "import sys\n"
-        "from remotelock.stores.sqlite import SQLiteStore\n"
+        "from remotelock.stores.sqlite.store import SQLiteStore\n"
         f"s = SQLiteStore({str(path)!r})\n"
         "assert s.acquire('k', 'other', 60) is not None\n"
         "print('held', flush=True)\n"
@@ -164,7 +164,7 @@ def test_many_processes_hammering_one_file(tmp_path: Path) -> None:
     path = tmp_path / "locks.db"
     script = (
         "import random, uuid\n"
-        "from remotelock.stores.sqlite import SQLiteStore\n"
+        "from remotelock.stores.sqlite.store import SQLiteStore\n"
         f"s = SQLiteStore({str(path)!r}, busy_timeout=30)\n"
         "for _ in range(300):\n"
         "    k, t = f'k{random.randrange(4)}', uuid.uuid4().hex\n"
@@ -188,7 +188,7 @@ def test_many_processes_creating_a_new_file_at_once(tmp_path: Path) -> None:
         start_at = time.time() + 1.5  # every process starts its first step together
         script = (
             "import time, uuid\n"
-            "from remotelock.stores.sqlite import SQLiteStore\n"
+            "from remotelock.stores.sqlite.store import SQLiteStore\n"
             f"time.sleep(max(0, {start_at} - time.time()))\n"
             f"s = SQLiteStore({str(path)!r})\n"
             "t = uuid.uuid4().hex\n"

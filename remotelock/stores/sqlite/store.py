@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote
 
-from ..errors import StoreConfigError, StoreError, StoreUnavailable
-from ._redact import redact, split_url
-from ._sqlite_permits import SQLitePermits, permit_schema
-from ._sqlite_pool import MAX_IDLE, BusyUntil, Local, Slot, register
-from .base import CROSS_PROCESS, EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
+from ...errors import StoreConfigError, StoreError, StoreUnavailable
+from ..base import CROSS_PROCESS, EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
+from ..shared.redact import redact, split_url
+from .connections import MAX_IDLE, BusyUntil, Local, Slot, register
+from .permits import SQLitePermits, permit_schema
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from .sqlite_async import AsyncSQLiteStore
+    from .aio import AsyncSQLiteStore
 
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # sqlite3 hands the busy timeout to SQLite as a C int of milliseconds.
@@ -357,7 +357,7 @@ class SQLiteStore(SQLitePermits):
     def as_async(self) -> AsyncSQLiteStore:
         """The async twin; it shares this store's file and in-process wake-ups."""
         if self._twin is None:
-            from .sqlite_async import AsyncSQLiteStore
+            from .aio import AsyncSQLiteStore
 
             self._twin = AsyncSQLiteStore(self)
         return self._twin

@@ -19,8 +19,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 import redis.exceptions as rex
 from redis.backoff import ExponentialBackoff, NoBackoff
 
-from ..errors import StoreConfigError, StoreUnavailable
-from ._redact import described, redact, secrets_in, split_url
+from ...errors import StoreConfigError, StoreUnavailable
+from ..shared.redact import described, redact, secrets_in, split_url
 
 _PREFIX: Final = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 _DB: Final = re.compile(r"[0-9]{1,5}")

@@ -1,128 +1,40 @@
 """RedisStore: locks on Redis (standalone, Sentinel or Cluster), fenced, fair, push-woken.
 
-Each primitive is one Lua script (see :mod:`remotelock.stores._redis_lua` for the key
+Each primitive is one Lua script (see :mod:`remotelock.stores.redis.lua` for the key
 layout and every script's KEYS, ARGV and reply). Expiry is decided by the Redis
 server's clock (``PX``), so client clocks do not matter. Waiters queue in arrival
 order; a release hands the lock to the first and rings the key's pub/sub bell, which
 one subscriber connection per process hears for all its waiters (see
-:mod:`remotelock.stores._redis_bells`). Waiters sleep locally with their exact timeout
+:mod:`remotelock.stores.redis.bells`). Waiters sleep locally with their exact timeout
 and never longer than the holder's remaining lease, so a crashed holder's lock is
 noticed as soon as it runs out.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-import redis.exceptions as rex
-
-from ..errors import StoreConfigError
-from ._redis_bells import LISTEN, TURN, WATCH, Wait
-from ._redis_clients import build_client, check_options, describe, parse_url
-from ._redis_doorbell import Doorbell, Look
-from ._redis_lua import SCRIPTS
-from ._redis_permits import RedisPermits, Refused
-from ._threaded import threaded
-from ._translate import Translate
-from .base import (
-    CROSS_HOST,
-    CROSS_PROCESS,
-    EXPIRY,
-    FAIR,
-    FENCING,
-    NOTIFY,
-    TOKEN_CHECKED,
+from ...errors import StoreConfigError
+from ..base import (
     AsyncStore,
     Handover,
     LockInfo,
 )
+from ..shared.threaded import threaded
+from .bells import LISTEN, TURN, WATCH, Wait
+from .clients import build_client, check_options, describe, parse_url
+from .common import CAPABILITIES, Queued, key_of, layout, ms, text, translate
+from .doorbell import Doorbell, Look
+from .lua import SCRIPTS
+from .permits import RedisPermits, Refused
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 log = logging.getLogger(__name__)
-
-
-CAPABILITIES: Final = frozenset(
-    {CROSS_PROCESS, CROSS_HOST, NOTIFY, FENCING, TOKEN_CHECKED, EXPIRY, FAIR}
-)
-
-
-class Layout(NamedTuple):
-    """The Redis names of one lock; they share one hash tag (one Cluster slot)."""
-
-    base: str  # ``<prefix>:{<key>}``: the lock scripts' KEYS[1]
-    lock: str  # the holder's token, with the lease as its expiry
-    fence: str  # the fencing counter
-    bell: str  # the pub/sub channel of its wake-ups
-
-
-@functools.lru_cache(maxsize=4096)
-def layout(prefix: str, key: str) -> Layout:
-    """``<prefix>:{<key>}:lock`` and friends. ``%`` and ``}`` in the key are escaped,
-    so the hash tag is always the whole key and never ends early or comes out empty."""
-    base = f"{prefix}:{{{key.replace('%', '%25').replace('}', '%7D')}}}"
-    return Layout(base, f"{base}:lock", f"{base}:fence", f"{base}:bell")
-
-
-class Queued:
-    """What a store knows of one of its tokens in line, from its last busy acquire."""
-
-    __slots__ = ("asked", "holder_ends", "seen")
-
-    def __init__(self, asked: float, reply: int) -> None:
-        self.asked = asked  # when that acquire was sent: later wake-ups are for this wait
-        self.seen = asked  # when the server last heard from the waiter (its grace runs)
-        # When the holder's lease ends: a waiter never sleeps past it, so an expired
-        # lock is noticed on time (0: free, but another waiter is first in line).
-        self.holder_ends = time.monotonic() - reply / 1000 if reply < 0 else math.inf
-
-    def bound(self, timeout: float) -> float:
-        """The deadline of a wait of ``timeout`` seconds starting now."""
-        return min(time.monotonic() + timeout, self.holder_ends + 0.001)
-
-
-def key_of(redis_key: str, prefix: str) -> str | None:
-    """The lock key a ``...:lock`` Redis key belongs to (``None`` if it is not one)."""
-    head = prefix + ":{"
-    if not (redis_key.startswith(head) and redis_key.endswith("}:lock")):
-        return None
-    return redis_key[len(head) : -len("}:lock")].replace("%7D", "}").replace("%25", "%")
-
-
-def ms(seconds: float) -> int:
-    """Whole milliseconds for PX/PEXPIRE, never rounded down to 0 (that would be no lease)."""
-    return max(1, math.ceil(seconds * 1000))
-
-
-def text(value: Any) -> str | None:
-    """A reply as ``str`` whether the client decodes responses or not."""
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-_UNAVAILABLE: Final = (
-    rex.ConnectionError,
-    rex.TimeoutError,
-    OSError,
-    rex.ReadOnlyError,
-    rex.ClusterDownError,
-    rex.TryAgainError,
-)
-
-
-class translate(Translate):
-    """Redis errors become StoreErrors (connection trouble: StoreUnavailable)."""
-
-    __slots__ = ()
-    unavailable = _UNAVAILABLE
-    failed = (rex.RedisError, rex.RedisClusterException)
 
 
 class RedisStore(RedisPermits):
@@ -322,7 +234,7 @@ class RedisStore(RedisPermits):
         store's client run in worker threads."""
         if self._twin is None:
             if self._url is not None:
-                from .redis_async import AsyncRedisStore
+                from .aio import AsyncRedisStore  # asyncio only for async callers
 
                 url, options = self._url
                 self._twin = AsyncRedisStore.from_url(url, **options)
@@ -337,14 +249,6 @@ class RedisStore(RedisPermits):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({describe(self.client)!r}, prefix={self.prefix!r})"
-
-
-def __getattr__(name: str) -> Any:
-    if name == "AsyncRedisStore":  # one import path for both, as the registry expects
-        from .redis_async import AsyncRedisStore
-
-        return AsyncRedisStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["RedisStore"]

@@ -1,4 +1,4 @@
-"""AsyncPostgresStore: the asyncio twin of :class:`~remotelock.stores.postgres.PostgresStore`.
+"""AsyncPostgresStore: the asyncio twin of :class:`~.store.PostgresStore`.
 
 Same table, statements and rules, on ``psycopg.AsyncConnection``. A store built from a
 URL keeps its connections and its listener per event loop, because asyncio
@@ -18,12 +18,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from ..errors import StoreError
-from . import _postgres_sql as q
-from ._postgres_busy import acquire_params, afetch_or_busy
-from ._postgres_common import (
+from ...errors import StoreError
+from ..base import LockInfo
+from ..shared.threaded import resolve
+from . import sql as q
+from .busy import acquire_params, afetch_or_busy
+from .common import (
+    CAPABILITIES,
     GUARD,
     GUARD_GRACE,
+    POLL_WITHOUT_LISTENER,
     Configured,
     checked_conninfo,
     given_conninfo,
@@ -35,10 +39,7 @@ from ._postgres_common import (
     server_conninfo,
     translate,
 )
-from ._postgres_permits import AsyncPostgresPermits
-from ._threaded import resolve
-from .base import LockInfo
-from .postgres import CAPABILITIES, POLL_WITHOUT_LISTENER
+from .permits import AsyncPostgresPermits
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -83,7 +84,7 @@ def _finish(idle: list[AConn], pid: int) -> None:
 
 
 class AsyncPostgresStore(AsyncPostgresPermits, Configured):
-    """Async PostgreSQL lock store; see :class:`~remotelock.stores.postgres.PostgresStore`.
+    """Async PostgreSQL lock store; see :class:`~remotelock.stores.postgres.store.PostgresStore`.
 
     Build it from a URL (``AsyncPostgresStore.from_url(url)``, or ``as_async()`` of a
     URL-built ``PostgresStore``), from ``conninfo=``, or from a

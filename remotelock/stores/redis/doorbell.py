@@ -8,7 +8,7 @@ wake it (one command, only when a key gets its first local waiter).
 
 Waits themselves are ``threading.Event.wait`` with the exact time left, so they end
 on time (to the millisecond) whatever the server does. See
-:mod:`remotelock.stores._redis_bells` for the messages and the missed-message rules.
+:mod:`remotelock.stores.redis.bells` for the messages and the missed-message rules.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from ._redis_bells import (
+from ..base import Handover
+from .bells import (
     ACTIVATED,
     BUSY,
     LISTEN,
@@ -35,7 +36,6 @@ from ._redis_bells import (
     decode,
     nudge_channel,
 )
-from .base import Handover
 
 log = logging.getLogger("remotelock.stores.redis")
 

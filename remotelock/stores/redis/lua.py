@@ -17,7 +17,7 @@ base name ``<prefix>:{<key>}``, from which they derive (same hash tag, same slot
 
 Wake-ups are pub/sub messages on the channel ``<prefix>:{<key>}:bell`` (inside the hash
 tag too). A store keeps one subscriber connection per process and hands each message
-to its local waiters (see :mod:`remotelock.stores._redis_bells`). Messages are hints: a
+to its local waiters (see :mod:`remotelock.stores.redis.bells`). Messages are hints: a
 waiter never sleeps past its timeout or the holder's lease, so a lost message costs
 time, never correctness. The scripts publish only when someone may listen (a queue or
 ``:listen`` exists): an uncontended release publishes nothing. They publish with
@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._redis_permit_lua import PERMIT_SCRIPTS
+from .permit_lua import PERMIT_SCRIPTS
 
 RELEASED_MS: Final = 60_000
 """How long a release is remembered, so that its repeat (a retry) still returns 1."""

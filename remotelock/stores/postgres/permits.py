@@ -1,6 +1,6 @@
 """Counted permits for the PostgreSQL stores (mixins for the sync and async classes).
 
-Each step is one statement from :mod:`remotelock.stores._postgres_sql` (see
+Each step is one statement from :mod:`remotelock.stores.postgres.sql` (see
 ``ACQUIRE_PERMIT`` for why a key's permits live in one row). A refused acquire asks one
 more question, only on that path: were all permits taken, or do their holders use
 another limit (:class:`~remotelock.errors.LimitConflict`)? Releases notify on the
@@ -17,14 +17,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import LimitConflict
-from . import _postgres_sql as q
-from ._postgres_busy import acquire_params, afetch_or_busy, fetch_or_busy
+from ...errors import LimitConflict
+from . import sql as q
+from .busy import acquire_params, afetch_or_busy, fetch_or_busy
 
 if TYPE_CHECKING:
     import asyncio
 
-    from ._postgres_sql import Statements
+    from .sql import Statements
 
 T = TypeVar("T")
 

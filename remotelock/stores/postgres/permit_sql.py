@@ -1,6 +1,6 @@
 """The SQL behind counted permits (``limit=N``) of the PostgreSQL stores.
 
-Conventions as in :mod:`remotelock.stores._postgres_sql`, which composes these with
+Conventions as in :mod:`remotelock.stores.postgres.sql`, which composes these with
 the lock statements: ``{permits}`` is the permit table's quoted name, parameters are
 named, and the comment above each constant lists them and the statement's result.
 The rules of the lock statements hold here too (contention is never an error; a

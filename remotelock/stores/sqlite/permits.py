@@ -1,4 +1,4 @@
-"""Counted permits for :class:`~remotelock.stores.sqlite.SQLiteStore` (a mixin).
+"""Counted permits for :class:`~remotelock.stores.sqlite.store.SQLiteStore` (a mixin).
 
 Table ``<table>_permits(key, token, fence, expires_at, lim)``, one row per held permit,
 primary key ``(key, token)``. Fencing tokens come from the same counter as the locks',
@@ -13,12 +13,12 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from ..errors import LimitConflict
+from ...errors import LimitConflict
 
 if TYPE_CHECKING:
     import contextlib
 
-    from ._sqlite_pool import BusyUntil, Slot
+    from .connections import BusyUntil, Slot
 
 
 class SQLitePermits:

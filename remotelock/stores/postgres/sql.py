@@ -24,7 +24,7 @@ Two rules shape the acquire and release statements:
   row remembers the last few (``released``).
 
 ``{table}`` in a template is the table's name, quoted by :mod:`psycopg.sql` (the
-permit statements, in :mod:`remotelock.stores._postgres_permit_sql`, use ``{permits}``).
+permit statements, in :mod:`remotelock.stores.postgres.permit_sql`, use ``{permits}``).
 Parameters are named (``%(key)s``); the comment above each constant lists them and
 the statement's result.
 """
@@ -36,7 +36,7 @@ from typing import Final, NamedTuple
 
 from psycopg import sql
 
-from ._postgres_permit_sql import (
+from .permit_sql import (
     ACQUIRE_PERMIT,
     CREATE_PERMITS_TABLE,
     EXTEND_PERMIT,

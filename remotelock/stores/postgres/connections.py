@@ -19,8 +19,8 @@ from typing import Any, Final
 
 import psycopg
 
-from ..errors import StoreError
-from ._postgres_common import given_conninfo, log
+from ...errors import StoreError
+from .common import given_conninfo, log
 
 _ORPHANED: list[object] = []  # inherited across fork: kept alive, never touched
 _LISTEN_IDLE: Final = 30.0  # seconds without waiters before the listener disconnects

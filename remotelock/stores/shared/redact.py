@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import SplitResult, unquote, unquote_plus, urlsplit
 
-from ..errors import StoreConfigError
+from ...errors import StoreConfigError
 
 MASK: Final = "***"
 

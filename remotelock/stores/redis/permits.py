@@ -1,8 +1,8 @@
-"""Counted permits for :class:`~remotelock.stores.redis.RedisStore` (a mixin).
+"""Counted permits for :class:`~remotelock.stores.redis.store.RedisStore` (a mixin).
 
-Each step is one script from :mod:`remotelock.stores._redis_permit_lua`. A release
+Each step is one script from :mod:`remotelock.stores.redis.permit_lua`. A release
 rings the key's bell (``p``) while a refused caller may wait, and each process wakes
-one local permit waiter per freed permit (see :mod:`remotelock.stores._redis_bells`).
+one local permit waiter per freed permit (see :mod:`remotelock.stores.redis.bells`).
 A waiter never sleeps past the moment the first held permit runs out, learnt from its
 last refused attempt.
 """
@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis.exceptions as rex
 
-from ..errors import LimitConflict
-from ._redis_bells import BUSY, PERMIT, Wait
+from ...errors import LimitConflict
+from .bells import BUSY, PERMIT, Wait
+from .common import ms, text, translate
 
 if TYPE_CHECKING:
-    from ._redis_doorbell import Doorbell
+    from .doorbell import Doorbell
 
 
 class PermitLayout(NamedTuple):
@@ -113,8 +114,6 @@ class RedisPermits:
 
     def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
         """Take one of ``limit`` permits of ``key`` (see :class:`PermitStore`)."""
-        from .redis import ms, translate
-
         k = permit_layout(self.prefix, key)
         asked = time.monotonic()
         with translate(self, "acquire_permit", key):
@@ -130,16 +129,12 @@ class RedisPermits:
     def release_permit(self, key: str, token: str) -> bool:
         """Give back ``token``'s permit of ``key`` (waking one waiter). A repeated
         release by the same token returns ``True``: a retry after a lost reply."""
-        from .redis import translate
-
         k = permit_layout(self.prefix, key)
         with translate(self, "release_permit", key):
             return bool(self._run("release_permit", k.release_keys, [token, k.bell]))
 
     def extend_permit(self, key: str, token: str, ttl: float) -> bool:
         """Reset ``token``'s permit of ``key`` if it still holds it."""
-        from .redis import ms, translate
-
         k = permit_layout(self.prefix, key)
         with translate(self, "extend_permit", key):
             keys = [k.permits, k.fences, k.limit]
@@ -147,8 +142,6 @@ class RedisPermits:
 
     def permit_holders(self, key: str) -> list[str]:
         """The tokens holding a permit of ``key``."""
-        from .redis import text, translate
-
         with translate(self, "permit_holders", key):
             holders = self._run("permit_holders", [permit_layout(self.prefix, key).permits], [])
         return [text(token) or "" for token in holders]
@@ -156,8 +149,6 @@ class RedisPermits:
     def wait_permit(self, key: str, timeout: float) -> None:
         """Sleep (holding no connection) until a release frees a permit, the first
         permit runs out, or ``timeout``."""
-        from .redis import ms, translate
-
         k = permit_layout(self.prefix, key)
         until = time.monotonic() + timeout
         refused = self._permit_free_at.pop(key, None)

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .base import Handover
+from ..base import Handover
 
 TURN: Final = "turn"
 """A queued waiter (``wait_turn``): woken when the lock is handed to it or its turn comes."""

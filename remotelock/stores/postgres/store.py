@@ -1,6 +1,6 @@
 """PostgresStore: locks in a PostgreSQL lease table, fenced, woken by LISTEN/NOTIFY.
 
-Each primitive is one SQL statement (see :mod:`remotelock.stores._postgres_sql` for
+Each primitive is one SQL statement (see :mod:`remotelock.stores.postgres.sql` for
 every statement, its parameters and its result). The server's clock decides expiry;
 a release notifies waiters in the same statement. The async twin lives in
 :mod:`remotelock.stores.postgres_async` and is importable from here too.
@@ -13,15 +13,22 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from . import _postgres_sql as q
-from ._postgres_busy import acquire_params, fetch_or_busy
-from ._postgres_common import (
+from ..base import (
+    AsyncStore,
+    LockInfo,
+)
+from ..shared.threaded import threaded
+from . import sql as q
+from .busy import acquire_params, fetch_or_busy
+from .common import (
+    CAPABILITIES,
     GUARD,
     GUARD_GRACE,
+    POLL_WITHOUT_LISTENER,
     Configured,
     checked_conninfo,
     is_broken,
@@ -31,32 +38,13 @@ from ._postgres_common import (
     server_conninfo,
     translate,
 )
-from ._postgres_permits import PostgresPermits
-from ._postgres_sync import GivenConnection, GivenPool, Listener, OwnConnections, Source
-from ._threaded import threaded
-from .base import (
-    CROSS_HOST,
-    CROSS_PROCESS,
-    EXPIRY,
-    FENCING,
-    NOTIFY,
-    TOKEN_CHECKED,
-    AsyncStore,
-    LockInfo,
-)
+from .connections import GivenConnection, GivenPool, Listener, OwnConnections, Source
+from .permits import PostgresPermits
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 T = TypeVar("T")
-
-CAPABILITIES: Final = frozenset(
-    {CROSS_PROCESS, CROSS_HOST, NOTIFY, FENCING, TOKEN_CHECKED, EXPIRY}
-)
-
-POLL_WITHOUT_LISTENER: Final = 0.05
-"""Longest single sleep of a waiter while no LISTEN is active (starting, reconnecting,
-or ``listen=False``): a release is then noticed by polling at this pace."""
 
 
 class PostgresStore(PostgresPermits, Configured):
@@ -317,7 +305,7 @@ class PostgresStore(PostgresPermits, Configured):
         conninfo (same table, same options); else this store's steps in worker threads."""
         if self._twin is None:
             if self._conninfo is not None:
-                from .postgres_async import AsyncPostgresStore
+                from .aio import AsyncPostgresStore  # asyncio only for async callers
 
                 self._twin = AsyncPostgresStore(
                     conninfo=self._conninfo,
@@ -357,12 +345,4 @@ def _close(source: Source, listener: Listener) -> None:
     source.close()
 
 
-def __getattr__(name: str) -> Any:
-    if name == "AsyncPostgresStore":  # one import path for both, as the registry expects
-        from .postgres_async import AsyncPostgresStore
-
-        return AsyncPostgresStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["CAPABILITIES", "PostgresStore"]
+__all__ = ["PostgresStore"]

@@ -1,7 +1,7 @@
 """The asyncio Redis store's doorbell: one subscriber connection and a reader task per
 event loop (asyncio connections belong to the loop that opened them).
 
-The twin of :mod:`remotelock.stores._redis_doorbell`: the reader task alone uses the
+The twin of :mod:`remotelock.stores.redis.doorbell`: the reader task alone uses the
 pub/sub connection; waiters are futures awaited with the exact time left; a waiter
 that needs a new channel while the reader is blocked reading publishes a nudge.
 """
@@ -14,7 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._redis_bells import (
+from ..base import Handover
+from .bells import (
     ACTIVATED,
     BUSY,
     NUDGE,
@@ -28,8 +29,7 @@ from ._redis_bells import (
     decode,
     nudge_channel,
 )
-from ._redis_doorbell import POLL_SLICE, REFRESH_MARGIN, TICK
-from .base import Handover
+from .doorbell import POLL_SLICE, REFRESH_MARGIN, TICK
 
 log = logging.getLogger("remotelock.stores.redis")
 
@@ -67,7 +67,7 @@ class AsyncDoorbell:
     async def wait(
         self, spec: Wait, check: AsyncCheck, refresh: AsyncRefresh | None = None
     ) -> Handover | None:
-        """See :meth:`remotelock.stores._redis_doorbell.Doorbell.wait`."""
+        """See :meth:`remotelock.stores.redis.doorbell.Doorbell.wait`."""
         board = self._board
         waiter = _TaskWaiter(spec.channel, spec.role, spec.token)
         asked = spec.asked

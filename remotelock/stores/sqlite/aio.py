@@ -1,12 +1,12 @@
-"""AsyncSQLiteStore: the asyncio twin of :class:`~remotelock.stores.sqlite.SQLiteStore`."""
+"""AsyncSQLiteStore: the asyncio twin of :class:`~remotelock.stores.sqlite.store.SQLiteStore`."""
 
 from __future__ import annotations
 
 import time
 
-from ._sqlite_pool import BusyUntil, Slot
-from ._threaded import ThreadedAsyncAdminStore, ThreadedPermits, resolve
-from .sqlite import SQLiteStore
+from ..shared.threaded import ThreadedAsyncAdminStore, ThreadedPermits, resolve
+from .connections import BusyUntil, Slot
+from .store import SQLiteStore
 
 
 class AsyncSQLiteStore(ThreadedPermits, ThreadedAsyncAdminStore):

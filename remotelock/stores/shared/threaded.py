@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .base import Handover, LockAdmin, LockInfo, PermitStore, QueuedStore, Store
+from ..base import Handover, LockAdmin, LockInfo, PermitStore, QueuedStore, Store
 
 if TYPE_CHECKING:
     import asyncio

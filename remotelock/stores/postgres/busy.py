@@ -2,7 +2,7 @@
 lock reports the key busy, for the sync and async PostgreSQL stores alike.
 
 The acquire statements (``ACQUIRE`` and ``ACQUIRE_PERMIT`` in
-:mod:`remotelock.stores._postgres_sql`) wait for a row lock only when the key looked
+:mod:`remotelock.stores.postgres.sql`) wait for a row lock only when the key looked
 free in their snapshot while another session was changing it, and then only for
 :func:`lock_wait`. If that wait (or, on an overloaded server, ``statement_timeout``)
 runs out, the key was being taken by someone else: the honest answer is "busy", and
@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import psycopg
 
-from ._postgres_common import log, millis
+from .common import log, millis
 
 LOCK_WAIT_MAX: Final = 0.5
 """Longest row-lock wait of one acquire, in seconds. The sessions that lock a lease row

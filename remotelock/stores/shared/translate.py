@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .._checks import key_preview
-from ..errors import StoreError, StoreUnavailable
-from ._redact import redact
+from ..._checks import key_preview
+from ...errors import StoreError, StoreUnavailable
+from .redact import redact
 
 
 class Translate:

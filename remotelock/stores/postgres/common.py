@@ -25,12 +25,21 @@ import psycopg
 from psycopg import conninfo as pgconninfo
 from psycopg import pq
 
-from ..errors import StoreConfigError
-from . import _postgres_sql as q
-from ._redact import described, redact, secrets_in
-from ._translate import Translate
+from ...errors import StoreConfigError
+from ..base import CROSS_HOST, CROSS_PROCESS, EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED
+from ..shared.redact import described, redact, secrets_in
+from ..shared.translate import Translate
+from . import sql as q
 
 log = logging.getLogger("remotelock.stores.postgres")
+
+CAPABILITIES: Final = frozenset(
+    {CROSS_PROCESS, CROSS_HOST, NOTIFY, FENCING, TOKEN_CHECKED, EXPIRY}
+)
+
+POLL_WITHOUT_LISTENER: Final = 0.05
+"""Longest single sleep of a waiter while no LISTEN is active (starting, reconnecting,
+or ``listen=False``): a release is then noticed by polling at this pace."""
 
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _TRUE: Final = {"1", "true", "yes", "on"}
@@ -356,8 +365,10 @@ if hasattr(os, "register_at_fork"):
 
 
 __all__ = [
+    "CAPABILITIES",
     "GUARD",
     "GUARD_GRACE",
+    "POLL_WITHOUT_LISTENER",
     "Guard",
     "Options",
     "check_options",

@@ -1,10 +1,10 @@
-"""AsyncRedisStore: the asyncio twin of :class:`~remotelock.stores.redis.RedisStore`.
+"""AsyncRedisStore: the asyncio twin of :class:`~remotelock.stores.redis.store.RedisStore`.
 
 Same scripts, same key layout, same rules; ``redis.asyncio`` clients. A store built
 from a URL keeps one client per event loop, because asyncio connections belong to the
 loop that opened them (``asyncio.run`` twice must not share a connection pool). For the
 same reason wake-ups come through one subscriber connection per event loop, read by a
-task (see :mod:`remotelock.stores._redis_doorbell_async`).
+task (see :mod:`remotelock.stores.redis.doorbell_aio`).
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rex
 
-from ..errors import StoreConfigError
-from ._redis_bells import LISTEN, TURN, WATCH, Wait
-from ._redis_clients import build_client, check_options, make_client, parse_url
-from ._redis_doorbell import Look
-from ._redis_doorbell_async import AsyncDoorbell
-from ._redis_lua import SCRIPTS
-from ._redis_permits import (
+from ...errors import StoreConfigError
+from ..base import Handover, LockInfo
+from .bells import LISTEN, TURN, WATCH, Wait
+from .clients import build_client, check_options, make_client, parse_url
+from .common import CAPABILITIES, Queued, key_of, layout, ms, text, translate
+from .doorbell import Look
+from .doorbell_aio import AsyncDoorbell
+from .lua import SCRIPTS
+from .permits import (
     Refused,
     conflict,
     listened,
@@ -32,8 +34,6 @@ from ._redis_permits import (
     permit_wait,
     vacancy,
 )
-from .base import Handover, LockInfo
-from .redis import CAPABILITIES, Queued, key_of, layout, ms, text, translate
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -48,7 +48,7 @@ class _Bound:
 
 
 class AsyncRedisStore:
-    """Async Redis lock store; see :class:`~remotelock.stores.redis.RedisStore`.
+    """Async Redis lock store; see :class:`~remotelock.stores.redis.store.RedisStore`.
 
     Build it from a URL (``AsyncRedisStore.from_url(url)``, the async twin of a
     URL-built ``RedisStore``) or from a ``redis.asyncio`` client of your own.
