@@ -47,10 +47,59 @@ NAMES: dict[str, str] = {
 }
 """Renames every pair shares."""
 
-PAIRS: tuple[Pair, ...] = ()
+_POSTGRES = "remotelock/stores/postgres/"
+_POSTGRES_NAMES: dict[str, str] = {
+    ".connections_aio": ".connections",
+    ".listener_aio": ".listener",
+    ".permits_aio": ".permits",
+    ".queries_aio": ".queries",
+    "AsyncConnected": "Connected",
+    "AsyncListener": "Listener",
+    "AsyncPostgresPermits": "PostgresPermits",
+    "AsyncPostgresStore": "PostgresStore",
+    "psycopg.AsyncConnection": "psycopg.Connection",
+    "psycopg_pool.AsyncConnectionPool": "psycopg_pool.ConnectionPool",
+}
+"""The PostgreSQL store's names, async to sync: its hand-written sides (``connections``
+and ``listener``, each with an ``_aio`` twin), its generated modules, and the psycopg
+classes its docstrings name."""
+
+_REDIS = "remotelock/stores/redis/"
+_REDIS_NAMES: dict[str, str] = {
+    ".connect_aio": ".connect",
+    ".permits_aio": ".permits",
+    ".tasks": ".threads",
+    "AsyncCheck": "Check",
+    "AsyncClients": "Clients",
+    "AsyncDoorbell": "Doorbell",
+    "AsyncRedisPermits": "RedisPermits",
+    "AsyncRedisStore": "RedisStore",
+    "AsyncRefresh": "Refresh",
+    "TaskReader": "ThreadReader",
+    "TaskWaiter": "ThreadWaiter",
+    "pubsub.aclose": "pubsub.close",
+    "redis.asyncio": "redis",
+    "self._clients.aclose": "self._clients.close",
+}
+"""The Redis store's names, async to sync: its hand-written sides (``connect_aio`` and
+``tasks``, against ``connect`` and ``threads``), its generated modules, and redis-py's
+package. Names after a dot are never renamed, so the two ``aclose()`` calls
+on an object are named whole."""
+
+PAIRS: tuple[Pair, ...] = (
+    Pair(_POSTGRES + "aio.py", _POSTGRES + "store.py", _POSTGRES_NAMES),
+    Pair(_POSTGRES + "permits_aio.py", _POSTGRES + "permits.py", _POSTGRES_NAMES),
+    Pair(_POSTGRES + "queries_aio.py", _POSTGRES + "queries.py", _POSTGRES_NAMES),
+    Pair(_REDIS + "aio.py", _REDIS + "store.py", _REDIS_NAMES),
+    Pair(_REDIS + "permits_aio.py", _REDIS + "permits.py", _REDIS_NAMES),
+    Pair(_REDIS + "doorbell_aio.py", _REDIS + "doorbell.py", _REDIS_NAMES),
+)
 """Every generated module; each pair adds its own names to :data:`NAMES`."""
 
-HEADER = "# Generated from {source} by tools/unasync.py: do not edit, edit the source.\n"
+HEADER = (
+    "# Generated from {source} by tools/unasync.py.\n"
+    "# Do not edit: edit the source, then run the tool.\n"
+)
 _KEYWORDS = (
     (re.compile(r"\basync (def|with|for)\b"), r"\1"),
     (re.compile(r"\bawait\s+"), ""),

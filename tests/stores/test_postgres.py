@@ -537,7 +537,7 @@ async def test_an_async_connection_passed_in(target: Target) -> None:
     try:
         assert other.acquire("k", "o", 60) is not None
         deadline = time.monotonic() + 10
-        while not store._state().ready:  # the first wait starts the listener task
+        while not store._listener.ready():  # the first wait starts the listener task
             assert time.monotonic() < deadline
             await store.wait("k", 0.01)
         asyncio.get_running_loop().call_later(0.3, other.release, "k", "o")

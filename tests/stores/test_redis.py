@@ -24,8 +24,7 @@ from remotelock import (
     remote_locked,
 )
 from remotelock.stores import AsyncRedisStore, RedisStore, store_from_url
-from remotelock.stores.redis.common import key_of, layout
-from remotelock.stores.redis.permits import permit_layout
+from remotelock.stores.redis.common import key_of, layout, permit_layout
 from tests.helpers.crossproc import (
     assert_exclusive,
     kill_holder_and_take_over,

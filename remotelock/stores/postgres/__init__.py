@@ -1,11 +1,16 @@
 """The PostgreSQL store: a fenced lease table woken by LISTEN/NOTIFY.
 
-- ``store``: :class:`~remotelock.stores.postgres.store.PostgresStore`
-- ``aio``: :class:`~remotelock.stores.postgres.aio.AsyncPostgresStore`, its asyncio twin
+- ``aio``: :class:`~remotelock.stores.postgres.aio.AsyncPostgresStore`, the source of
+  every step; ``store`` (:class:`~remotelock.stores.postgres.store.PostgresStore`) is
+  generated from it by ``tools/unasync.py``
+- ``permits_aio`` (counted permits, ``limit=N``) and ``queries_aio`` (running one
+  statement): sources too, of the generated ``permits`` and ``queries``
+- ``connections`` / ``connections_aio`` and ``listener`` / ``listener_aio``: what differs
+  between the sides, hand-written under the same names (a connection set per process
+  or per event loop; a listener thread or task), plus ``loops`` for the async side
 - ``sql`` and ``permit_sql``: the statements, one per atomic step
-- ``permits``: counted permits (``limit=N``)
-- ``connections``: the sync connections and the listener thread
-- ``common`` and ``busy``: options, URLs, errors, the reply guard, contention handling
+- ``common``, ``waiting`` and ``busy``: options, URLs, errors, waiter bookkeeping and
+  contention handling, free of I/O; ``guard``: the reply guard both sides use
 
 Nothing is imported here: a sync program that uses ``PostgresStore`` never loads the
 asyncio side.

@@ -1,95 +1,113 @@
-"""AsyncPostgresStore: the asyncio twin of :class:`~.store.PostgresStore`.
+"""AsyncPostgresStore: locks in a PostgreSQL lease table, fenced, woken by LISTEN/NOTIFY.
 
-Same table, statements and rules, on ``psycopg.AsyncConnection``. A store built from a
-URL keeps its connections and its listener per event loop, because asyncio
-connections belong to the loop that opened them (``asyncio.run`` twice must not
-share one). Waiters are futures woken by a listener task on that loop.
+Each primitive is one SQL statement (see :mod:`remotelock.stores.postgres.sql` for
+every statement, its parameters and its result). The server's clock decides expiry;
+a release notifies waiters in the same statement.
+
+The steps are written once, for asyncio, in :mod:`remotelock.stores.postgres.aio`;
+``tools/unasync.py`` writes the sync :mod:`remotelock.stores.postgres.store` from it.
+What really differs between the two sides (connections kept per process or per event
+loop, a listener thread or task) is hand-written, under the same names, in
+:mod:`remotelock.stores.postgres.connections` and
+:mod:`remotelock.stores.postgres.connections_aio`.
 """
+
+# The generated module's first line names its source and runs past the line limit
+# (in the source the rule is unused, hence RUF100).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from ...errors import StoreError
 from ..base import LockInfo
-from ..shared.threaded import resolve
 from . import sql as q
-from .busy import acquire_params, afetch_or_busy
-from .common import (
-    CAPABILITIES,
-    GUARD,
-    GUARD_GRACE,
-    POLL_WITHOUT_LISTENER,
-    Configured,
-    checked_conninfo,
-    given_conninfo,
-    is_broken,
-    log,
-    millis,
-    not_a_connection,
-    parse_url,
-    server_conninfo,
-    translate,
-)
-from .permits import AsyncPostgresPermits
+from .busy import acquire_params
+from .common import CAPABILITIES, is_broken, millis, parse_url, translate
+from .connections_aio import AsyncConnected, Conn, Run
+from .guard import GUARD, GUARD_GRACE
+from .permits_aio import AsyncPostgresPermits
+from .queries_aio import Row, fetch_all, fetch_one, fetch_or_busy, rowcount
+from .waiting import pause
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 T = TypeVar("T")
-AConn = psycopg.AsyncConnection[Any]
-
-_LISTEN_IDLE = 30.0
-_ORPHANED: list[AConn] = []  # inherited across fork: kept alive, never touched
 
 
-class _LoopState:
-    """One event loop's connections, waiters and listener task for one store."""
+class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
+    """Locks in a PostgreSQL table: exclusion across processes and machines.
 
-    def __init__(self, size: int) -> None:
-        self.idle: list[AConn] = []
-        self.slots = asyncio.Semaphore(size)
-        self.busy = asyncio.Lock()  # serialises a single connection passed in
-        self.waiters: dict[str, set[asyncio.Future[None]]] = {}
-        self.task: asyncio.Task[None] | None = None
-        self.ready = False  # LISTEN is active on the listener's connection
-        weakref.finalize(self, _finish, self.idle, os.getpid())
+    - URL: ``postgresql://[user[:password]@][host][:port][/dbname][?param=value&...]``
+      (``postgres://`` too; any libpq parameter, e.g. ``sslmode``, ``host=/run/postgresql``
+      for a Unix socket). remotelock's own query options: ``table`` (default
+      ``remotelock_locks``), ``schema`` (default: the first schema on the search path;
+      created if missing), ``timeout`` (seconds any one step may take, default 5),
+      ``pool_size`` (connections per process, and per event loop for the async store,
+      default 10), ``listen`` (``false`` turns wake-ups into polling), ``listen_url``
+      (where to LISTEN, see below). Keyword arguments override the query string, for
+      libpq parameters too.
+    - Or pass a ``psycopg.AsyncConnection`` (used by one step at a time, never
+      replaced), a ``psycopg_pool.AsyncConnectionPool``, or ``conninfo="dbname=app ..."``.
+      A sync store built from a URL or conninfo hands out its async twin, with
+      connections of its own, from ``as_async()``.
+    - Layout: one row per key ever locked, created on first use (idempotently; an
+      advisory transaction lock makes many processes starting at once take turns)::
 
-    def wake(self, topic: str | None = None) -> None:
-        """Wake the waiters of ``topic`` (every waiter when ``None``)."""
-        groups = self.waiters.values() if topic is None else [self.waiters.get(topic, set())]
-        for futures in list(groups):
-            for future in list(futures):
-                resolve(future)
+          CREATE TABLE remotelock_locks (
+              key         text PRIMARY KEY,
+              token       text,               -- NULL once released
+              fence       bigint NOT NULL,    -- the last fencing token handed out
+              expires_at  timestamptz NOT NULL,
+              released_by text                -- the token whose release freed it last
+          )
 
+      A release clears ``token`` and keeps the row, so ``fence`` keeps growing across
+      releases and expiries. Deleting rows by hand restarts those keys' fences at 1.
+      A table made by an earlier version gets the new column on first use
+      (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, which needs the table's owner).
+    - Contention is never an error: an acquire that finds the key held reads the row
+      without locking it, and one that finds the key being taken at that very moment
+      waits at most half of ``timeout`` (0.5 s at most) for the row, then reports the
+      key busy, like any other busy key.
+    - Releases are idempotent for the token that released the key: a repeated release
+      by that token returns ``True`` (until the same token takes the key again or
+      another token releases it), so a retry after a lost reply (the release ran, the
+      connection broke before the answer came) is not reported as a lost lock. A
+      token whose lease expired, was taken over or was force-released still gets
+      ``False``. Permits keep the same rule for the last few tokens that gave one back.
+    - Clock: the server's ``now()``; client clocks never decide expiry.
+    - Wake-ups: a release runs ``pg_notify('<table>', key)`` in its own statement
+      (one channel per table, the key as payload, a digest for keys over 1000 bytes).
+      Each store keeps one listening connection (per process: a background thread; per
+      event loop for the async store: a task), started by the first ``wait``; a waiter
+      subscribes before it re-reads the lock, so a release can never slip between the
+      two, and never sleeps past the holder's remaining lease. ``listen_url`` points
+      the listener elsewhere: LISTEN needs a session of its own, so behind a
+      transaction-mode pooler (PgBouncer ``pool_mode=transaction``) notifications are
+      silently lost; point it at the server or a session-mode pool, or set
+      ``listen=false``. Either way a waiter still wakes by its ``wait`` strategy and
+      the holder's lease end.
+    - Failures: every step is bounded. Connections the store opens get
+      ``statement_timeout`` and ``lock_timeout`` of ``timeout`` as startup options
+      (a connection or pool passed in gets them with ``SET``), ``connect_timeout`` of
+      ``timeout`` (at least 2 s), and a client-side guard drops a connection whose
+      server does not answer within ``timeout`` + 2 s. Refused, lost or timed-out
+      connections raise :class:`~remotelock.errors.StoreUnavailable`; a connection
+      found dead is replaced and the step retried once, so after a server restart the
+      same store works again.
+    - Closing: the store's ``aclose()`` closes idle connections and stops listening
+      (the store reconnects if used again). The async store does so for the event loop
+      it runs on, so call it on each loop that used the store, before that loop ends.
 
-def _finish(idle: list[AConn], pid: int) -> None:
-    # A loop that ended without aclose(): close the sockets without it (sync libpq call).
-    # Never in a forked child: that would end the parent's sessions on the shared sockets.
-    if os.getpid() != pid:
-        _ORPHANED.extend(idle)
-        return
-    for conn in idle:
-        with contextlib.suppress(Exception):
-            conn.pgconn.finish()
-    idle.clear()
+    .. code-block:: python
 
-
-class AsyncPostgresStore(AsyncPostgresPermits, Configured):
-    """Async PostgreSQL lock store; see :class:`~remotelock.stores.postgres.store.PostgresStore`.
-
-    Build it from a URL (``AsyncPostgresStore.from_url(url)``, or ``as_async()`` of a
-    URL-built ``PostgresStore``), from ``conninfo=``, or from a
-    ``psycopg.AsyncConnection`` / ``psycopg_pool.AsyncConnectionPool`` of your own.
-    Call ``await store.aclose()`` on each event loop that used it before the loop ends.
+        store = AsyncPostgresStore.from_url("postgresql://app@db/app?table=locks&timeout=3")
     """
 
     capabilities: frozenset[str] = CAPABILITIES
@@ -116,101 +134,26 @@ class AsyncPostgresStore(AsyncPostgresPermits, Configured):
             listen=listen,
             listen_url=listen_url,
         )
-        self._conninfo = None if conninfo is None else checked_conninfo(conninfo)
-        self._owns = conninfo is not None  # else a connection or pool was passed in
-        self._own = "" if conninfo is None else server_conninfo(conninfo, self.timeout)
-        self._conn: AConn | None = None
-        self._pool: Any = None
-        if isinstance(connection, psycopg.AsyncConnection):
-            self._conn = connection
-        elif connection is not None:
-            if not (hasattr(connection, "getconn") and hasattr(connection, "putconn")):
-                raise not_a_connection(
-                    connection, "a psycopg.AsyncConnection or a psycopg_pool.AsyncConnectionPool"
-                )
-            self._pool = connection
-        self._pid = os.getpid()
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._connect(connection)
         self._schema_ready = False
-        self._configured: weakref.WeakSet[AConn] = weakref.WeakSet()
+        self._configured: weakref.WeakSet[Conn] = weakref.WeakSet()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        """Build a store from a URL (see ``PostgresStore``); connects on first use only."""
+        """Build a store from a URL (see the class docs); connects on first use only."""
         conninfo, own = parse_url(url, dict(options))
         return cls(conninfo=conninfo, **own._asdict())
 
-    def _state(self) -> _LoopState:
-        if self._pid != os.getpid():  # forked: the parent's loops and connections are not ours
-            if not self._owns:
-                raise StoreError("a connection or pool given to the store cannot cross os.fork()")
-            self._pid, self._loops = os.getpid(), weakref.WeakKeyDictionary()
-        loop = asyncio.get_running_loop()
-        state = self._loops.get(loop)
-        if state is None:
-            state = self._loops[loop] = _LoopState(self.pool_size)
-        return state
+    # -- running one step ---------------------------------------------------------------
 
-    # -- connections ----------------------------------------------------------------------
-
-    async def _take(self, state: _LoopState) -> AConn:
-        if self._pool is not None:
-            return await self._pool.getconn(timeout=self.timeout)  # type: ignore[no-any-return]
-        gate = state.busy if self._conn is not None else state.slots
-        try:
-            await asyncio.wait_for(gate.acquire(), self.timeout)
-        except asyncio.TimeoutError:
-            raise psycopg.OperationalError(
-                f"the store's connections stayed busy for {self.timeout:g} s"
-            ) from None
-        if self._conn is not None:
-            return self._conn
-        try:
-            if state.idle:
-                return state.idle.pop()
-            return await psycopg.AsyncConnection.connect(self._own, autocommit=True)
-        except BaseException:
-            gate.release()
-            raise
-
-    async def _give(self, state: _LoopState, conn: AConn, ok: bool) -> None:
-        if self._pool is not None:
-            if not ok and not conn.closed:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.close()
-            await self._pool.putconn(conn)
-            return
-        if self._conn is not None:
-            try:
-                if not ok and not conn.closed and not conn.autocommit:
-                    with contextlib.suppress(psycopg.Error):
-                        await conn.rollback()  # a failed statement left its transaction aborted
-            finally:
-                state.busy.release()
-            return
-        try:
-            if ok and not conn.closed:
-                state.idle.append(conn)
-            else:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.close()
-        finally:
-            state.slots.release()
-
-    async def _flush(self, state: _LoopState) -> None:
-        if self._pool is not None:
-            await self._pool.check()
-        await _close_idle(state)
-
-    async def _step(self, step: str, key: str, run: Callable[[AConn], Awaitable[T]]) -> T:
-        """See ``PostgresStore._step``: bounded, translated, retried once on a dead connection."""
-        state = self._state()
+    async def _step(self, step: str, key: str, run: Run[T]) -> T:
+        """Run one statement on a connection, bounded, translated, retried once if the
+        connection turns out dead (a server restart leaves stale idle connections)."""
+        source = self._source
         retried = False
         with translate(self, step, key):
             while True:
-                conn = await self._take(state)
+                conn = await source.take()
                 fired = False
                 try:
                     watch = GUARD.watch(conn, self.timeout + GUARD_GRACE)
@@ -222,197 +165,123 @@ class AsyncPostgresStore(AsyncPostgresPermits, Configured):
                     finally:
                         fired = GUARD.done(watch)
                 except psycopg.Error as exc:
-                    await self._give(state, conn, ok=False)
+                    await source.give(conn, ok=False)
                     if fired:
                         raise psycopg.OperationalError(
                             f"no reply from PostgreSQL within {self.timeout + GUARD_GRACE:g} s"
                         ) from exc
-                    if not retried and self._conn is None and is_broken(exc, conn):
+                    if not retried and source.reusable and is_broken(exc, conn):
                         retried = True
-                        await self._flush(state)
+                        await source.flush()
                         continue
                     raise
                 except BaseException:
-                    await self._give(state, conn, ok=False)
+                    await source.give(conn, ok=False)
                     raise
-                await self._give(state, conn, ok=not fired)
+                await source.give(conn, ok=not fired)
                 return result
 
-    async def _prepare(self, conn: AConn) -> None:
-        if not self._owns and conn not in self._configured:
+    async def _prepare(self, conn: Conn) -> None:
+        """Set the timeouts on a connection given to the store; create the tables once
+        (concurrent first steps may both check: creating is idempotent, and serialised
+        on the server by an advisory lock)."""
+        if self._conninfo is None and conn not in self._configured:
             await conn.execute(q.SET_TIMEOUTS, {"timeout": str(millis(self.timeout))})
             if not conn.autocommit:
                 await conn.commit()
             self._configured.add(conn)
         if not self._schema_ready:
-            params = {
-                "schema": self.schema,
-                "table": self.table,
-                "permits": q.permits_table(self.table),
-            }
-            async with conn.transaction():
-                await conn.execute(q.LOCK_DDL, {"lock_id": q.lock_id(self.schema, self.table)})
-                if await (await conn.execute(q.TABLE_EXISTS, params)).fetchone() is None:
-                    for statement in self._sql.create:  # creates, or migrates an older table
-                        await conn.execute(statement)
+            await self._create_tables(conn)
             self._schema_ready = True
 
-    # -- the Store protocol -----------------------------------------------------------------
+    async def _create_tables(self, conn: Conn) -> None:
+        params = {
+            "schema": self.schema,
+            "table": self.table,
+            "permits": q.permits_table(self.table),
+        }
+        async with conn.transaction():
+            await conn.execute(q.LOCK_DDL, {"lock_id": q.lock_id(self.schema, self.table)})
+            if await fetch_one(conn, q.TABLE_EXISTS, params) is None:
+                for statement in self._sql.create:  # creates, or migrates an older table
+                    await conn.execute(statement)
+
+    # -- the Store protocol -------------------------------------------------------------
 
     async def acquire(self, key: str, token: str, ttl: float) -> int | None:
-        """See :meth:`PostgresStore.acquire`."""
+        """Take ``key`` if its row is absent, released or expired (one statement).
+
+        ``None`` also when the key was being taken at that moment and the row lock did
+        not come within the short lock wait: contention, never an outage.
+        """
         params = acquire_params(key, token, ttl, self.timeout)
-        statement = self._sql.acquire
-        row = await self._step("acquire", key, lambda c: afetch_or_busy(c, statement, params))
+        row = await self._step(
+            "acquire", key, lambda c: fetch_or_busy(c, self._sql.acquire, params)
+        )
         return None if row is None else int(row[0])
 
     async def release(self, key: str, token: str) -> bool:
-        """See :meth:`PostgresStore.release`."""
+        """Free ``key`` if ``token`` holds an unexpired lease, and notify its waiters;
+        ``True`` too if ``token``'s own release freed it before (a retried release)."""
         params = self._notice(key, token=token)
-        return await self._step("release", key, lambda c: _rows(c, self._sql.release, params)) > 0
+        return (
+            await self._step("release", key, lambda c: rowcount(c, self._sql.release, params)) > 0
+        )
 
     async def extend(self, key: str, token: str, ttl: float) -> bool:
-        """See :meth:`PostgresStore.extend`."""
+        """Reset the lease if ``token`` still holds ``key``."""
         params = {"key": key, "token": token, "ttl": float(ttl)}
-        return await self._step("extend", key, lambda c: _rows(c, self._sql.extend, params)) > 0
+        return await self._step("extend", key, lambda c: rowcount(c, self._sql.extend, params)) > 0
 
     async def owner(self, key: str) -> str | None:
-        """See :meth:`PostgresStore.owner`."""
+        """The token holding ``key``, or ``None``."""
         row = await self._holder("owner", key)
         return None if row is None else str(row[0])
 
     async def wait(self, key: str, timeout: float) -> None:
-        """See :meth:`PostgresStore.wait`; the task sleeps on a future, not a thread."""
+        """Sleep until a release of ``key`` is notified, its lease ends, or ``timeout``."""
         deadline = time.monotonic() + timeout
-        state = self._state()
-        topic = q.payload(key)
-        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        listening = self.listen and self._subscribe(state, topic, woken)
-        try:
+        with self._listener.waiter(q.payload(key), self.listen) as woken:
             row = await self._holder("wait", key)
-            if row is None:
-                return
-            left = float(row[1]) + 0.001
-            pause = left if listening else min(left, POLL_WITHOUT_LISTENER)
-            await asyncio.wait((woken,), timeout=max(0.0, min(deadline - time.monotonic(), pause)))
-        finally:
-            futures = state.waiters.get(topic)
-            if futures is not None:
-                futures.discard(woken)
-                if not futures:
-                    del state.waiters[topic]
+            if row is not None:
+                await woken.wait(pause(float(row[1]), woken.listening, deadline))
 
-    async def _holder(self, step: str, key: str) -> Any:
-        return await self._step(step, key, lambda c: _one(c, self._sql.holder, {"key": key}))
+    async def _holder(self, step: str, key: str) -> Row | None:
+        params = {"key": key}
+        return await self._step(step, key, lambda c: fetch_one(c, self._sql.holder, params))
 
     def _notice(self, key: str, **params: Any) -> dict[str, Any]:
         return {"key": key, "channel": self._sql.channel, "payload": q.payload(key), **params}
 
-    # -- admin ------------------------------------------------------------------------------
+    # -- admin ----------------------------------------------------------------------------
 
     async def force_release(self, key: str) -> bool:
-        """See :meth:`PostgresStore.force_release`."""
+        """Free ``key`` whoever holds it; ``True`` if an unexpired lease was there."""
         params = self._notice(key)
-        rows = await self._step(
-            "force_release", key, lambda c: _rows(c, self._sql.force_release, params)
-        )
-        return rows > 0
+        statement = self._sql.force_release
+        return await self._step("force_release", key, lambda c: rowcount(c, statement, params)) > 0
 
     async def iter_locks(self, prefix: str = "") -> AsyncIterator[LockInfo]:
-        """See :meth:`PostgresStore.iter_locks`."""
-
-        async def fetch(conn: AConn) -> list[Any]:
-            return await (await conn.execute(self._sql.list, {"prefix": prefix})).fetchall()
-
-        for r in await self._step("iter_locks", prefix, fetch):
+        """The unexpired locks whose key starts with ``prefix`` (one query, a snapshot
+        taken as the iteration starts)."""
+        params = {"prefix": prefix}
+        rows = await self._step(
+            "iter_locks", prefix, lambda c: fetch_all(c, self._sql.list, params)
+        )
+        for r in rows:
             yield LockInfo(str(r[0]), str(r[1]), int(r[2]), float(r[3]))
 
-    # -- the listener task --------------------------------------------------------------------
-
-    def _subscribe(self, state: _LoopState, topic: str, future: asyncio.Future[None]) -> bool:
-        state.waiters.setdefault(topic, set()).add(future)
-        if state.task is None or state.task.done():
-            state.task = asyncio.get_running_loop().create_task(self._listen_loop(state))
-        return state.ready
-
-    async def _listener_conninfo(self) -> str:
-        if self.listen_url is not None:
-            base = self.listen_url
-        elif self._conninfo is not None:
-            base = self._conninfo
-        else:
-            base = await self._step("listen", "", _given_info)
-        return server_conninfo(base, self.timeout, listener=True)
-
-    async def _listen_loop(self, state: _LoopState) -> None:
-        backoff = 0.05
-        while True:
-            try:
-                conninfo = await self._listener_conninfo()
-                async with await psycopg.AsyncConnection.connect(
-                    conninfo, autocommit=True
-                ) as conn:
-                    await conn.execute(self._sql.listen)
-                    state.ready, backoff = True, 0.05
-                    if await self._read(conn, state):
-                        return
-            except Exception as exc:  # never let the task die on a surprise
-                log.debug("PostgreSQL listener lost its connection: %s", exc)
-            finally:
-                state.ready = False
-                state.wake()  # a release may have gone unheard: everyone re-checks
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
-            if not state.waiters:
-                return
-
-    async def _read(self, conn: AConn, state: _LoopState) -> bool:
-        quiet_since = time.monotonic()
-        while True:
-            async for note in conn.notifies(timeout=0.5):
-                state.wake(note.payload)
-            now = time.monotonic()
-            if state.waiters:
-                quiet_since = now
-            elif now - quiet_since > _LISTEN_IDLE:
-                return True
-
-    # -- lifecycle ------------------------------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Stop this loop's listener and close its idle connections (the store reconnects
-        if used again). A connection or pool passed in is left open."""
-        state = self._loops.pop(asyncio.get_running_loop(), None)
-        if state is None:
-            return
-        if state.task is not None:
-            state.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await state.task
-        await _close_idle(state)
+        """Close idle connections and stop listening (the store reconnects if used again).
+        A connection or pool passed in is left open: it belongs to the caller."""
+        await self._listener.close()
+        await self._source.close()
 
     def __repr__(self) -> str:
         where = f"{self.schema}.{self.table}" if self.schema else self.table
         return f"{type(self).__name__}(table={where!r})"
-
-
-async def _one(conn: AConn, statement: Any, params: dict[str, Any]) -> Any:
-    return await (await conn.execute(statement, params)).fetchone()
-
-
-async def _rows(conn: AConn, statement: Any, params: dict[str, Any]) -> int:
-    return (await conn.execute(statement, params)).rowcount
-
-
-async def _close_idle(state: _LoopState) -> None:
-    idle, state.idle[:] = list(state.idle), []
-    for conn in idle:
-        with contextlib.suppress(psycopg.Error):
-            await conn.close()
-
-
-async def _given_info(conn: AConn) -> str:
-    return given_conninfo(conn.info)
 
 
 __all__ = ["AsyncPostgresStore"]

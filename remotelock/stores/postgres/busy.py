@@ -9,6 +9,10 @@ runs out, the key was being taken by someone else: the honest answer is "busy", 
 the lock layer waits and tries again. A server that does not answer at all is still
 :class:`~remotelock.errors.StoreUnavailable`: that comes from the connection or the
 reply guard, never from these two errors, which only an answering server sends.
+
+This module decides, free of I/O; ``fetch_or_busy`` in
+:mod:`remotelock.stores.postgres.queries_aio` (and the sync module generated from it)
+runs the statement and turns :data:`CONTENDED` into "busy".
 """
 
 from __future__ import annotations
@@ -48,40 +52,10 @@ def acquire_params(
     return {"key": key, "token": token, "ttl": float(ttl), "lock_wait": lock_wait(timeout), **more}
 
 
-def fetch_or_busy(conn: psycopg.Connection[Any], statement: Any, params: dict[str, Any]) -> Any:
-    """The statement's first row; ``None`` (busy) if it ran out of time waiting."""
-    try:
-        return conn.execute(statement, params).fetchone()
-    except CONTENDED as exc:
-        _busy(params, exc)
-        if not conn.autocommit:
-            conn.rollback()  # the failed statement aborted the caller's transaction
-        return None
-
-
-async def afetch_or_busy(
-    conn: psycopg.AsyncConnection[Any], statement: Any, params: dict[str, Any]
-) -> Any:
-    """See :func:`fetch_or_busy`."""
-    try:
-        return await (await conn.execute(statement, params)).fetchone()
-    except CONTENDED as exc:
-        _busy(params, exc)
-        if not conn.autocommit:
-            await conn.rollback()
-        return None
-
-
-def _busy(params: dict[str, Any], exc: BaseException) -> None:
+def note_busy(params: dict[str, Any], exc: BaseException) -> None:
+    """Log (at debug level) why an acquire reports its key busy."""
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     log.debug("acquire of %r waited too long for the row (%s): busy", params["key"], reason)
 
 
-__all__ = [
-    "CONTENDED",
-    "LOCK_WAIT_MAX",
-    "acquire_params",
-    "afetch_or_busy",
-    "fetch_or_busy",
-    "lock_wait",
-]
+__all__ = ["CONTENDED", "LOCK_WAIT_MAX", "acquire_params", "lock_wait", "note_busy"]

@@ -1,31 +1,27 @@
-"""What PostgresStore and its async twin share: options, URLs, errors, the reply guard.
+"""What PostgresStore and its async twin share: options, URLs, errors, capabilities.
 
-The reply guard exists because psycopg has no client-side read timeout: the server's
-``statement_timeout`` ends slow statements, but a server that stops answering at all
-(a frozen VM, a network black hole, SIGSTOP) would leave the caller blocked forever.
-The guard shuts the socket of a statement that outlives ``timeout`` plus a grace
-period; psycopg then fails the statement as a lost connection.
+Free of I/O, so one copy serves both sides: the stores' steps are generated from one
+async source, and the code that really differs between the sides (connections, the
+listener) is hand-written per side, with what those twins have in common here and in
+:mod:`remotelock.stores.postgres.waiting`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
 import os
 import re
-import socket
-import threading
-import time
-from typing import Any, Final, NamedTuple
+import weakref
+from typing import Any, Final, NamedTuple, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 import psycopg
 from psycopg import conninfo as pgconninfo
 from psycopg import pq
 
-from ...errors import StoreConfigError
+from ...errors import StoreConfigError, StoreError
 from ..base import CROSS_HOST, CROSS_PROCESS, EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED
 from ..shared.redact import described, redact, secrets_in
 from ..shared.translate import Translate
@@ -37,16 +33,9 @@ CAPABILITIES: Final = frozenset(
     {CROSS_PROCESS, CROSS_HOST, NOTIFY, FENCING, TOKEN_CHECKED, EXPIRY}
 )
 
-POLL_WITHOUT_LISTENER: Final = 0.05
-"""Longest single sleep of a waiter while no LISTEN is active (starting, reconnecting,
-or ``listen=False``): a release is then noticed by polling at this pace."""
-
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _TRUE: Final = {"1", "true", "yes", "on"}
 _FALSE: Final = {"0", "false", "no", "off"}
-
-GUARD_GRACE: Final = 2.0
-"""Seconds the reply guard allows beyond ``timeout`` (the server's own timeout fires first)."""
 
 KEEPALIVES: Final = {
     "keepalives": "1",
@@ -183,6 +172,16 @@ def not_a_connection(connection: object, expected: str) -> StoreConfigError:
     return StoreConfigError(f"expected {expected}, got {redact(repr(connection))}{hint}")
 
 
+def is_pool(connection: object) -> bool:
+    """Whether ``connection`` is a pool (``psycopg_pool``'s, sync or async, or alike)."""
+    return hasattr(connection, "getconn") and hasattr(connection, "putconn")
+
+
+def stayed_busy(what: str, timeout: float) -> psycopg.OperationalError:
+    """The error for a step that waited ``timeout`` for a connection and got none."""
+    return psycopg.OperationalError(f"{what} stayed busy for {timeout:g} s")
+
+
 def millis(seconds: float) -> int:
     """Whole milliseconds for a server setting, never 0 (which would mean no limit)."""
     return max(1, math.ceil(seconds * 1000))
@@ -230,8 +229,65 @@ def given_conninfo(info: Any) -> str:
     return pgconninfo.make_conninfo(dsn, password=password) if password else dsn
 
 
+# -- connections passed in, and os.fork() ---------------------------------------------
+
+ORPHANED: list[object] = []
+"""Connections inherited across ``os.fork()``: kept alive, never used or closed, since
+closing one would end the parent's session on the shared socket."""
+
+
+class ForkAware(Protocol):
+    def forget_after_fork(self) -> None: ...
+
+
+_IN_CHILD: weakref.WeakSet[ForkAware] = weakref.WeakSet()
+
+
+def forget_in_child(state: ForkAware) -> None:
+    """Have ``state.forget_after_fork()`` run in a forked child: the sync side's
+    connections and listener thread belong to the parent (the async side checks the
+    process id as it looks up its event loop's state instead)."""
+    _IN_CHILD.add(state)
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_IN_CHILD):
+        state.forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Given:
+    """What a connection or pool passed in is on either side: the caller's (never
+    closed by the store), and unusable in a forked child (its session belongs to
+    the parent)."""
+
+    what = "connection"
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.pid = os.getpid()
+
+    def check_fork(self) -> None:
+        """Refuse to serve in a forked child."""
+        if self.pid != os.getpid():
+            raise StoreError(
+                f"a {self.what} given to a PostgreSQL store cannot be used after os.fork(); "
+                "build the store from a URL, or in the process that uses it"
+            )
+
+
+# -- what both stores are built on -----------------------------------------------------
+
+
 class Configured:
-    """The validated options both PostgreSQL stores keep, and their statements."""
+    """The validated options both PostgreSQL stores keep, and their statements.
+
+    ``_conninfo`` is the conninfo the store was built from, or ``None`` for a store
+    given a connection or pool.
+    """
 
     table: str
     schema: str | None
@@ -239,6 +295,8 @@ class Configured:
     pool_size: int
     listen: bool
     listen_url: str | None
+    _conninfo: str | None
+    _sql: q.Statements
 
     def _configure(self, connection: Any, conninfo: str | None, **given: Any) -> None:
         """Validate and keep the options; exactly one of ``connection`` and ``conninfo``."""
@@ -251,6 +309,7 @@ class Configured:
             raise StoreConfigError("pass exactly one of a connection, a pool or conninfo=")
         if options.listen_url is not None:
             checked_conninfo(options.listen_url, "listen_url")
+        self._conninfo = None if conninfo is None else checked_conninfo(conninfo)
 
 
 # -- errors --------------------------------------------------------------------------
@@ -282,102 +341,22 @@ def is_broken(exc: BaseException, conn: Any) -> bool:
     )
 
 
-# -- the reply guard -------------------------------------------------------------------
-
-
-class _Watch:
-    __slots__ = ("deadline", "fd", "fired")
-
-    def __init__(self, fd: int, deadline: float) -> None:
-        self.fd = fd
-        self.deadline = deadline
-        self.fired = False
-
-
-class Guard:
-    """Shuts the socket of any statement still unanswered at its deadline.
-
-    One thread per process, running only while statements are in flight; a watch costs
-    a dict insert and removal. Shutting a socket (not closing it) is safe from another
-    thread: the blocked statement sees end-of-file and psycopg marks the connection
-    broken, so it is never reused.
-    """
-
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._watches: dict[int, _Watch] = {}
-        self._thread: threading.Thread | None = None
-
-    def watch(self, conn: Any, seconds: float) -> _Watch:
-        watch = _Watch(conn.fileno(), time.monotonic() + seconds)
-        with self._mutex:
-            self._watches[id(watch)] = watch
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="remotelock-postgres-guard", daemon=True
-                )
-                self._thread.start()
-        return watch
-
-    def done(self, watch: _Watch) -> bool:
-        """End a watch; ``True`` if the guard had fired (the connection is dead)."""
-        with self._mutex:
-            self._watches.pop(id(watch), None)
-        return watch.fired
-
-    def _run(self) -> None:
-        idle_since = time.monotonic()
-        while True:
-            time.sleep(0.1)
-            now = time.monotonic()
-            with self._mutex:
-                if not self._watches:
-                    if now - idle_since > 5.0:
-                        self._thread = None
-                        return
-                    continue
-                idle_since = now
-                for watch in self._watches.values():
-                    if not watch.fired and watch.deadline <= now:
-                        watch.fired = True
-                        _shut(watch.fd)
-
-    def forget_after_fork(self) -> None:
-        self._mutex = threading.Lock()
-        self._watches = {}
-        self._thread = None
-
-
-def _shut(fd: int) -> None:
-    log.warning("PostgreSQL did not answer in time; dropping the connection (fd %d)", fd)
-    with contextlib.suppress(OSError):
-        dup = socket.socket(fileno=os.dup(fd))
-        try:
-            dup.shutdown(socket.SHUT_RDWR)
-        finally:
-            dup.close()
-
-
-GUARD: Final = Guard()
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=GUARD.forget_after_fork)
-
-
 __all__ = [
     "CAPABILITIES",
-    "GUARD",
-    "GUARD_GRACE",
-    "POLL_WITHOUT_LISTENER",
-    "Guard",
+    "ORPHANED",
+    "Configured",
+    "Given",
     "Options",
     "check_options",
     "checked_conninfo",
+    "forget_in_child",
     "given_conninfo",
     "is_broken",
+    "is_pool",
     "millis",
     "not_a_connection",
     "parse_url",
     "server_conninfo",
+    "stayed_busy",
     "translate",
 ]

@@ -1,30 +1,56 @@
-"""Connections and wake-ups behind the sync PostgresStore, one set per process.
+"""The connections behind the sync PostgresStore, one set per process.
+
+Hand-written, beside the async :mod:`remotelock.stores.postgres.connections_aio`,
+because the two sides differ in kind, not just by ``await``: sync connections serve
+every thread of the process, so a store keeps one set of them, guarded by thread
+locks; asyncio connections belong to the event loop that opened them, so the async
+store keeps a set per loop. Classes and methods have the same names on both sides
+(less ``Async``), so the store's steps, generated from
+:mod:`remotelock.stores.postgres.aio`, call this side's. What the sides share is free
+of I/O, in :mod:`remotelock.stores.postgres.common`.
 
 A store built from a URL connects on demand in the calling thread and keeps up to
 ``pool_size`` idle connections, so a server that comes back is used at once and a
 server that is down fails at once, with no pool threads in between. A connection or
 pool passed in is used as given. Nothing here survives ``os.fork()``: the child
-starts with no connections and no listener (the parent's stay referenced, never
-used or closed, so the parent keeps them).
+starts with no connections (the parent's stay referenced, never used or closed, so
+the parent keeps them).
+
+:class:`Connected` also holds what only the sync store has: ``as_async()``, which
+hands out the async twin, and closing the connections and the listener thread when
+the store is collected (an event loop's connections and listener task end with it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
-import time
 import weakref
-from typing import Any, Final
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 
-from ...errors import StoreError
-from .common import given_conninfo, log
+from ..base import AsyncStore
+from ..shared.threaded import threaded
+from .common import (
+    ORPHANED,
+    Configured,
+    Given,
+    forget_in_child,
+    given_conninfo,
+    is_pool,
+    not_a_connection,
+    server_conninfo,
+    stayed_busy,
+)
+from .listener import Listener
 
-_ORPHANED: list[object] = []  # inherited across fork: kept alive, never touched
-_LISTEN_IDLE: Final = 30.0  # seconds without waiters before the listener disconnects
-_BACKOFF_MAX: Final = 2.0
+Conn = psycopg.Connection[Any]
+T = TypeVar("T")
+Run = Callable[[Conn], T]
+"""A step's work on the connection it was given."""
 
 
 class OwnConnections:
@@ -38,18 +64,16 @@ class OwnConnections:
         self.size = size
         self.timeout = timeout
         self._reset()
-        _STATES.add(self)
+        forget_in_child(self)
 
     def _reset(self) -> None:
-        self.idle: list[psycopg.Connection[Any]] = []
+        self.idle: list[Conn] = []
         self.mutex = threading.Lock()
         self.slots = threading.BoundedSemaphore(self.size)
 
-    def take(self) -> psycopg.Connection[Any]:
+    def take(self) -> Conn:
         if not self.slots.acquire(timeout=self.timeout):
-            raise psycopg.OperationalError(
-                f"all {self.size} connections of this store stayed busy for {self.timeout:g} s"
-            )
+            raise stayed_busy(f"all {self.size} connections of this store", self.timeout)
         try:
             with self.mutex:
                 if self.idle:
@@ -59,7 +83,7 @@ class OwnConnections:
             self.slots.release()
             raise
 
-    def give(self, conn: psycopg.Connection[Any], ok: bool) -> None:
+    def give(self, conn: Conn, ok: bool) -> None:
         try:
             if ok and not conn.closed:
                 with self.mutex:
@@ -85,34 +109,48 @@ class OwnConnections:
         return self.base
 
     def forget_after_fork(self) -> None:
-        _ORPHANED.extend(self.idle)
+        ORPHANED.extend(self.idle)
         self._reset()
 
 
-class GivenConnection:
+class _Given(Given, ABC):
+    """A connection or pool passed in (see :class:`~.common.Given`)."""
+
+    @abstractmethod
+    def take(self) -> Conn: ...
+
+    @abstractmethod
+    def give(self, conn: Conn, ok: bool) -> None: ...
+
+    def close(self) -> None:
+        return None  # the caller's: the caller closes it
+
+    def conninfo(self) -> str:
+        """How to reach the same server (for the listener's own connection)."""
+        conn = self.take()
+        try:
+            return given_conninfo(conn.info)
+        finally:
+            self.give(conn, ok=True)
+
+
+class GivenConnection(_Given):
     """One connection passed in: used by one thread at a time, never replaced."""
 
     reusable = False
 
-    def __init__(self, conn: psycopg.Connection[Any], timeout: float) -> None:
+    def __init__(self, conn: Conn, timeout: float) -> None:
+        super().__init__(timeout)
         self.conn = conn
-        self.timeout = timeout
-        self.pid = os.getpid()
         self.mutex = threading.Lock()
 
-    def take(self) -> psycopg.Connection[Any]:
-        if self.pid != os.getpid():
-            raise StoreError(
-                "a connection given to a PostgresStore cannot be used after os.fork(); "
-                "build the store from a URL, or in the process that uses it"
-            )
+    def take(self) -> Conn:
+        self.check_fork()
         if not self.mutex.acquire(timeout=self.timeout):
-            raise psycopg.OperationalError(
-                f"the store's connection stayed busy for {self.timeout:g} s"
-            )
+            raise stayed_busy("the store's connection", self.timeout)
         return self.conn
 
-    def give(self, conn: psycopg.Connection[Any], ok: bool) -> None:
+    def give(self, conn: Conn, ok: bool) -> None:
         try:
             if not ok and not conn.closed and not conn.autocommit:
                 with contextlib.suppress(psycopg.Error):
@@ -123,37 +161,22 @@ class GivenConnection:
     def flush(self) -> None:
         return None
 
-    def close(self) -> None:
-        return None  # the caller's connection: the caller closes it
 
-    def conninfo(self) -> str:
-        """How to reach the same server (for the listener's own connection)."""
-        conn = self.take()
-        try:
-            return given_conninfo(conn.info)
-        finally:
-            self.give(conn, ok=True)
-
-
-class GivenPool:
+class GivenPool(_Given):
     """A ``psycopg_pool.ConnectionPool`` passed in (it replaces broken connections)."""
 
     reusable = True
+    what = "pool"
 
     def __init__(self, pool: Any, timeout: float) -> None:
+        super().__init__(timeout)
         self.pool = pool
-        self.timeout = timeout
-        self.pid = os.getpid()
 
-    def take(self) -> psycopg.Connection[Any]:
-        if self.pid != os.getpid():
-            raise StoreError(
-                "a pool given to a PostgresStore cannot be used after os.fork(); "
-                "build the store from a URL, or in the process that uses it"
-            )
+    def take(self) -> Conn:
+        self.check_fork()
         return self.pool.getconn(timeout=self.timeout)  # type: ignore[no-any-return]
 
-    def give(self, conn: psycopg.Connection[Any], ok: bool) -> None:
+    def give(self, conn: Conn, ok: bool) -> None:
         if not ok and not conn.closed:
             with contextlib.suppress(psycopg.Error):
                 conn.close()  # the pool sees it closed and replaces it
@@ -162,152 +185,74 @@ class GivenPool:
     def flush(self) -> None:
         self.pool.check()
 
-    def close(self) -> None:
-        return None
-
-    def conninfo(self) -> str:
-        """How to reach the same server (for the listener's own connection)."""
-        conn = self.take()
-        try:
-            return given_conninfo(conn.info)
-        finally:
-            self.give(conn, ok=True)
-
 
 Source = OwnConnections | GivenConnection | GivenPool
 
 
-class _Run:
-    """One listener thread's state: its stop signal, connection and readiness."""
+class Connected(Configured):
+    """PostgresStore's connections and listener, chosen by what it was given, and what
+    only the sync store has: closing them when it is collected, and ``as_async()``.
 
-    __slots__ = ("conn", "ready", "stop")
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.ready = False  # LISTEN is active on ``conn``
-        self.conn: psycopg.Connection[Any] | None = None
-
-
-class Listener:
-    """One LISTEN connection per store per process, read by a daemon thread.
-
-    Waiters subscribe to a payload (a key); each notification sets the events of its
-    payload's waiters. When the connection drops, every waiter is woken (it re-checks
-    the lock) and the thread reconnects while anyone waits. It disconnects after
-    ``_LISTEN_IDLE`` seconds without waiters; the next waiter starts it again.
+    The generated store class can hold no sync-only method (the generator only drops
+    lines from the async source), so this base class, which each side hand-writes
+    anyway, carries them.
     """
 
-    def __init__(self, conninfo: Any, listen: Any) -> None:
-        self._conninfo = conninfo  # a str, or a callable computing it on first use
-        self._listen = listen
-        self._reset()
-        _STATES.add(self)
+    _source: Source
+    _listener: Listener
+    _twin: AsyncStore | None
 
-    def _reset(self) -> None:
-        self.mutex = threading.Lock()
-        self.waiters: dict[str, set[threading.Event]] = {}
-        self.run: _Run | None = None
+    def _connect(self, connection: Any) -> None:
+        """Use ``connection`` (a connection or pool), or connect by ``_conninfo``."""
+        if self._conninfo is not None:
+            dsn = server_conninfo(self._conninfo, self.timeout)
+            self._source = OwnConnections(self._conninfo, dsn, self.pool_size, self.timeout)
+        elif isinstance(connection, psycopg.Connection):
+            self._source = GivenConnection(connection, self.timeout)
+        elif is_pool(connection):
+            self._source = GivenPool(connection, self.timeout)
+        else:
+            raise not_a_connection(
+                connection, "a psycopg.Connection or a psycopg_pool.ConnectionPool"
+            )
+        self._listener = Listener(self._source, self.listen_url, self.timeout, self._sql.listen)
+        self._twin = None
+        # The finalizer holds the two, not the store, so a dropped store is collected.
+        weakref.finalize(self, _close, self._source, self._listener)
 
-    def subscribe(self, topic: str, event: threading.Event) -> bool:
-        """Register a waiter; ``True`` if LISTEN is active, so no release can be missed."""
-        with self.mutex:
-            self.waiters.setdefault(topic, set()).add(event)
-            if self.run is None:
-                self.run = _Run()
-                threading.Thread(
-                    target=self._loop, args=(self.run,), name="remotelock-listen", daemon=True
-                ).start()
-            return self.run.ready
+    def as_async(self) -> AsyncStore:
+        """The async twin: native asyncio connections for a store built from a URL or
+        conninfo (same table, same options); else this store's steps in worker threads."""
+        if self._twin is None:
+            if self._conninfo is not None:
+                from .aio import AsyncPostgresStore  # asyncio only for async callers
 
-    def unsubscribe(self, topic: str, event: threading.Event) -> None:
-        with self.mutex:
-            events = self.waiters.get(topic)
-            if events is not None:
-                events.discard(event)
-                if not events:
-                    del self.waiters[topic]
-
-    def _dispatch(self, topic: str) -> None:
-        with self.mutex:
-            events = list(self.waiters.get(topic, ()))
-        for event in events:
-            event.set()
-
-    def _wake_all(self) -> None:
-        with self.mutex:
-            events = [event for events in self.waiters.values() for event in events]
-        for event in events:
-            event.set()
-
-    def _retire(self, run: _Run) -> None:
-        """Stop ``run`` (call with the mutex held); the next waiter starts a new one."""
-        run.stop.set()
-        if self.run is run:
-            self.run = None
-
-    def _loop(self, run: _Run) -> None:
-        backoff = 0.05
-        while not run.stop.is_set():
-            try:
-                if callable(self._conninfo):
-                    self._conninfo = self._conninfo()
-                with psycopg.connect(self._conninfo, autocommit=True) as conn:
-                    run.conn = conn
-                    conn.execute(self._listen)
-                    with self.mutex:
-                        run.ready = True
-                    backoff = 0.05
-                    self._read(conn, run)
-            except Exception as exc:  # never let the thread die on a surprise
-                log.debug("PostgreSQL listener lost its connection: %s", exc)
-            finally:
-                with self.mutex:
-                    run.ready = False
-                    run.conn = None
-                self._wake_all()  # a release may have gone unheard: everyone re-checks
-            if run.stop.wait(backoff):
-                return
-            backoff = min(backoff * 2, _BACKOFF_MAX)
-            with self.mutex:
-                if not self.waiters:
-                    self._retire(run)
-
-    def _read(self, conn: psycopg.Connection[Any], run: _Run) -> None:
-        quiet_since = time.monotonic()
-        while True:
-            for note in conn.notifies(timeout=0.5):
-                self._dispatch(note.payload)
-            with self.mutex:
-                now = time.monotonic()
-                if self.waiters:
-                    quiet_since = now
-                elif now - quiet_since > _LISTEN_IDLE:
-                    self._retire(run)
-                if run.stop.is_set():
-                    return
-
-    def close(self) -> None:
-        """Stop listening (the thread disconnects within half a second)."""
-        with self.mutex:
-            if self.run is not None:
-                self._retire(self.run)
-
-    def forget_after_fork(self) -> None:
-        if self.run is not None and self.run.conn is not None:
-            _ORPHANED.append(self.run.conn)
-        self._reset()
+                self._twin = AsyncPostgresStore(
+                    conninfo=self._conninfo,
+                    table=self.table,
+                    schema=self.schema,
+                    timeout=self.timeout,
+                    pool_size=self.pool_size,
+                    listen=self.listen,
+                    listen_url=self.listen_url,
+                )
+            else:
+                self._twin = threaded(self)  # type: ignore[arg-type]
+        return self._twin
 
 
-_STATES: weakref.WeakSet[OwnConnections | Listener] = weakref.WeakSet()
+def _close(source: Source, listener: Listener) -> None:
+    listener.close()
+    source.close()
 
 
-def _after_fork_in_child() -> None:
-    for state in list(_STATES):
-        state.forget_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-__all__ = ["GivenConnection", "GivenPool", "Listener", "OwnConnections", "Source"]
+__all__ = [
+    "Conn",
+    "Connected",
+    "GivenConnection",
+    "GivenPool",
+    "Listener",
+    "OwnConnections",
+    "Run",
+    "Source",
+]

@@ -5,11 +5,15 @@ the lock statements: ``{permits}`` is the permit table's quoted name, parameters
 named, and the comment above each constant lists them and the statement's result.
 The rules of the lock statements hold here too (contention is never an error; a
 repeated release by the token that gave its permit back returns a row).
+:func:`refused` and :func:`busy_for` read ``PERMIT_STATE``'s answer, for the sync and
+async stores alike.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
+
+from ...errors import LimitConflict
 
 # One row per key: the limit its holders use, a fence counter, the holders as jsonb
 # {token: [fencing token, lease end as epoch seconds]}, and `released`, the tokens
@@ -133,6 +137,29 @@ SELECT {_LIVE_COUNT}, p.lim,
  WHERE p.key = %(key)s"""
 
 
+def refused(state: tuple[Any, ...] | None, key: str, limit: int) -> float | None:
+    """After a refused acquire, from ``PERMIT_STATE``'s row: seconds until a permit
+    runs out, or :class:`~remotelock.errors.LimitConflict` if the live holders use
+    another limit."""
+    if state is None:
+        return None
+    live, held_limit, first_ends_in = state
+    if live and held_limit != limit:
+        raise LimitConflict(key, int(held_limit), limit)
+    return None if first_ends_in is None else float(first_ends_in)
+
+
+def busy_for(state: tuple[Any, ...] | None) -> float | None:
+    """From ``PERMIT_STATE``'s row: seconds until a permit of a full set runs out, or
+    ``None`` if one is free."""
+    if state is None:
+        return None
+    live, limit, first_ends_in = state
+    if not live or live < limit or first_ends_in is None:
+        return None
+    return float(first_ends_in)
+
+
 __all__ = [
     "ACQUIRE_PERMIT",
     "CREATE_PERMITS_TABLE",
@@ -142,4 +169,6 @@ __all__ = [
     "PERMIT_STATE",
     "RELEASED_MARGIN",
     "RELEASE_PERMIT",
+    "busy_for",
+    "refused",
 ]

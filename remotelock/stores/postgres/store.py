@@ -1,45 +1,40 @@
+# Generated from remotelock/stores/postgres/aio.py by tools/unasync.py.
+# Do not edit: edit the source, then run the tool.
 """PostgresStore: locks in a PostgreSQL lease table, fenced, woken by LISTEN/NOTIFY.
 
 Each primitive is one SQL statement (see :mod:`remotelock.stores.postgres.sql` for
 every statement, its parameters and its result). The server's clock decides expiry;
-a release notifies waiters in the same statement. The async twin lives in
-:mod:`remotelock.stores.postgres_async` and is importable from here too.
+a release notifies waiters in the same statement.
+
+The steps are written once, for asyncio, in :mod:`remotelock.stores.postgres.aio`;
+``tools/unasync.py`` writes the sync :mod:`remotelock.stores.postgres.store` from it.
+What really differs between the two sides (connections kept per process or per event
+loop, a listener thread or task) is hand-written, under the same names, in
+:mod:`remotelock.stores.postgres.connections` and
+:mod:`remotelock.stores.postgres.connections_aio`.
 """
+
+# The generated module's first line names its source and runs past the line limit
+# (in the source the rule is unused, hence RUF100).
 
 from __future__ import annotations
 
-import functools
-import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from ..base import (
-    AsyncStore,
-    LockInfo,
-)
-from ..shared.threaded import threaded
+from ..base import LockInfo
 from . import sql as q
-from .busy import acquire_params, fetch_or_busy
-from .common import (
-    CAPABILITIES,
-    GUARD,
-    GUARD_GRACE,
-    POLL_WITHOUT_LISTENER,
-    Configured,
-    checked_conninfo,
-    is_broken,
-    millis,
-    not_a_connection,
-    parse_url,
-    server_conninfo,
-    translate,
-)
-from .connections import GivenConnection, GivenPool, Listener, OwnConnections, Source
+from .busy import acquire_params
+from .common import CAPABILITIES, is_broken, millis, parse_url, translate
+from .connections import Conn, Connected, Run
+from .guard import GUARD, GUARD_GRACE
 from .permits import PostgresPermits
+from .queries import Row, fetch_all, fetch_one, fetch_or_busy, rowcount
+from .waiting import pause
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -47,7 +42,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class PostgresStore(PostgresPermits, Configured):
+class PostgresStore(PostgresPermits, Connected):
     """Locks in a PostgreSQL table: exclusion across processes and machines.
 
     - URL: ``postgresql://[user[:password]@][host][:port][/dbname][?param=value&...]``
@@ -55,11 +50,14 @@ class PostgresStore(PostgresPermits, Configured):
       for a Unix socket). remotelock's own query options: ``table`` (default
       ``remotelock_locks``), ``schema`` (default: the first schema on the search path;
       created if missing), ``timeout`` (seconds any one step may take, default 5),
-      ``pool_size`` (connections per process, default 10), ``listen`` (``false`` turns
-      wake-ups into polling), ``listen_url`` (where to LISTEN, see below). Keyword
-      arguments override the query string, for libpq parameters too.
-    - Or pass a ``psycopg.Connection`` (used by one thread at a time, never replaced),
-      a ``psycopg_pool.ConnectionPool``, or ``conninfo="dbname=app ..."``.
+      ``pool_size`` (connections per process, and per event loop for the async store,
+      default 10), ``listen`` (``false`` turns wake-ups into polling), ``listen_url``
+      (where to LISTEN, see below). Keyword arguments override the query string, for
+      libpq parameters too.
+    - Or pass a ``psycopg.Connection`` (used by one step at a time, never
+      replaced), a ``psycopg_pool.ConnectionPool``, or ``conninfo="dbname=app ..."``.
+      A sync store built from a URL or conninfo hands out its async twin, with
+      connections of its own, from ``as_async()``.
     - Layout: one row per key ever locked, created on first use (idempotently; an
       advisory transaction lock makes many processes starting at once take turns)::
 
@@ -88,14 +86,15 @@ class PostgresStore(PostgresPermits, Configured):
     - Clock: the server's ``now()``; client clocks never decide expiry.
     - Wake-ups: a release runs ``pg_notify('<table>', key)`` in its own statement
       (one channel per table, the key as payload, a digest for keys over 1000 bytes).
-      Each store keeps one listening connection per process (a background thread),
-      started by the first ``wait``; a waiter subscribes before it re-reads the lock,
-      so a release can never slip between the two, and never sleeps past the holder's
-      remaining lease. ``listen_url`` points the listener elsewhere: LISTEN needs a
-      session of its own, so behind a transaction-mode pooler (PgBouncer
-      ``pool_mode=transaction``) notifications are silently lost; point it at the
-      server or a session-mode pool, or set ``listen=false``. Either way a waiter
-      still wakes by its ``wait`` strategy and the holder's lease end.
+      Each store keeps one listening connection (per process: a background thread; per
+      event loop for the async store: a task), started by the first ``wait``; a waiter
+      subscribes before it re-reads the lock, so a release can never slip between the
+      two, and never sleeps past the holder's remaining lease. ``listen_url`` points
+      the listener elsewhere: LISTEN needs a session of its own, so behind a
+      transaction-mode pooler (PgBouncer ``pool_mode=transaction``) notifications are
+      silently lost; point it at the server or a session-mode pool, or set
+      ``listen=false``. Either way a waiter still wakes by its ``wait`` strategy and
+      the holder's lease end.
     - Failures: every step is bounded. Connections the store opens get
       ``statement_timeout`` and ``lock_timeout`` of ``timeout`` as startup options
       (a connection or pool passed in gets them with ``SET``), ``connect_timeout`` of
@@ -104,6 +103,9 @@ class PostgresStore(PostgresPermits, Configured):
       connections raise :class:`~remotelock.errors.StoreUnavailable`; a connection
       found dead is replaced and the step retried once, so after a server restart the
       same store works again.
+    - Closing: the store's ``close()`` closes idle connections and stops listening
+      (the store reconnects if used again). The async store does so for the event loop
+      it runs on, so call it on each loop that used the store, before that loop ends.
 
     .. code-block:: python
 
@@ -134,31 +136,9 @@ class PostgresStore(PostgresPermits, Configured):
             listen=listen,
             listen_url=listen_url,
         )
-        self._source: Source
-        self._conninfo: str | None = None
-        if conninfo is not None:
-            self._conninfo = conninfo
-            own = server_conninfo(checked_conninfo(conninfo), self.timeout)
-            self._source = OwnConnections(conninfo, own, self.pool_size, self.timeout)
-        elif isinstance(connection, psycopg.Connection):
-            self._source = GivenConnection(connection, self.timeout)
-        elif hasattr(connection, "getconn") and hasattr(connection, "putconn"):
-            self._source = GivenPool(connection, self.timeout)
-        else:
-            raise not_a_connection(
-                connection, "a psycopg.Connection or a psycopg_pool.ConnectionPool"
-            )
-        # A function of the source, not of the store: the listener must not keep the
-        # store alive (its finalizer closes both).
-        self._listener = Listener(
-            functools.partial(_listener_conninfo, listen_url, self._source, self.timeout),
-            self._sql.listen,
-        )
+        self._connect(connection)
         self._schema_ready = False
-        self._schema_mutex = threading.Lock()
-        self._configured: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
-        self._twin: AsyncStore | None = None
-        weakref.finalize(self, _close, self._source, self._listener)
+        self._configured: weakref.WeakSet[Conn] = weakref.WeakSet()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -168,7 +148,7 @@ class PostgresStore(PostgresPermits, Configured):
 
     # -- running one step ---------------------------------------------------------------
 
-    def _step(self, step: str, key: str, run: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _step(self, step: str, key: str, run: Run[T]) -> T:
         """Run one statement on a connection, bounded, translated, retried once if the
         connection turns out dead (a server restart leaves stale idle connections)."""
         source = self._source
@@ -203,20 +183,20 @@ class PostgresStore(PostgresPermits, Configured):
                 source.give(conn, ok=not fired)
                 return result
 
-    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
-        """Set the timeouts on a connection given to the store; create the table once."""
+    def _prepare(self, conn: Conn) -> None:
+        """Set the timeouts on a connection given to the store; create the tables once
+        (concurrent first steps may both check: creating is idempotent, and serialised
+        on the server by an advisory lock)."""
         if self._conninfo is None and conn not in self._configured:
             conn.execute(q.SET_TIMEOUTS, {"timeout": str(millis(self.timeout))})
             if not conn.autocommit:
                 conn.commit()
             self._configured.add(conn)
         if not self._schema_ready:
-            with self._schema_mutex:
-                if not self._schema_ready:
-                    self._create_table(conn)
-                    self._schema_ready = True
+            self._create_tables(conn)
+            self._schema_ready = True
 
-    def _create_table(self, conn: psycopg.Connection[Any]) -> None:
+    def _create_tables(self, conn: Conn) -> None:
         params = {
             "schema": self.schema,
             "table": self.table,
@@ -224,7 +204,7 @@ class PostgresStore(PostgresPermits, Configured):
         }
         with conn.transaction():
             conn.execute(q.LOCK_DDL, {"lock_id": q.lock_id(self.schema, self.table)})
-            if conn.execute(q.TABLE_EXISTS, params).fetchone() is None:
+            if fetch_one(conn, q.TABLE_EXISTS, params) is None:
                 for statement in self._sql.create:  # creates, or migrates an older table
                     conn.execute(statement)
 
@@ -244,12 +224,12 @@ class PostgresStore(PostgresPermits, Configured):
         """Free ``key`` if ``token`` holds an unexpired lease, and notify its waiters;
         ``True`` too if ``token``'s own release freed it before (a retried release)."""
         params = self._notice(key, token=token)
-        return self._step("release", key, lambda c: _rows(c, self._sql.release, params)) > 0
+        return self._step("release", key, lambda c: rowcount(c, self._sql.release, params)) > 0
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
         """Reset the lease if ``token`` still holds ``key``."""
         params = {"key": key, "token": token, "ttl": float(ttl)}
-        return self._step("extend", key, lambda c: _rows(c, self._sql.extend, params)) > 0
+        return self._step("extend", key, lambda c: rowcount(c, self._sql.extend, params)) > 0
 
     def owner(self, key: str) -> str | None:
         """The token holding ``key``, or ``None``."""
@@ -259,23 +239,14 @@ class PostgresStore(PostgresPermits, Configured):
     def wait(self, key: str, timeout: float) -> None:
         """Sleep until a release of ``key`` is notified, its lease ends, or ``timeout``."""
         deadline = time.monotonic() + timeout
-        topic = q.payload(key)
-        event = threading.Event()
-        listening = self.listen and self._listener.subscribe(topic, event)
-        try:
+        with self._listener.waiter(q.payload(key), self.listen) as woken:
             row = self._holder("wait", key)
-            if row is None:
-                return
-            left = float(row[1]) + 0.001
-            pause = left if listening else min(left, POLL_WITHOUT_LISTENER)
-            event.wait(max(0.0, min(deadline - time.monotonic(), pause)))
-        finally:
-            if self.listen:
-                self._listener.unsubscribe(topic, event)
+            if row is not None:
+                woken.wait(pause(float(row[1]), woken.listening, deadline))
 
-    def _holder(self, step: str, key: str) -> tuple[Any, ...] | None:
+    def _holder(self, step: str, key: str) -> Row | None:
         params = {"key": key}
-        return self._step(step, key, lambda c: c.execute(self._sql.holder, params).fetchone())
+        return self._step(step, key, lambda c: fetch_one(c, self._sql.holder, params))
 
     def _notice(self, key: str, **params: Any) -> dict[str, Any]:
         return {"key": key, "channel": self._sql.channel, "payload": q.payload(key), **params}
@@ -285,64 +256,28 @@ class PostgresStore(PostgresPermits, Configured):
     def force_release(self, key: str) -> bool:
         """Free ``key`` whoever holds it; ``True`` if an unexpired lease was there."""
         params = self._notice(key)
-        return (
-            self._step("force_release", key, lambda c: _rows(c, self._sql.force_release, params))
-            > 0
-        )
+        statement = self._sql.force_release
+        return self._step("force_release", key, lambda c: rowcount(c, statement, params)) > 0
 
     def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
-        """The unexpired locks whose key starts with ``prefix`` (one query, a snapshot)."""
+        """The unexpired locks whose key starts with ``prefix`` (one query, a snapshot
+        taken as the iteration starts)."""
         params = {"prefix": prefix}
-        rows = self._step(
-            "iter_locks", prefix, lambda c: c.execute(self._sql.list, params).fetchall()
-        )
-        return iter([LockInfo(str(r[0]), str(r[1]), int(r[2]), float(r[3])) for r in rows])
+        rows = self._step("iter_locks", prefix, lambda c: fetch_all(c, self._sql.list, params))
+        for r in rows:
+            yield LockInfo(str(r[0]), str(r[1]), int(r[2]), float(r[3]))
 
     # -- lifecycle --------------------------------------------------------------------------
-
-    def as_async(self) -> AsyncStore:
-        """The async twin: native asyncio connections for a store built from a URL or
-        conninfo (same table, same options); else this store's steps in worker threads."""
-        if self._twin is None:
-            if self._conninfo is not None:
-                from .aio import AsyncPostgresStore  # asyncio only for async callers
-
-                self._twin = AsyncPostgresStore(
-                    conninfo=self._conninfo,
-                    table=self.table,
-                    schema=self.schema,
-                    timeout=self.timeout,
-                    pool_size=self.pool_size,
-                    listen=self.listen,
-                    listen_url=self.listen_url,
-                )
-            else:
-                self._twin = threaded(self)
-        return self._twin
 
     def close(self) -> None:
         """Close idle connections and stop listening (the store reconnects if used again).
         A connection or pool passed in is left open: it belongs to the caller."""
-        _close(self._source, self._listener)
+        self._listener.close()
+        self._source.close()
 
     def __repr__(self) -> str:
         where = f"{self.schema}.{self.table}" if self.schema else self.table
         return f"{type(self).__name__}(table={where!r})"
-
-
-def _listener_conninfo(listen_url: str | None, source: Source, timeout: float) -> str:
-    """Where the listener connects: ``listen_url``, else where the store's steps go."""
-    base = listen_url if listen_url is not None else source.conninfo()
-    return server_conninfo(base, timeout, listener=True)
-
-
-def _rows(conn: psycopg.Connection[Any], statement: Any, params: dict[str, Any]) -> int:
-    return conn.execute(statement, params).rowcount
-
-
-def _close(source: Source, listener: Listener) -> None:
-    listener.close()
-    source.close()
 
 
 __all__ = ["PostgresStore"]

@@ -1,124 +1,123 @@
-"""AsyncRedisStore: the asyncio twin of :class:`~remotelock.stores.redis.store.RedisStore`.
+"""The Redis lock store (standalone, Sentinel or Cluster): fenced, fair, push-woken.
 
-Same scripts, same key layout, same rules; ``redis.asyncio`` clients. A store built
-from a URL keeps one client per event loop, because asyncio connections belong to the
-loop that opened them (``asyncio.run`` twice must not share a connection pool). For the
-same reason wake-ups come through one subscriber connection per event loop, read by a
-task (see :mod:`remotelock.stores.redis.doorbell_aio`).
+Written once, in its asyncio form (``aio.py``); the sync store (``store.py``) is
+generated from it by ``tools/unasync.py``, so both run the same scripts on the same
+keys by the same rules. What really differs, one client against one per event loop
+(and the sync store's extras: its async twin, a warning about a client without a
+timeout), is in the hand-written ``connect.py`` and ``connect_aio.py``, which both
+stores call by the same names.
+
+Each primitive is one Lua script (see :mod:`remotelock.stores.redis.lua` for the key
+layout and every script's KEYS, ARGV and reply). Expiry is decided by the Redis
+server's clock (``PX``), so client clocks do not matter. Waiters queue in arrival
+order; a release hands the lock to the first and rings the key's pub/sub bell, which
+one subscriber connection hears for all the waiters of a process (see
+:mod:`remotelock.stores.redis.bells`). Waiters sleep locally with their exact timeout
+and never longer than the holder's remaining lease, so a crashed holder's lock is
+noticed as soon as it runs out.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import time
-import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import redis.exceptions as rex
-
-from ...errors import StoreConfigError
-from ..base import Handover, LockInfo
+from ..base import AsyncStore, Handover, LockInfo
 from .bells import LISTEN, TURN, WATCH, Wait
-from .clients import build_client, check_options, make_client, parse_url
-from .common import CAPABILITIES, Queued, key_of, layout, ms, text, translate
-from .doorbell import Look
-from .doorbell_aio import AsyncDoorbell
-from .lua import SCRIPTS
-from .permits import (
-    Refused,
-    conflict,
-    listened,
-    permit_layout,
-    permit_reply,
-    permit_wait,
-    vacancy,
-)
+from .clients import check_options
+from .common import CAPABILITIES, Look, Queued, Refused, key_of, layout, ms, text, translate
+from .connect_aio import AsyncClients
+from .permits_aio import AsyncRedisPermits
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-
-class _Bound:
-    """A client and its registered scripts (scripts belong to the client they ran on)."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+log = logging.getLogger(__name__)
 
 
-class AsyncRedisStore:
-    """Async Redis lock store; see :class:`~remotelock.stores.redis.store.RedisStore`.
+class AsyncRedisStore(AsyncRedisPermits):
+    """Locks in Redis: exclusion across processes and machines.
 
-    Build it from a URL (``AsyncRedisStore.from_url(url)``, the async twin of a
-    URL-built ``RedisStore``) or from a ``redis.asyncio`` client of your own.
+    - URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS),
+      ``unix:///path/redis.sock``, ``redis+sentinel://host:26379[,host:port]/service[/db]``,
+      ``redis+cluster://host:port[,host:port]``. Query options: ``prefix`` (key
+      namespace, default ``remotelock``), ``waiter_grace`` (seconds a queued waiter
+      keeps its place without coming back, default 3), plus any redis-py option
+      (``socket_timeout``, ``db``, ...). Clients built from a URL get 5 s connect and
+      read timeouts and retry a broken connection once.
+    - Or pass a client: ``AsyncRedisStore(redis.asyncio.Redis(...))``, a Sentinel
+      ``master_for`` client, or a ``RedisCluster``. Give it a ``socket_timeout``, or a
+      frozen server can hang its calls.
+    - Clients (:class:`AsyncClients`): the sync store keeps one; the asyncio store
+      built from a URL keeps one per event loop, since asyncio connections belong to
+      the loop that opened them. The sync store's ``as_async()`` is an asyncio store
+      built from the same URL, or for a store given a client, this store in worker
+      threads.
+    - Layout (per lock key, one hash tag): ``<prefix>:{<key>}:lock`` (holder token,
+      PX lease), ``:fence`` (fencing counter, never expires: one small key per lock
+      key ever used), ``:queue``, ``:alive`` and ``:ttls`` (waiters, in arrival
+      order), ``:listen`` (a plain ``wait`` is listening) and ``:released`` (the last
+      releasing token, for a minute). Wake-ups are published on ``<prefix>:{<key>}:bell``.
+    - Clock: the Redis server's (``PX`` expiry, ``TIME`` in scripts).
+    - Wake-ups: a release hands the lock to the first waiter in line and publishes one
+      message on the key's channel, only if someone waits. Each store keeps **one**
+      subscriber connection per process (per event loop for the asyncio store), read
+      by one thread (or task), however many callers wait: waiters hold no connection
+      while they sleep, and their waits end on time, to the millisecond, never later
+      than the holder's lease. A queued waiter refreshes its place every
+      ``waiter_grace / 3`` seconds. Cluster: classic ``PUBLISH`` reaches every node, so
+      the one subscriber may sit on any of them. A client that cannot subscribe (no
+      ``pubsub()``, or an ACL user without ``&<prefix>:*`` channels) makes waits
+      poll: a small script every 25 ms per waiter. Needs Redis >= 6.
+    - Release: a repeated release by the token that released the key returns ``True``
+      (for a minute, and unless it took the lock again), so a retry after a lost reply
+      is not a loss; a token whose lease ran out, was taken over or force-released
+      gets ``False``. Permits alike.
     """
 
     capabilities: frozenset[str] = CAPABILITIES
 
     def __init__(
-        self, client: Any = None, *, prefix: str = "remotelock", waiter_grace: float = 3.0
+        self, client: Any, *, prefix: str = "remotelock", waiter_grace: float = 3.0
     ) -> None:
-        if isinstance(client, (str, bytes)):
-            raise StoreConfigError(
-                "AsyncRedisStore takes a client; for a URL use AsyncRedisStore.from_url"
-            )
         options = check_options(prefix, waiter_grace)
+        self._clients = AsyncClients.of(client, options.prefix, type(self).__name__)
         self.prefix = options.prefix
         self.waiter_grace = options.waiter_grace
         self._grace_ms = ms(options.waiter_grace)
-        self._queued: dict[str, Queued] = {}
+        self._queued: dict[str, Queued] = {}  # this store's tokens in line, by token
         self._refresh_every = options.waiter_grace / 3
-        self._permit_free_at: dict[str, Refused] = {}
-        self._doorbells: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncDoorbell] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._given = _Bound(client) if client is not None else None
-        self._factory: tuple[str, dict[str, Any]] | None = None
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bound] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._permit_free_at: dict[str, Refused] = {}  # key -> its last refusal here
+        if self._clients.untimed():
+            log.warning(
+                "%r: the Redis client has no socket_timeout; a frozen server can hang calls",
+                self,
+            )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        """A store whose clients (one per event loop) are built from ``url``."""
-        client_url, own, kwargs = parse_url(url, dict(options), asynchronous=True)
-        build_client(client_url, kwargs, asynchronous=True)  # fail now, not on first use
-        store = cls(prefix=own.prefix, waiter_grace=own.waiter_grace)
-        store._factory = (client_url, kwargs)
-        return store
-
-    def _bound(self) -> _Bound:
-        if self._given is not None:
-            return self._given
-        loop = asyncio.get_running_loop()
-        bound = self._per_loop.get(loop)
-        if bound is None:
-            assert self._factory is not None
-            url, kwargs = self._factory
-            bound = self._per_loop[loop] = _Bound(
-                make_client(url, dict(kwargs), asynchronous=True)
-            )
-        return bound
-
-    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return await self._bound().scripts[name](keys=keys, args=args)
-
-    def _doorbell(self) -> AsyncDoorbell:
-        """The wake-ups of the running event loop (one subscriber connection each)."""
-        loop = asyncio.get_running_loop()
-        doorbell = self._doorbells.get(loop)
-        if doorbell is None:
-            doorbell = self._doorbells[loop] = AsyncDoorbell(self._bound().client, self.prefix)
-        return doorbell
+        """Build a store and its client from a URL (see the class docs)."""
+        clients, own = AsyncClients.from_url(url, options)
+        return cls(clients, prefix=own.prefix, waiter_grace=own.waiter_grace)
 
     @property
     def client(self) -> Any:
-        """The client for the running event loop."""
-        return self._bound().client
+        """The client (for the asyncio store built from a URL: the running loop's)."""
+        return self._clients.client
+
+    @property
+    def _scripts(self) -> dict[str, Any]:
+        return self._clients.scripts
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._scripts[name](keys=keys, args=args)
+
+    # -- the Store protocol ---------------------------------------------------------
 
     async def acquire(self, key: str, token: str, ttl: float) -> int | None:
-        """See :meth:`RedisStore.acquire`."""
+        """Take ``key`` if free and no earlier waiter is queued; else queue ``token``."""
         k = layout(self.prefix, key)
         asked = time.monotonic()
         with translate(self, "acquire", key):
@@ -130,25 +129,30 @@ class AsyncRedisStore:
         return None
 
     async def release(self, key: str, token: str) -> bool:
-        """See :meth:`RedisStore.release`."""
+        """Free the lock if ``token`` holds it, handing it to the first waiter in line.
+
+        A repeated release by the token that released the key returns ``True``, so a
+        retry after a lost reply is not a loss (see the class docs).
+        """
         k = layout(self.prefix, key)
         self._forget(token)
         with translate(self, "release", key):
             return bool(await self._run("release", [k.base], [token, self._grace_ms]))
 
     async def extend(self, key: str, token: str, ttl: float) -> bool:
-        """See :meth:`RedisStore.extend`."""
+        """Reset the lease if ``token`` still holds ``key``."""
         lock = layout(self.prefix, key).lock
         with translate(self, "extend", key):
             return bool(await self._run("extend", [lock], [token, ms(ttl)]))
 
     async def owner(self, key: str) -> str | None:
-        """See :meth:`RedisStore.owner`."""
+        """The token holding ``key``, or ``None``."""
         with translate(self, "owner", key):
             return text(await self.client.get(layout(self.prefix, key).lock))
 
     async def wait(self, key: str, timeout: float) -> None:
-        """See :meth:`RedisStore.wait`."""
+        """Wait for ``key`` to change hands, at most until the holder's lease ends or
+        ``timeout`` (pushed; the lock layer uses :meth:`wait_turn`)."""
         k = layout(self.prefix, key)
         asked = time.monotonic()
         with translate(self, "wait", key):
@@ -161,12 +165,16 @@ class AsyncRedisStore:
             async def check() -> object:
                 return look(await self._run("peek", [k.base], []))
 
-            await self._doorbell().wait(Wait(k.bell, LISTEN, None, asked, deadline), check)
+            await self._clients.doorbell().wait(Wait(k.bell, LISTEN, None, asked, deadline), check)
+
+    # -- QueuedStore ------------------------------------------------------------------
 
     async def wait_turn(
         self, key: str, token: str, timeout: float, every_release: bool = False
     ) -> Handover | None:
-        """See :meth:`RedisStore.wait_turn`."""
+        """Sleep (holding no connection) until the lock is handed to ``token`` (or,
+        with ``every_release``, any release), the holder's lease ends, or ``timeout``;
+        keep the place in line every ``waiter_grace / 3`` seconds meanwhile."""
         k = layout(self.prefix, key)
         queued = self._queued.get(token)
         if queued is None:  # not queued by this store: no bound learnt, no request time
@@ -188,10 +196,10 @@ class AsyncRedisStore:
             return still
 
         with translate(self, "wait", key):
-            return await self._doorbell().wait(spec, check, refresh)
+            return await self._clients.doorbell().wait(spec, check, refresh)
 
     async def leave(self, key: str, token: str) -> None:
-        """See :meth:`RedisStore.leave`."""
+        """Take ``token`` out of the queue (passing the lock on if it was just handed it)."""
         k = layout(self.prefix, key)
         self._forget(token)
         with translate(self, "leave", key):
@@ -200,72 +208,19 @@ class AsyncRedisStore:
     def _forget(self, token: str) -> None:
         self._queued.pop(token, None)
 
-    # -- counted permits (see RedisStore) ------------------------------------------
-
-    async def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
-        """See :meth:`RedisStore.acquire_permit`."""
-        k = permit_layout(self.prefix, key)
-        asked = time.monotonic()
-        with translate(self, "acquire_permit", key):
-            try:
-                reply = await self._run("acquire_permit", k.acquire_keys, [token, ms(ttl), limit])
-            except rex.ResponseError as exc:
-                limit_error = conflict(exc, key, limit)
-                if limit_error is None:
-                    raise
-                raise limit_error from None
-        return permit_reply(int(reply), key, asked, limit, self._permit_free_at)
-
-    async def release_permit(self, key: str, token: str) -> bool:
-        """See :meth:`RedisStore.release_permit`."""
-        k = permit_layout(self.prefix, key)
-        with translate(self, "release_permit", key):
-            return bool(await self._run("release_permit", k.release_keys, [token, k.bell]))
-
-    async def extend_permit(self, key: str, token: str, ttl: float) -> bool:
-        """See :meth:`RedisStore.extend_permit`."""
-        k = permit_layout(self.prefix, key)
-        with translate(self, "extend_permit", key):
-            keys = [k.permits, k.fences, k.limit]
-            return bool(await self._run("extend_permit", keys, [token, ms(ttl)]))
-
-    async def permit_holders(self, key: str) -> list[str]:
-        """See :meth:`RedisStore.permit_holders`."""
-        permits = permit_layout(self.prefix, key).permits
-        with translate(self, "permit_holders", key):
-            holders = await self._run("permit_holders", [permits], [])
-        return [text(token) or "" for token in holders]
-
-    async def wait_permit(self, key: str, timeout: float) -> None:
-        """See :meth:`RedisStore.wait_permit`."""
-        k = permit_layout(self.prefix, key)
-        until = time.monotonic() + timeout
-        refused = self._permit_free_at.pop(key, None)
-        with translate(self, "wait_permit", key):
-            if refused is None:  # no refusal to learn from: ask to hear releases
-                asked = time.monotonic()
-                reply = await self._run("listen_permit", k.listen_keys, [ms(timeout)])
-                refused = listened(asked, reply)
-                if refused is None:
-                    return
-            limit = refused.limit
-
-            async def check() -> object:
-                return vacancy(await self._run("permit_holders", [k.permits], []), limit)
-
-            await self._doorbell().wait(permit_wait(k, refused, until), check)
+    # -- admin ----------------------------------------------------------------------
 
     async def force_release(self, key: str) -> bool:
-        """See :meth:`RedisStore.force_release`."""
+        """Free ``key``'s lock whoever holds it; hand it to the next waiter."""
         k = layout(self.prefix, key)
         with translate(self, "force_release", key):
             return bool(await self._run("force_release", [k.base], [self._grace_ms]))
 
     async def iter_locks(self, prefix: str = "") -> AsyncIterator[LockInfo]:
-        """See :meth:`RedisStore.iter_locks`."""
+        """The held locks whose key starts with ``prefix`` (SCAN: not a snapshot)."""
         with translate(self, "iter_locks", prefix):
             client = self.client
-            found = []
+            found: dict[str, LockInfo] = {}  # by key: SCAN may return a key twice
             async for raw in client.scan_iter(match=f"{self.prefix}:{{*}}:lock", count=500):
                 key = key_of(text(raw) or "", self.prefix)
                 if key is None or not key.startswith(prefix):
@@ -277,22 +232,26 @@ class AsyncRedisStore:
                 if token is not None:
                     fencing = int(fence) if fence is not None else None
                     expires = left / 1000 if left > 0 else None
-                    found.append(LockInfo(key, text(token) or "", fencing, expires))
-        for info in sorted(found, key=lambda info: info.key):
-            yield info
+                    found[key] = LockInfo(key, text(token) or "", fencing, expires)
+        for key in sorted(found):
+            yield found[key]
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def as_async(self) -> AsyncStore:
+        """The async twin of this store, the same on every call (see the class docs;
+        the asyncio store's is itself)."""
+        return self._clients.twin(self)
 
     async def aclose(self) -> None:
-        """Close the client of the running loop (or the one you passed in), and the
-        loop's wake-up connection."""
-        doorbell = self._doorbells.pop(asyncio.get_running_loop(), None)
-        if doorbell is not None:
-            await doorbell.aclose()
-        bound = self._given or self._per_loop.pop(asyncio.get_running_loop(), None)
-        if bound is not None:
-            await bound.client.aclose()
+        """Close the client's connections and the wake-up connection (for the asyncio
+        store: the running loop's, or those of the client passed in)."""
+        await self._clients.aclose()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(prefix={self.prefix!r})"
+        where = self._clients.where()
+        target = "" if where is None else f"{where!r}, "
+        return f"{type(self).__name__}({target}prefix={self.prefix!r})"
 
 
 __all__ = ["AsyncRedisStore"]

@@ -1,7 +1,9 @@
-"""What the Redis store, its async twin and its permits share: names, replies, errors.
+"""What the Redis stores and their permits share, without I/O: names, replies, errors.
 
-Kept apart from the stores so that each of them (and the permit mixin they share)
-can import it at module level: no module of this package imports another store module.
+Kept apart from the stores so that each of them (and the permit mixins) can import it
+at module level: no module of this package imports another store module. Everything
+here is the same for the sync and the asyncio store, so it is written by hand once
+and never generated.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Final, NamedTuple
 
 import redis.exceptions as rex
 
+from ...errors import LimitConflict, StoreConfigError
 from ..base import (
     CROSS_HOST,
     CROSS_PROCESS,
@@ -21,8 +24,10 @@ from ..base import (
     FENCING,
     NOTIFY,
     TOKEN_CHECKED,
+    Handover,
 )
 from ..shared.translate import Translate
+from .bells import BUSY, LISTEN, PERMIT, WATCH, Wait, decode
 
 CAPABILITIES: Final = frozenset(
     {CROSS_PROCESS, CROSS_HOST, NOTIFY, FENCING, TOKEN_CHECKED, EXPIRY, FAIR}
@@ -63,6 +68,35 @@ class Queued:
         return min(time.monotonic() + timeout, self.holder_ends + 0.001)
 
 
+class Look:
+    """Reads a PEEK reply (``[holder, fence, lease ms]``) for one wait.
+
+    The lock held by the waiting token: it was handed over (a :class:`Handover`); free:
+    re-check (``None``). For callers that want any change of hands, a holder other than
+    the one first seen means a release happened (``None``); otherwise :data:`BUSY`.
+    """
+
+    __slots__ = ("first", "role", "token")
+
+    def __init__(self, token: str | None, role: str, holder: str | None = None) -> None:
+        self.token = token
+        self.role = role
+        self.first = holder
+
+    def __call__(self, reply: Any) -> object:
+        holder = decode(reply[0])
+        if not holder:
+            return None
+        if holder == self.token:
+            return Handover(int(reply[1]), max(int(reply[2]), 1) / 1000)
+        if self.role in (WATCH, LISTEN):
+            if self.first is None:
+                self.first = holder
+            elif holder != self.first:
+                return None
+        return BUSY
+
+
 def key_of(redis_key: str, prefix: str) -> str | None:
     """The lock key a ``...:lock`` Redis key belongs to (``None`` if it is not one)."""
     head = prefix + ":{"
@@ -93,6 +127,13 @@ _UNAVAILABLE: Final = (
 )
 
 
+def refuse_url(client: object, store: str) -> None:
+    """A store takes a client (or nothing but ``from_url``): a URL or ``None`` is refused
+    here, with the way to build one from a URL, rather than failing on first use."""
+    if client is None or isinstance(client, (str, bytes)):
+        raise StoreConfigError(f"{store} takes a client; for a URL use {store}.from_url")
+
+
 class translate(Translate):
     """Redis errors become StoreErrors (connection trouble: StoreUnavailable)."""
 
@@ -101,13 +142,106 @@ class translate(Translate):
     failed = (rex.RedisError, rex.RedisClusterException)
 
 
+# -- counted permits ----------------------------------------------------------------------
+
+
+class PermitLayout(NamedTuple):
+    """The Redis names of one key's permits (the lock's hash tag: one Cluster slot)."""
+
+    permits: str
+    fences: str
+    limit: str
+    counter: str
+    wait: str  # present while a refused caller may wait: releases ring the bell
+    released: str  # tokens that gave their permit back lately (repeats return 1)
+    bell: str  # the key's pub/sub channel (shared with its lock)
+
+    @property
+    def acquire_keys(self) -> list[str]:
+        return [self.permits, self.fences, self.limit, self.counter, self.wait, self.released]
+
+    @property
+    def release_keys(self) -> list[str]:
+        return [self.permits, self.fences, self.wait, self.released]
+
+    @property
+    def listen_keys(self) -> list[str]:
+        return [self.permits, self.fences, self.limit, self.wait]
+
+
+@functools.lru_cache(maxsize=4096)
+def permit_layout(prefix: str, key: str) -> PermitLayout:
+    """``<prefix>:{<key>}:permits`` and friends, under the lock's own hash tag."""
+    lock = layout(prefix, key)
+    base = lock.base
+    return PermitLayout(
+        f"{base}:permits", f"{base}:pfences", f"{base}:plimit", f"{base}:pcounter",
+        f"{base}:pwait", f"{base}:preleased", lock.bell,
+    )  # fmt: skip
+
+
+def conflict(exc: rex.ResponseError, key: str, asked: int) -> LimitConflict | None:
+    """The script's ``LIMIT <n>`` error as a :class:`LimitConflict` (else ``None``)."""
+    message = str(exc)
+    if not message.startswith("LIMIT "):
+        return None
+    return LimitConflict(key, int(message.split()[1]), asked)
+
+
+class Refused(NamedTuple):
+    """What a refused request taught: when it was sent, when the first permit ends,
+    and the limit (a waiter can tell a free permit from the holder count)."""
+
+    asked: float
+    free_at: float
+    limit: int
+
+
+def permit_reply(
+    reply: int, key: str, asked: float, limit: int, refused: dict[str, Refused]
+) -> int | None:
+    """A fencing token, or ``None`` after noting what the refusal taught."""
+    if reply > 0:
+        return reply
+    refused[key] = Refused(asked, time.monotonic() - reply / 1000, limit)
+    return None
+
+
+def listened(asked: float, reply: Any) -> Refused | None:
+    """A LISTEN_PERMIT reply as what a refusal would have taught (``None``: free now)."""
+    left, limit = int(reply[0]), int(reply[1])
+    if left < 0:
+        return None
+    return Refused(asked, time.monotonic() + left / 1000, limit)
+
+
+def permit_wait(k: PermitLayout, refused: Refused, until: float) -> Wait:
+    """The wait of ``wait_permit``: until a release, the first permit's end, or ``until``."""
+    return Wait(k.bell, PERMIT, None, refused.asked, min(until, refused.free_at + 0.001))
+
+
+def vacancy(holders: Any, limit: int) -> object:
+    """A look at the holders: ``None`` if a permit is free (acquire again), else BUSY."""
+    return None if len(holders) < limit else BUSY
+
+
 __all__ = [
     "CAPABILITIES",
     "Layout",
+    "Look",
+    "PermitLayout",
     "Queued",
+    "Refused",
+    "conflict",
     "key_of",
     "layout",
+    "listened",
     "ms",
+    "permit_layout",
+    "permit_reply",
+    "permit_wait",
+    "refuse_url",
     "text",
     "translate",
+    "vacancy",
 ]

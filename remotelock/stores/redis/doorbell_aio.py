@@ -1,18 +1,29 @@
-"""The asyncio Redis store's doorbell: one subscriber connection and a reader task per
-event loop (asyncio connections belong to the loop that opened them).
+"""A Redis store's doorbell: one subscriber connection, one reader, many local waiters.
 
-The twin of :mod:`remotelock.stores.redis.doorbell`: the reader task alone uses the
-pub/sub connection; waiters are futures awaited with the exact time left; a waiter
-that needs a new channel while the reader is blocked reading publishes a nudge.
+Written once, in its asyncio form (``doorbell_aio.py``); the sync doorbell
+(``doorbell.py``) is generated from it by ``tools/unasync.py``. What really differs,
+a reader thread and Events against a reader task and futures, is in the hand-written
+``threads.py`` and ``tasks.py``; the rules (who waits for what, what a message means,
+how a waiter learns it may have missed one) are in :mod:`remotelock.stores.redis.bells`.
+
+The reader alone uses the pub/sub connection (redis-py's ``PubSub`` is not safe to
+share): it subscribes, unsubscribes and reads. A waiter that needs a new channel
+registers it, and if the reader is already blocked reading, publishes an empty
+message on the reader's private nudge channel to wake it (one command, only when a
+key gets its first local waiter). Waits themselves sleep locally with the exact time
+left, so they end on time (to the millisecond) whatever the server does.
 """
+
+# The generated module's first line names its source and runs past the line limit
+# (in the source the rule is unused, hence RUF100).
 
 from __future__ import annotations
 
-import asyncio
+import asyncio  # async only
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from ..base import Handover
 from .bells import (
@@ -25,51 +36,42 @@ from .bells import (
     WATCH,
     Switchboard,
     Wait,
-    Waiter,
     decode,
     nudge_channel,
 )
-from .doorbell import POLL_SLICE, REFRESH_MARGIN, TICK
+from .tasks import AsyncCheck, AsyncRefresh, TaskReader, TaskWaiter
 
 log = logging.getLogger("remotelock.stores.redis")
 
-AsyncCheck = Callable[[], Awaitable[object]]
-"""One look at the server: a :class:`Handover`, ``None`` (re-check) or :data:`BUSY`."""
-AsyncRefresh = Callable[[], Awaitable[bool]]
-
-
-class _TaskWaiter(Waiter):
-    __slots__ = ("future",)
-
-    def __init__(self, channel: str, role: str, token: str | None) -> None:
-        super().__init__(channel, role, token)
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def signal(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
-
-    def rearm(self) -> None:
-        super().rearm()
-        if self.future.done():
-            self.future = self.future.get_loop().create_future()
+TICK: Final = 1.0
+"""Longest single read of the reader: how soon it notices idle channels or a close."""
+POLL_SLICE: Final = 0.025
+"""Without a subscriber, a wait sleeps in slices this long, one cheap script after each
+(up to 40 small round trips a second per waiter: the price of having no push)."""
+REFRESH_MARGIN: Final = 0.01
+"""A refresh due this close to the end of a wait is left to the attempt after it, so
+that its round trip cannot push the wait past its deadline."""
 
 
 class AsyncDoorbell:
-    """Wake-ups for one async store's waiters on one event loop (one connection)."""
+    """Wake-ups for one store's waiters through one connection (see :class:`AsyncClients`
+    for how many doorbells a store keeps)."""
 
     def __init__(self, client: Any, prefix: str) -> None:
         self._client = client
         self._board = Switchboard(nudge_channel(prefix))
         self._board.broken = not callable(getattr(client, "pubsub", None))
-        self._task: asyncio.Task[None] | None = None
+        self._reader = TaskReader()
+        self._closed = False
 
     async def wait(
         self, spec: Wait, check: AsyncCheck, refresh: AsyncRefresh | None = None
     ) -> Handover | None:
-        """See :meth:`remotelock.stores.redis.doorbell.Doorbell.wait`."""
+        """Sleep until woken, ``spec.deadline``, or (for a queued waiter) the loss of
+        its place; keep that place with ``refresh``. ``check`` looks at the server when
+        a wake-up may have been missed, and every slice when there is no subscriber."""
         board = self._board
-        waiter = _TaskWaiter(spec.channel, spec.role, spec.token)
+        waiter = TaskWaiter(spec.channel, spec.role, spec.token)
         asked = spec.asked
         while True:
             outcome, need = board.enter(waiter, asked, time.monotonic())
@@ -99,13 +101,13 @@ class AsyncDoorbell:
                 return seen if isinstance(seen, Handover) else None
 
     @staticmethod
-    async def _sleep(waiter: _TaskWaiter, spec: Wait, refresh: AsyncRefresh | None) -> None:
+    async def _sleep(waiter: TaskWaiter, spec: Wait, refresh: AsyncRefresh | None) -> None:
         """Until woken, the deadline, or the place in line was lost (not woken then)."""
         while True:
             now = time.monotonic()
             until = min(spec.deadline, spec.refresh_at)
             if until > now:
-                await asyncio.wait((waiter.future,), timeout=until - now)
+                await waiter.sleep(until - now)
             if waiter.woken:
                 return
             now = time.monotonic()
@@ -133,18 +135,15 @@ class AsyncDoorbell:
             if seen is not BUSY:
                 return seen if isinstance(seen, Handover) else None
 
-    # -- the reader task ------------------------------------------------------------
+    # -- the reader -----------------------------------------------------------------
 
     def _start(self, board: Switchboard) -> None:
-        task = asyncio.get_running_loop().create_task(
-            self._read(board, board.reader), name="remotelock-redis-bells"
-        )
-        self._task = task
-        task.add_done_callback(self._ended)
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        if self._task is task:
-            self._task = None
+        reader = board.reader
+        try:
+            self._reader.start(functools.partial(self._read, board, reader))
+        except BaseException:
+            board.dropped(reader, time.monotonic(), worked=False)
+            raise
 
     async def _read(self, board: Switchboard, reader: object) -> None:
         pubsub = None
@@ -152,7 +151,7 @@ class AsyncDoorbell:
         try:
             pubsub = self._client.pubsub()
             await pubsub.subscribe(board.nudge)
-            while True:
+            while not self._closed:
                 subscribe, unsubscribe, stop = board.work(reader, time.monotonic())
                 if stop:
                     return
@@ -170,7 +169,8 @@ class AsyncDoorbell:
                 elif kind == "message":
                     board.message(name, decode(message["data"]), time.monotonic())
         except Exception as exc:  # the connection failed: waiters re-check, and reconnect
-            log.debug("Redis wake-up connection ended: %r; waiters re-check", exc)
+            if not self._closed:
+                log.debug("Redis wake-up connection ended: %r; waiters re-check", exc)
         finally:
             board.dropped(reader, time.monotonic(), worked)
             if pubsub is not None:
@@ -180,11 +180,9 @@ class AsyncDoorbell:
                     log.debug("closing the Redis wake-up connection: %r", exc)
 
     async def aclose(self) -> None:
-        """Stop the reader task and close its connection."""
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        """Stop the reader and its connection."""
+        self._closed = True
+        await self._reader.stop()
 
 
 async def _refreshed(spec: Wait, refresh: AsyncRefresh | None, now: float) -> bool:
@@ -196,4 +194,4 @@ async def _refreshed(spec: Wait, refresh: AsyncRefresh | None, now: float) -> bo
     return await refresh()
 
 
-__all__ = ["AsyncCheck", "AsyncDoorbell", "AsyncRefresh"]
+__all__ = ["POLL_SLICE", "REFRESH_MARGIN", "TICK", "AsyncDoorbell"]

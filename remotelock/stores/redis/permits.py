@@ -1,114 +1,50 @@
-"""Counted permits for :class:`~remotelock.stores.redis.store.RedisStore` (a mixin).
+# Generated from remotelock/stores/redis/permits_aio.py by tools/unasync.py.
+# Do not edit: edit the source, then run the tool.
+"""Counted permits (``limit=N``) of the Redis stores: a mixin of the store class.
 
-Each step is one script from :mod:`remotelock.stores.redis.permit_lua`. A release
-rings the key's bell (``p``) while a refused caller may wait, and each process wakes
-one local permit waiter per freed permit (see :mod:`remotelock.stores.redis.bells`).
-A waiter never sleeps past the moment the first held permit runs out, learnt from its
-last refused attempt.
+Written once, in its asyncio form (``permits_aio.py``); the sync mixin
+(``permits.py``) is generated from it by ``tools/unasync.py``. Each step is one script
+from :mod:`remotelock.stores.redis.permit_lua`; the replies are read in
+:mod:`remotelock.stores.redis.common`. A release rings the key's bell (``p``) while a
+refused caller may wait, and each process wakes one local permit waiter per freed
+permit (see :mod:`remotelock.stores.redis.bells`). A waiter never sleeps past the
+moment the first held permit runs out, learnt from its last refused attempt.
 """
+
+# The generated module's first line names its source and runs past the line limit
+# (in the source the rule is unused, hence RUF100).
 
 from __future__ import annotations
 
-import functools
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rex
 
-from ...errors import LimitConflict
-from .bells import BUSY, PERMIT, Wait
-from .common import ms, text, translate
+from .common import (
+    Refused,
+    conflict,
+    listened,
+    ms,
+    permit_layout,
+    permit_reply,
+    permit_wait,
+    text,
+    translate,
+    vacancy,
+)
 
 if TYPE_CHECKING:
-    from .doorbell import Doorbell
-
-
-class PermitLayout(NamedTuple):
-    """The Redis names of one key's permits (the lock's hash tag: one Cluster slot)."""
-
-    permits: str
-    fences: str
-    limit: str
-    counter: str
-    wait: str  # present while a refused caller may wait: releases ring the bell
-    released: str  # tokens that gave their permit back lately (repeats return 1)
-    bell: str  # the key's pub/sub channel (shared with its lock)
-
-    @property
-    def acquire_keys(self) -> list[str]:
-        return [self.permits, self.fences, self.limit, self.counter, self.wait, self.released]
-
-    @property
-    def release_keys(self) -> list[str]:
-        return [self.permits, self.fences, self.wait, self.released]
-
-    @property
-    def listen_keys(self) -> list[str]:
-        return [self.permits, self.fences, self.limit, self.wait]
-
-
-@functools.lru_cache(maxsize=4096)
-def permit_layout(prefix: str, key: str) -> PermitLayout:
-    base = f"{prefix}:{{{key.replace('%', '%25').replace('}', '%7D')}}}"
-    return PermitLayout(
-        f"{base}:permits", f"{base}:pfences", f"{base}:plimit", f"{base}:pcounter",
-        f"{base}:pwait", f"{base}:preleased", f"{base}:bell",
-    )  # fmt: skip
-
-
-def conflict(exc: rex.ResponseError, key: str, asked: int) -> LimitConflict | None:
-    """The script's ``LIMIT <n>`` error as a :class:`LimitConflict` (else ``None``)."""
-    message = str(exc)
-    if not message.startswith("LIMIT "):
-        return None
-    return LimitConflict(key, int(message.split()[1]), asked)
-
-
-class Refused(NamedTuple):
-    """What a refused request taught: when it was sent, when the first permit ends,
-    and the limit (a waiter can tell a free permit from the holder count)."""
-
-    asked: float
-    free_at: float
-    limit: int
-
-
-def permit_reply(
-    reply: int, key: str, asked: float, limit: int, refused: dict[str, Refused]
-) -> int | None:
-    """A fencing token, or ``None`` after noting what the refusal taught."""
-    if reply > 0:
-        return reply
-    refused[key] = Refused(asked, time.monotonic() - reply / 1000, limit)
-    return None
-
-
-def listened(asked: float, reply: Any) -> Refused | None:
-    """A LISTEN_PERMIT reply as what a refusal would have taught (``None``: free now)."""
-    left, limit = int(reply[0]), int(reply[1])
-    if left < 0:
-        return None
-    return Refused(asked, time.monotonic() + left / 1000, limit)
-
-
-def permit_wait(k: PermitLayout, refused: Refused, until: float) -> Wait:
-    """The wait of ``wait_permit``: until a release, the first permit's end, or ``until``."""
-    return Wait(k.bell, PERMIT, None, refused.asked, min(until, refused.free_at + 0.001))
-
-
-def vacancy(holders: Any, limit: int) -> object:
-    """A look at the holders: ``None`` if a permit is free (acquire again), else BUSY."""
-    return None if len(holders) < limit else BUSY
+    from .connect import Clients
 
 
 class RedisPermits:
-    """The :class:`~remotelock.stores.base.PermitStore` methods of RedisStore."""
+    """The :class:`~remotelock.stores.base.PermitStore` methods of the Redis store."""
 
-    if TYPE_CHECKING:  # provided by RedisStore
+    if TYPE_CHECKING:  # provided by the store class
         prefix: str
-        client: Any
-        _doorbell: Doorbell
-        _permit_free_at: dict[str, Refused]
+        _clients: Clients
+        _permit_free_at: dict[str, Refused]  # key -> its last refusal here
 
         def _run(self, name: str, keys: list[str], args: list[Any]) -> Any: ...
 
@@ -142,8 +78,9 @@ class RedisPermits:
 
     def permit_holders(self, key: str) -> list[str]:
         """The tokens holding a permit of ``key``."""
+        permits = permit_layout(self.prefix, key).permits
         with translate(self, "permit_holders", key):
-            holders = self._run("permit_holders", [permit_layout(self.prefix, key).permits], [])
+            holders = self._run("permit_holders", [permits], [])
         return [text(token) or "" for token in holders]
 
     def wait_permit(self, key: str, timeout: float) -> None:
@@ -155,7 +92,8 @@ class RedisPermits:
         with translate(self, "wait_permit", key):
             if refused is None:  # no refusal to learn from: ask to hear releases
                 asked = time.monotonic()
-                refused = listened(asked, self._run("listen_permit", k.listen_keys, [ms(timeout)]))
+                reply = self._run("listen_permit", k.listen_keys, [ms(timeout)])
+                refused = listened(asked, reply)
                 if refused is None:
                     return
             limit = refused.limit
@@ -163,17 +101,7 @@ class RedisPermits:
             def check() -> object:
                 return vacancy(self._run("permit_holders", [k.permits], []), limit)
 
-            self._doorbell.wait(permit_wait(k, refused, until), check)
+            self._clients.doorbell().wait(permit_wait(k, refused, until), check)
 
 
-__all__ = [
-    "PermitLayout",
-    "RedisPermits",
-    "Refused",
-    "conflict",
-    "listened",
-    "permit_layout",
-    "permit_reply",
-    "permit_wait",
-    "vacancy",
-]
+__all__ = ["RedisPermits"]

@@ -1,10 +1,19 @@
-"""RedisStore: locks on Redis (standalone, Sentinel or Cluster), fenced, fair, push-woken.
+# Generated from remotelock/stores/redis/aio.py by tools/unasync.py.
+# Do not edit: edit the source, then run the tool.
+"""The Redis lock store (standalone, Sentinel or Cluster): fenced, fair, push-woken.
+
+Written once, in its asyncio form (``aio.py``); the sync store (``store.py``) is
+generated from it by ``tools/unasync.py``, so both run the same scripts on the same
+keys by the same rules. What really differs, one client against one per event loop
+(and the sync store's extras: its async twin, a warning about a client without a
+timeout), is in the hand-written ``connect.py`` and ``connect_aio.py``, which both
+stores call by the same names.
 
 Each primitive is one Lua script (see :mod:`remotelock.stores.redis.lua` for the key
 layout and every script's KEYS, ARGV and reply). Expiry is decided by the Redis
 server's clock (``PX``), so client clocks do not matter. Waiters queue in arrival
 order; a release hands the lock to the first and rings the key's pub/sub bell, which
-one subscriber connection per process hears for all its waiters (see
+one subscriber connection hears for all the waiters of a process (see
 :mod:`remotelock.stores.redis.bells`). Waiters sleep locally with their exact timeout
 and never longer than the holder's remaining lease, so a crashed holder's lock is
 noticed as soon as it runs out.
@@ -17,19 +26,12 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ...errors import StoreConfigError
-from ..base import (
-    AsyncStore,
-    Handover,
-    LockInfo,
-)
-from ..shared.threaded import threaded
+from ..base import AsyncStore, Handover, LockInfo
 from .bells import LISTEN, TURN, WATCH, Wait
-from .clients import build_client, check_options, describe, parse_url
-from .common import CAPABILITIES, Queued, key_of, layout, ms, text, translate
-from .doorbell import Doorbell, Look
-from .lua import SCRIPTS
-from .permits import RedisPermits, Refused
+from .clients import check_options
+from .common import CAPABILITIES, Look, Queued, Refused, key_of, layout, ms, text, translate
+from .connect import Clients
+from .permits import RedisPermits
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -47,9 +49,14 @@ class RedisStore(RedisPermits):
       keeps its place without coming back, default 3), plus any redis-py option
       (``socket_timeout``, ``db``, ...). Clients built from a URL get 5 s connect and
       read timeouts and retry a broken connection once.
-    - Or pass a client: ``RedisStore(redis.Redis(...))``, a Sentinel ``master_for``
-      client, or a ``RedisCluster``. Give it a ``socket_timeout``, or a frozen server
-      can hang its calls.
+    - Or pass a client: ``RedisStore(redis.Redis(...))``, a Sentinel
+      ``master_for`` client, or a ``RedisCluster``. Give it a ``socket_timeout``, or a
+      frozen server can hang its calls.
+    - Clients (:class:`Clients`): the sync store keeps one; the asyncio store
+      built from a URL keeps one per event loop, since asyncio connections belong to
+      the loop that opened them. The sync store's ``as_async()`` is an asyncio store
+      built from the same URL, or for a store given a client, this store in worker
+      threads.
     - Layout (per lock key, one hash tag): ``<prefix>:{<key>}:lock`` (holder token,
       PX lease), ``:fence`` (fencing counter, never expires: one small key per lock
       key ever used), ``:queue``, ``:alive`` and ``:ttls`` (waiters, in arrival
@@ -58,13 +65,14 @@ class RedisStore(RedisPermits):
     - Clock: the Redis server's (``PX`` expiry, ``TIME`` in scripts).
     - Wake-ups: a release hands the lock to the first waiter in line and publishes one
       message on the key's channel, only if someone waits. Each store keeps **one**
-      subscriber connection per process (a reader thread), however many threads wait:
-      waiters hold no connection while they sleep, and their waits end on time, to the
-      millisecond, never later than the holder's lease. A queued waiter refreshes its
-      place every ``waiter_grace / 3`` seconds. Cluster: classic ``PUBLISH`` reaches
-      every node, so the one subscriber may sit on any of them. A client that cannot
-      subscribe (no ``pubsub()``, or an ACL user without ``&<prefix>:*`` channels)
-      makes waits poll: a small script every 25 ms per waiter. Needs Redis >= 6.
+      subscriber connection per process (per event loop for the asyncio store), read
+      by one thread (or task), however many callers wait: waiters hold no connection
+      while they sleep, and their waits end on time, to the millisecond, never later
+      than the holder's lease. A queued waiter refreshes its place every
+      ``waiter_grace / 3`` seconds. Cluster: classic ``PUBLISH`` reaches every node, so
+      the one subscriber may sit on any of them. A client that cannot subscribe (no
+      ``pubsub()``, or an ACL user without ``&<prefix>:*`` channels) makes waits
+      poll: a small script every 25 ms per waiter. Needs Redis >= 6.
     - Release: a repeated release by the token that released the key returns ``True``
       (for a minute, and unless it took the lock again), so a retry after a lost reply
       is not a loss; a token whose lease ran out, was taken over or force-released
@@ -76,22 +84,15 @@ class RedisStore(RedisPermits):
     def __init__(
         self, client: Any, *, prefix: str = "remotelock", waiter_grace: float = 3.0
     ) -> None:
-        if isinstance(client, (str, bytes)):
-            raise StoreConfigError("RedisStore takes a client; for a URL use RedisStore.from_url")
         options = check_options(prefix, waiter_grace)
-        self.client = client
+        self._clients = Clients.of(client, options.prefix, type(self).__name__)
         self.prefix = options.prefix
         self.waiter_grace = options.waiter_grace
         self._grace_ms = ms(options.waiter_grace)
-        self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
         self._queued: dict[str, Queued] = {}  # this store's tokens in line, by token
         self._refresh_every = options.waiter_grace / 3
         self._permit_free_at: dict[str, Refused] = {}  # key -> its last refusal here
-        self._doorbell = Doorbell(client, options.prefix)
-        self._url: tuple[str, dict[str, Any]] | None = None
-        self._twin: AsyncStore | None = None
-        pool = getattr(client, "connection_pool", None)
-        if pool is not None and pool.connection_kwargs.get("socket_timeout") is None:
+        if self._clients.untimed():
             log.warning(
                 "%r: the Redis client has no socket_timeout; a frozen server can hang calls",
                 self,
@@ -100,11 +101,17 @@ class RedisStore(RedisPermits):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
         """Build a store and its client from a URL (see the class docs)."""
-        client_url, own, kwargs = parse_url(url, dict(options))
-        client = build_client(client_url, kwargs)
-        store = cls(client, prefix=own.prefix, waiter_grace=own.waiter_grace)
-        store._url = (url, options)
-        return store
+        clients, own = Clients.from_url(url, options)
+        return cls(clients, prefix=own.prefix, waiter_grace=own.waiter_grace)
+
+    @property
+    def client(self) -> Any:
+        """The client (for the asyncio store built from a URL: the running loop's)."""
+        return self._clients.client
+
+    @property
+    def _scripts(self) -> dict[str, Any]:
+        return self._clients.scripts
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args)
@@ -136,8 +143,9 @@ class RedisStore(RedisPermits):
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
         """Reset the lease if ``token`` still holds ``key``."""
+        lock = layout(self.prefix, key).lock
         with translate(self, "extend", key):
-            return bool(self._run("extend", [layout(self.prefix, key).lock], [token, ms(ttl)]))
+            return bool(self._run("extend", [lock], [token, ms(ttl)]))
 
     def owner(self, key: str) -> str | None:
         """The token holding ``key``, or ``None``."""
@@ -155,8 +163,11 @@ class RedisStore(RedisPermits):
                 return
             deadline = min(asked + timeout, time.monotonic() + int(left) / 1000 + 0.001)
             look = Look(None, LISTEN, text(holder))
-            spec = Wait(k.bell, LISTEN, None, asked, deadline)
-            self._doorbell.wait(spec, lambda: look(self._run("peek", [k.base], [])))
+
+            def check() -> object:
+                return look(self._run("peek", [k.base], []))
+
+            self._clients.doorbell().wait(Wait(k.bell, LISTEN, None, asked, deadline), check)
 
     # -- QueuedStore ------------------------------------------------------------------
 
@@ -177,17 +188,17 @@ class RedisStore(RedisPermits):
         )  # fmt: skip
         look = Look(token, role)
 
+        def check() -> object:
+            return look(self._run("peek", [k.base], []))
+
         def refresh() -> bool:
             sent = time.monotonic()
             still = bool(self._run("refresh", [k.base], [token, self._grace_ms]))
             queued.seen = sent
             return still
 
-        def check() -> object:
-            return look(self._run("peek", [k.base], []))
-
         with translate(self, "wait", key):
-            return self._doorbell.wait(spec, check, refresh)
+            return self._clients.doorbell().wait(spec, check, refresh)
 
     def leave(self, key: str, token: str) -> None:
         """Take ``token`` out of the queue (passing the lock on if it was just handed it)."""
@@ -210,45 +221,39 @@ class RedisStore(RedisPermits):
     def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
         """The held locks whose key starts with ``prefix`` (SCAN: not a snapshot)."""
         with translate(self, "iter_locks", prefix):
-            found = []
-            for raw in self.client.scan_iter(match=f"{self.prefix}:{{*}}:lock", count=500):
+            client = self.client
+            found: dict[str, LockInfo] = {}  # by key: SCAN may return a key twice
+            for raw in client.scan_iter(match=f"{self.prefix}:{{*}}:lock", count=500):
                 key = key_of(text(raw) or "", self.prefix)
                 if key is None or not key.startswith(prefix):
                     continue
                 k = layout(self.prefix, key)
-                token, left, fence = (
-                    self.client.get(k.lock),
-                    self.client.pttl(k.lock),
-                    self.client.get(k.fence),
-                )
+                token = client.get(k.lock)
+                left = client.pttl(k.lock)
+                fence = client.get(k.fence)
                 if token is not None:
                     fencing = int(fence) if fence is not None else None
                     expires = left / 1000 if left > 0 else None
-                    found.append(LockInfo(key, text(token) or "", fencing, expires))
-        return iter(sorted(found, key=lambda info: info.key))
+                    found[key] = LockInfo(key, text(token) or "", fencing, expires)
+        for key in sorted(found):
+            yield found[key]
 
     # -- lifecycle ------------------------------------------------------------------
 
     def as_async(self) -> AsyncStore:
-        """The async twin: a native asyncio client for URL-built stores, else this
-        store's client run in worker threads."""
-        if self._twin is None:
-            if self._url is not None:
-                from .aio import AsyncRedisStore  # asyncio only for async callers
-
-                url, options = self._url
-                self._twin = AsyncRedisStore.from_url(url, **options)
-            else:
-                self._twin = threaded(self)
-        return self._twin
+        """The async twin of this store, the same on every call (see the class docs;
+        the asyncio store's is itself)."""
+        return self._clients.twin(self)
 
     def close(self) -> None:
-        """Close the client's connections (the wake-up connection too)."""
-        self._doorbell.close()
-        self.client.close()
+        """Close the client's connections and the wake-up connection (for the asyncio
+        store: the running loop's, or those of the client passed in)."""
+        self._clients.close()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({describe(self.client)!r}, prefix={self.prefix!r})"
+        where = self._clients.where()
+        target = "" if where is None else f"{where!r}, "
+        return f"{type(self).__name__}({target}prefix={self.prefix!r})"
 
 
 __all__ = ["RedisStore"]

@@ -1,0 +1,147 @@
+"""The async PostgreSQL store's listener: one LISTEN connection per event loop, read by a task.
+
+Hand-written, beside the sync :mod:`remotelock.stores.postgres.listener`, because the
+two sides wait in different ways: here each waiting task awaits a future, and a task
+on each event loop reads the notifications (an asyncio connection belongs to its
+loop); there each waiting thread blocks on an event, and one daemon thread per process
+reads them. The names match (less ``Async``): the store's ``wait`` steps, written once
+in :mod:`remotelock.stores.postgres.aio`, use ``waiter()`` and ``wait()`` on either
+side. The bookkeeping both share is free of I/O, in
+:mod:`remotelock.stores.postgres.waiting`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from ..shared.threaded import resolve
+from .common import log, server_conninfo
+from .loops import PerLoop
+from .waiting import BACKOFF_FIRST, LISTEN_IDLE, Subscription, Waiters, next_backoff
+
+if TYPE_CHECKING:
+    from .connections_aio import AsyncSource, Conn
+
+
+class _Loop:
+    """One event loop's waiters, listener task and readiness."""
+
+    __slots__ = ("ready", "start", "task", "waiters")
+
+    def __init__(self, start: Callable[[_Loop], Coroutine[Any, Any, None]]) -> None:
+        self.start = start
+        self.waiters: Waiters[asyncio.Future[None]] = Waiters()
+        self.task: asyncio.Task[None] | None = None
+        self.ready = False  # LISTEN is active on the listener's connection
+
+    def subscribe(self, topic: str, wake: asyncio.Future[None]) -> bool:
+        """Register a waiter; ``True`` if LISTEN is active, so no release can be missed."""
+        self.waiters.add(topic, wake)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self.start(self))
+        return self.ready
+
+    def unsubscribe(self, topic: str, wake: asyncio.Future[None]) -> None:
+        self.waiters.discard(topic, wake)
+
+    def wake(self, topic: str | None = None) -> None:
+        """Wake the waiters of ``topic`` (every waiter when ``None``)."""
+        for future in self.waiters.of(topic):
+            resolve(future)
+
+
+class AsyncWaiter(Subscription["asyncio.Future[None]"]):
+    """A waiting task's future, set by its loop's listener task."""
+
+    __slots__ = ()
+
+    def __init__(self, listener: _Loop | None, topic: str) -> None:
+        super().__init__(listener, topic, asyncio.get_running_loop().create_future())
+
+    async def wait(self, seconds: float) -> None:
+        await asyncio.wait((self.wake,), timeout=seconds)
+
+
+class AsyncListener:
+    """One LISTEN connection per store per event loop, read by a task on that loop.
+
+    Each notification wakes the futures of its payload's waiters. When the connection
+    drops, every waiter is woken (it re-checks the lock) and the task reconnects while
+    anyone waits. It disconnects after ``LISTEN_IDLE`` seconds without waiters; the
+    next waiter starts it again.
+    """
+
+    def __init__(
+        self, source: AsyncSource, listen_url: str | None, timeout: float, listen: Any
+    ) -> None:
+        self._source = source
+        self._listen_url = listen_url
+        self._timeout = timeout
+        self._listen = listen
+        self._loops = PerLoop(lambda: _Loop(self._run))
+
+    def waiter(self, topic: str, enabled: bool) -> AsyncWaiter:
+        """A waiter on ``topic`` (use it as a context manager); a poller if not ``enabled``."""
+        return AsyncWaiter(self._loops.get() if enabled else None, topic)
+
+    def ready(self) -> bool:
+        """Whether LISTEN is active for the running event loop."""
+        return self._loops.get().ready
+
+    async def _conninfo(self) -> str:
+        base = self._listen_url
+        if base is None:
+            base = await self._source.conninfo()
+        return server_conninfo(base, self._timeout, listener=True)
+
+    async def _run(self, state: _Loop) -> None:
+        backoff = BACKOFF_FIRST
+        while True:
+            try:
+                conninfo = await self._conninfo()
+                async with await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(self._listen)
+                    state.ready, backoff = True, BACKOFF_FIRST
+                    if await _read(conn, state):
+                        return
+            except Exception as exc:  # never let the task die on a surprise
+                log.debug("PostgreSQL listener lost its connection: %s", exc)
+            finally:
+                state.ready = False
+                state.wake()  # a release may have gone unheard: everyone re-checks
+            await asyncio.sleep(backoff)
+            backoff = next_backoff(backoff)
+            if not state.waiters:
+                return
+
+    async def close(self) -> None:
+        """Stop this loop's listener task."""
+        state = self._loops.pop()
+        if state is not None and state.task is not None:
+            state.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await state.task
+
+
+async def _read(conn: Conn, state: _Loop) -> bool:
+    """Dispatch notifications until no one has waited for ``LISTEN_IDLE`` (``True``)."""
+    quiet_since = time.monotonic()
+    while True:
+        async for note in conn.notifies(timeout=0.5):
+            state.wake(note.payload)
+        now = time.monotonic()
+        if state.waiters:
+            quiet_since = now
+        elif now - quiet_since > LISTEN_IDLE:
+            return True
+
+
+__all__ = ["AsyncListener", "AsyncWaiter"]

@@ -1,0 +1,102 @@
+"""Counted permits for the PostgreSQL stores: the mixin of AsyncPostgresStore.
+
+Written once, for asyncio; ``tools/unasync.py`` writes the sync mixin, in
+:mod:`remotelock.stores.postgres.permits`, from it. Each step is one statement from
+:mod:`remotelock.stores.postgres.permit_sql` (see ``ACQUIRE_PERMIT`` for why a key's
+permits live in one row). A refused acquire asks one more question, only on that
+path: were all permits taken, or do their holders use another limit
+(:class:`~remotelock.errors.LimitConflict`)? Releases notify on the table's channel,
+so waiters wake as they do for locks. The rules of the lock steps hold here too: an
+acquire that runs out of time waiting for the row lock reports all permits taken
+(contention, not an outage), and a repeated release by the token that gave its
+permit back returns ``True`` (a retry after a lost reply is not a loss).
+"""
+
+# The generated module's first line names its source and runs past the line limit
+# (in the source the rule is unused, hence RUF100).
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, TypeVar
+
+from . import sql as q
+from .busy import acquire_params
+from .permit_sql import busy_for, refused
+from .queries_aio import Row, fetch_all, fetch_one, fetch_or_busy, rowcount
+from .waiting import pause
+
+if TYPE_CHECKING:
+    from .connections_aio import Run
+    from .listener_aio import AsyncListener
+    from .sql import Statements
+
+T = TypeVar("T")
+
+
+class AsyncPostgresPermits:
+    """The counted permits of AsyncPostgresStore (:class:`~remotelock.stores.base.PermitStore`)."""
+
+    if TYPE_CHECKING:  # provided by AsyncPostgresStore
+        _sql: Statements
+        _listener: AsyncListener
+        listen: bool
+        timeout: float
+
+        async def _step(self, step: str, key: str, run: Run[T]) -> T: ...
+
+    async def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
+        """Take one of ``limit`` permits of ``key`` (one statement; see :class:`PermitStore`)."""
+        params = acquire_params(key, token, ttl, self.timeout, limit=limit)
+        statement = self._sql.acquire_permit
+        row = await self._step(
+            "acquire_permit", key, lambda c: fetch_or_busy(c, statement, params)
+        )
+        if row is not None:
+            return int(row[0])
+        refused(await self._permit_state("acquire_permit", key), key, limit)
+        return None
+
+    async def release_permit(self, key: str, token: str) -> bool:
+        """Give back ``token``'s permit of ``key`` and notify its waiters; ``True`` too if
+        ``token`` gave it back before (a retried release)."""
+        params = {
+            "key": key,
+            "token": token,
+            "channel": self._sql.channel,
+            "payload": q.permit_payload(key),
+        }
+        statement = self._sql.release_permit
+        return (
+            await self._step("release_permit", key, lambda c: rowcount(c, statement, params)) > 0
+        )
+
+    async def extend_permit(self, key: str, token: str, ttl: float) -> bool:
+        """Reset ``token``'s permit of ``key`` if it still holds it."""
+        params = {"key": key, "token": token, "ttl": float(ttl)}
+        statement = self._sql.extend_permit
+        return await self._step("extend_permit", key, lambda c: rowcount(c, statement, params)) > 0
+
+    async def permit_holders(self, key: str) -> list[str]:
+        """The tokens holding a permit of ``key``, oldest first."""
+        params = {"key": key}
+        statement = self._sql.permit_holders
+        rows = await self._step("permit_holders", key, lambda c: fetch_all(c, statement, params))
+        return [str(row[0]) for row in rows]
+
+    async def wait_permit(self, key: str, timeout: float) -> None:
+        """Sleep until a release of a permit of ``key`` is notified, one runs out, or
+        ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._listener.waiter(q.permit_payload(key), self.listen) as woken:
+            left = busy_for(await self._permit_state("wait_permit", key))
+            if left is not None:
+                await woken.wait(pause(left, woken.listening, deadline))
+
+    async def _permit_state(self, step: str, key: str) -> Row | None:
+        params = {"key": key}
+        statement = self._sql.permit_state
+        return await self._step(step, key, lambda c: fetch_one(c, statement, params))
+
+
+__all__ = ["AsyncPostgresPermits"]

@@ -1,0 +1,129 @@
+"""What the sync and async waiters of the PostgreSQL stores share, free of I/O.
+
+A waiter subscribes to its key's NOTIFY payload before it reads the lock, so a release
+can never slip between the two; it then sleeps until it is woken, the holder's lease
+ends, or its own deadline passes. The listeners that wake waiters (a thread in
+:mod:`remotelock.stores.postgres.connections`, a task per event loop in
+:mod:`remotelock.stores.postgres.connections_aio`) differ in kind, so each side
+hand-writes its own; the bookkeeping and the arithmetic they have in common live here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+POLL_WITHOUT_LISTENER: Final = 0.05
+"""Longest single sleep of a waiter while no LISTEN is active (starting, reconnecting,
+or ``listen=False``): a release is then noticed by polling at this pace."""
+
+LISTEN_IDLE: Final = 30.0
+"""Seconds without waiters before a listener disconnects (the next waiter restarts it)."""
+
+BACKOFF_FIRST: Final = 0.05
+BACKOFF_MAX: Final = 2.0
+"""A listener that lost its connection reconnects after these pauses, doubling."""
+
+W = TypeVar("W")
+W_contra = TypeVar("W_contra", contravariant=True)
+
+
+def pause(busy_for: float, listening: bool, deadline: float) -> float:
+    """How long a waiter sleeps once it knows the key is busy for ``busy_for`` seconds.
+
+    Just past the end of the lease (the holder may never release), at most
+    :data:`POLL_WITHOUT_LISTENER` when no notification can come, never past
+    ``deadline`` (a ``time.monotonic()`` value).
+    """
+    wanted = busy_for + 0.001
+    if not listening:
+        wanted = min(wanted, POLL_WITHOUT_LISTENER)
+    return max(0.0, min(deadline - time.monotonic(), wanted))
+
+
+def next_backoff(backoff: float) -> float:
+    """The pause before a listener's next reconnection attempt."""
+    return min(backoff * 2, BACKOFF_MAX)
+
+
+class Waiters(Generic[W]):
+    """The wake-ups (events or futures) of the waiting callers, by NOTIFY payload.
+
+    Not locked: the sync listener guards it with its mutex; an event loop's waiters
+    are only touched from that loop.
+    """
+
+    __slots__ = ("_by_topic",)
+
+    def __init__(self) -> None:
+        self._by_topic: dict[str, set[W]] = {}
+
+    def add(self, topic: str, wake: W) -> None:
+        self._by_topic.setdefault(topic, set()).add(wake)
+
+    def discard(self, topic: str, wake: W) -> None:
+        wakes = self._by_topic.get(topic)
+        if wakes is not None:
+            wakes.discard(wake)
+            if not wakes:
+                del self._by_topic[topic]
+
+    def of(self, topic: str | None) -> list[W]:
+        """The wake-ups of ``topic``, or of every waiter when ``None`` (a copy)."""
+        if topic is not None:
+            return list(self._by_topic.get(topic, ()))
+        return [wake for wakes in self._by_topic.values() for wake in wakes]
+
+    def __bool__(self) -> bool:
+        return bool(self._by_topic)
+
+
+class Listening(Protocol[W_contra]):
+    """What a :class:`Subscription` needs of its listener."""
+
+    def subscribe(self, topic: str, wake: W_contra) -> bool: ...
+
+    def unsubscribe(self, topic: str, wake: W_contra) -> None: ...
+
+
+class Subscription(Generic[W]):
+    """One waiter's wake-up, registered with its listener for the ``with`` block.
+
+    ``listening`` is ``True`` when LISTEN was active as the waiter subscribed, so a
+    release cannot go unnoticed and the waiter may sleep until the lease ends. A
+    subscription without a listener (``listen=False``) never listens: the waiter
+    polls. Each side adds ``wait(seconds)``, sleeping on its kind of wake-up.
+    """
+
+    __slots__ = ("listener", "listening", "topic", "wake")
+
+    def __init__(self, listener: Listening[W] | None, topic: str, wake: W) -> None:
+        self.listener = listener
+        self.topic = topic
+        self.wake = wake
+        self.listening = False
+
+    def __enter__(self) -> Self:
+        if self.listener is not None:
+            self.listening = self.listener.subscribe(self.topic, self.wake)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.listener is not None:
+            self.listener.unsubscribe(self.topic, self.wake)
+
+
+__all__ = [
+    "BACKOFF_FIRST",
+    "BACKOFF_MAX",
+    "LISTEN_IDLE",
+    "POLL_WITHOUT_LISTENER",
+    "Listening",
+    "Subscription",
+    "Waiters",
+    "next_backoff",
+    "pause",
+]
