@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import tenacity
 from tenacity.stop import stop_all, stop_any, stop_base
@@ -48,28 +48,25 @@ def default_wait(capabilities: frozenset[str]) -> WaitStrategy:
     return PUSHED_WAIT if "notify" in capabilities else DEFAULT_WAIT
 
 
+def _strategy(value: object, name: str, kind: type, example: str) -> Any:
+    if isinstance(value, kind) or (callable(value) and not isinstance(value, type)):
+        return value
+    what = "wait" if kind is wait_base else "stop"
+    raise TypeError(
+        f"{name} must be a tenacity {what} strategy such as {example} "
+        f"(or a callable taking a RetryCallState), got {value!r}"
+    )
+
+
 def check_wait(wait: object, name: str = "wait") -> WaitStrategy | None:
     """Validate a ``wait=`` argument (``None``: the store's default, see :func:`default_wait`)."""
-    if wait is None:
-        return None
-    if isinstance(wait, wait_base) or (callable(wait) and not isinstance(wait, type)):
-        return wait
-    raise TypeError(
-        f"{name} must be a tenacity wait strategy such as tenacity.wait_fixed(0.1) "
-        f"(or a callable taking a RetryCallState), got {wait!r}"
-    )
+    return None if wait is None else _strategy(wait, name, wait_base, "tenacity.wait_fixed(0.1)")
 
 
 def check_stop(stop: object, name: str = "stop") -> StopStrategy:
     """Validate a ``stop=`` argument (``None`` means the default)."""
-    if stop is None:
-        return DEFAULT_STOP
-    if isinstance(stop, stop_base) or (callable(stop) and not isinstance(stop, type)):
-        return stop
-    raise TypeError(
-        f"{name} must be a tenacity stop strategy such as tenacity.stop_after_delay(10) "
-        f"(or a callable taking a RetryCallState), got {stop!r}"
-    )
+    example = "tenacity.stop_after_delay(10)"
+    return DEFAULT_STOP if stop is None else _strategy(stop, name, stop_base, example)
 
 
 def delay_of(stop: object) -> float | None:
