@@ -1,173 +1,94 @@
-"""The async engine: asyncio I/O for :class:`~remotelock.RemoteLock`.
+"""The async engine: runs a lock's machines (:mod:`remotelock.core`) on asyncio.
 
-The sibling of :class:`~remotelock.engine.SyncEngine`, with the same method names and
-the same decisions (shared through :class:`~remotelock.engine.Core`). Cancellation is
-the hard part here: a task cancelled while its acquire request is in flight lets the
-request finish (shielded) and then gives back whatever it took; a release completes
-even if the task that started it is cancelled.
+The sibling of :mod:`remotelock.engine`: the same machines, awaited. Cancellation is the
+part only asyncio has: a call that changes the store (``Call.shield``) runs as a task
+of its own, so a task cancelled while such a request is in flight lets it finish and
+then gives back whatever it took; a release completes even if the task that started it
+is cancelled. Sleeps are never shielded: cancelling a waiting task is immediate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
-import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from . import cleanup, policy, renewal
-from .engine import Attempts, Core, Skip, Taken, first_renewal
-from .errors import StoreError
+from .core import Call, Core, Machine, Skip, Thrown, carry
 from .lease import Lease
-from .stores.base import AsyncQueuedStore, AsyncStore
 
-log = logging.getLogger("remotelock.lock")
-
-
-async def _shielded(coro: Awaitable[Any]) -> Any:
-    return await asyncio.shield(cleanup.in_background(coro))
+T = TypeVar("T")
 
 
-async def _call(fn: Callable[[], Any]) -> Any:
-    result = fn()
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+async def run(machine: Machine[T]) -> T:
+    """Drive ``machine`` to its end, awaiting each call it yields (see :func:`engine.run`)."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            call = machine.send(reply) if error is None else machine.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        except Thrown as thrown:
+            raise thrown.error from None
+        reply, error = None, None
+        try:
+            reply = await _perform(call)
+        except BaseException as exc:  # the machine decides: give back, then re-raise
+            error = carry(exc)
+
+
+async def _perform(call: Call) -> Any:
+    result = call.fn(*call.args)  # a sync skip_if or tenacity decision returns at once
+    if not inspect.isawaitable(result):
+        return result
+    if not call.shield:
+        return await result
+    task = cleanup.in_background(result)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait((task,))  # let the request land: what it took is given back
+        raise
 
 
 class AsyncEngine(Core):
-    """Asyncio I/O for :class:`~remotelock.RemoteLock` on an :class:`AsyncStore`."""
+    """Asyncio I/O for :class:`~remotelock.RemoteLock` on an async store (or twin)."""
 
     asynchronous = True
-    store: AsyncStore
-    queue: AsyncQueuedStore | None
 
-    def _sleep(self, state: Attempts, skip: Skip) -> Callable[[float], Awaitable[None]]:
-        queue, key = self.queue, self.key
-        if queue is None:
-            return functools.partial(self.store.wait, key)
-        every_release = skip is not None
+    def current_loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
 
-        async def wait_turn(seconds: float) -> None:
-            state.handed = await queue.wait_turn(key, state.token, seconds, every_release)
+    def start_renewal(self, lease: Lease, first: float) -> None:
+        lease._renewal = renewal.start_async_renewal(lease, self.store, first)
 
-        return wait_turn
+    def stop_renewal(self, lease: Lease) -> None:
+        if lease._renewal is not None:
+            lease._renewal.cancel()
+
+    def later(self, step: Any, within: float) -> None:
+        cleanup.in_background(cleanup.agive_back(step, self.key, within))
 
     async def acquire(self, skip: Skip, stop: policy.StopStrategy, blocking: bool) -> Lease | None:
         """See :meth:`SyncEngine.acquire`; cancellation leaves no lock behind."""
-        owner = self.check_owner()
-        state = Attempts()
-        try:
-            outcome = await self._attempt(state, skip)
-            if outcome is policy.BUSY and blocking:
-                first = [outcome]
-
-                async def attempt() -> object:
-                    return first.pop() if first else await self._attempt(state, skip)
-
-                wait = self.settings.wait or policy.default_wait(self.store.capabilities)
-                sleep = self._sleep(state, skip)
-                outcome = await policy.async_retrying(wait, stop, sleep, state.started)(attempt)
-        except StoreError:
-            self._abandon(state)
-            raise
-        except BaseException:
-            await _shielded(self._give_back(state))
-            raise
-        if not isinstance(outcome, Taken):
-            if state.queued or state.holds:
-                await self._let_go(state)
-            self.missed(outcome, state)
-            return None
-        lease = self.issue(state.token, outcome, state.count, asyncio.get_running_loop())
-        self.hold(lease, owner)
-        renew_in = first_renewal(outcome, self.settings.ttl)
-        lease._renewal = renewal.start_async_renewal(lease, self.store, renew_in)
-        return lease
-
-    async def _attempt(self, state: Attempts, skip: Skip) -> object:
-        state.count += 1
-        taken = state.take_handed()
-        if taken is None:
-            if skip is not None and await _call(skip):
-                return policy.SKIPPED
-            started = time.monotonic()
-            # Shielded: if this task is cancelled mid-request, the request still completes
-            # and _give_back can see whether it took the lock.
-            state.inflight = asyncio.ensure_future(
-                self.store.acquire(self.key, state.token, self.settings.ttl)
-            )
-            fence = await asyncio.shield(state.inflight)
-            if fence is None:
-                return state.busy(started)
-            taken = Taken(fence, started, self.settings.ttl)
-        if state.late(taken):
-            return policy.BUSY
-        if skip is not None and await _call(skip):
-            state.holds = False
-            await self.store.release(self.key, state.token)
-            return policy.SKIPPED
-        return taken
-
-    async def _give_back(self, state: Attempts) -> None:
-        try:
-            if state.inflight is not None:
-                await asyncio.wait((state.inflight,))
-            await self.store.release(self.key, state.token)
-            if self.queue is not None and state.queued:
-                await self.queue.leave(self.key, state.token)
-        except Exception as exc:
-            log.debug("could not give back lock %r after an interruption: %s", self.key, exc)
-            self._abandon(state)
-
-    def _abandon(self, state: Attempts) -> None:
-        step = self.let_go_step(state.token)
-        cleanup.in_background(cleanup.agive_back(step, self.key, self.settings.ttl))
-
-    async def _let_go(self, state: Attempts) -> None:
-        try:
-            await self.let_go_step(state.token)()
-        except StoreError as exc:
-            log.debug("could not leave the queue of lock %r: %s", self.key, exc)
-            self._abandon(state)
+        return await run(self.acquiring(skip, stop, blocking))
 
     async def release(self, lease: Lease) -> bool:
-        """See :meth:`SyncEngine.release`; completes even if the caller is cancelled."""
-        if not self.begin_release(lease):
-            return False
-        if lease._renewal is not None:
-            lease._renewal.cancel()
-        try:
-            ok = await _shielded(self.store.release(lease.key, lease.token))
-        except StoreError:
-            step = functools.partial(self.store.release, lease.key, lease.token)
-            cleanup.in_background(cleanup.agive_back(step, lease.key, lease.ttl))
-            raise
-        return self.released(lease, bool(ok))
+        """See :meth:`Core.releasing`; completes even if the caller is cancelled."""
+        return await run(self.releasing(lease))
 
     async def extend(self, lease: Lease, ttl: float) -> bool:
-        """See :meth:`SyncEngine.extend`."""
-        if lease.released or lease.lost:
-            if lease.settle_deadline():
-                lease.run_on_lost()
-            return False
-        started = time.monotonic()
-        ok = await self.store.extend(lease.key, lease.token, ttl)
-        return self.extended(lease, ok, started, ttl)
+        """See :meth:`Core.extending`."""
+        return await run(self.extending(lease, ttl))
 
     async def finish(self, lease: Lease, raised: bool) -> None:
-        """See :meth:`SyncEngine.finish`."""
-        try:
-            await self.release(lease)
-        except StoreError as exc:
-            self.release_failed(lease, exc)
-        self.lost_on_exit(lease, raised)
+        """See :meth:`Core.finishing`."""
+        await run(self.finishing(lease, raised))
 
     async def locked(self) -> bool:
         """Whether any owner holds the key now."""
-        return await self.store.owner(self.key) is not None
+        return await run(self.checking())
 
 
-__all__ = ["AsyncEngine"]
+__all__ = ["AsyncEngine", "run"]

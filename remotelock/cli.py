@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import config, demo, supervise
+from ._checks import check_key, check_ttl
 from ._version import __version__
 from .errors import LockTimeout, StoreConfigError, StoreError
 from .lease import OnLost
@@ -30,36 +31,6 @@ from .stores.shared.redact import described, redact
 from .supervise import ExitStatus
 
 log = logging.getLogger(__name__)
-
-_RUN_DESCRIPTION = """\
-Wait for the lock KEY, run COMMAND while holding it, and release it when COMMAND
-exits. COMMAND gets REMOTELOCK_KEY and REMOTELOCK_FENCING_TOKEN in its environment
-and runs in a process group of its own; SIGINT, SIGTERM and SIGHUP are forwarded to
-that group. If the lock is lost, the group and every process COMMAND started get
-SIGTERM, then SIGKILL after --grace seconds. If COMMAND exits leaving processes
-running, a warning says how many, and they are stopped the same way before the lock
-is released: they would otherwise go on without it (see --keep-descendants).
-
-On Linux, remotelock becomes a child subreaper, so that processes that COMMAND
-daemonises (setsid, double fork) stay its descendants and are found. If the kernel
-refuses, a process that leaves COMMAND's process group is found only while its
-parent still runs; on macOS, not at all. If remotelock itself is killed with
-SIGKILL, nothing stops COMMAND: run remotelock in a cgroup (a systemd service,
-KillMode=control-group) to cover that too.
-"""
-
-_EXIT_STATUSES = "exit status:\n" + "".join(
-    f"  {status:<17}  {meaning}\n"
-    for status, meaning in (
-        ("the command's own", "it ran while the lock was held (128+N: killed by signal N)"),
-        (ExitStatus.USAGE, "bad usage: unknown store scheme, bad option value, no command"),
-        (ExitStatus.STORE_UNAVAILABLE, "the store could not be reached, or failed"),
-        (ExitStatus.TIMEOUT, "timed out: another holder kept the lock for --timeout seconds"),
-        (ExitStatus.LOCK_LOST, "the lock was lost while the command ran (it was stopped)"),
-        (ExitStatus.CANNOT_EXECUTE, "the command could not be executed"),
-        (ExitStatus.NOT_FOUND, "the command was not found"),
-    )
-)
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -82,18 +53,19 @@ class _Parser(argparse.ArgumentParser):
 # -- option values --------------------------------------------------------------------
 
 
-def _positive_seconds(text: str) -> float:
+def _seconds(text: str, *, zero: bool = True) -> float:
     seconds = _number(text)
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    if seconds < 0 or (seconds == 0 and not zero):
+        least = "a number of seconds >= 0" if zero else "a positive number of seconds"
+        raise argparse.ArgumentTypeError(f"must be {least}, got {text!r}")
     return seconds
 
 
-def _seconds(text: str) -> float:
-    seconds = _number(text)
-    if not seconds >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
-    return seconds
+def _ttl(text: str) -> float:
+    try:
+        return check_ttl(_seconds(text, zero=False))  # the library's own bounds
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _number(text: str) -> float:
@@ -119,7 +91,10 @@ def _holders(text: str) -> int:
 def _key(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
-    return text
+    try:
+        return check_key(text)  # the library's own limits (size, NUL, surrogates)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- stores -----------------------------------------------------------------------------
@@ -251,14 +226,14 @@ def _parser() -> argparse.ArgumentParser:
         parents=[store, verbose],
         help="run a command while holding a lock",
         usage="%(prog)s [options] KEY -- COMMAND [ARG ...]",
-        description=_RUN_DESCRIPTION,
-        epilog=_EXIT_STATUSES,
+        description=supervise.RUN_HELP,
+        epilog=supervise.EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("key", metavar="KEY", type=_key, help="the lock's name")
     run.add_argument(
         "--ttl",
-        type=_positive_seconds,
+        type=_ttl,
         default=30.0,
         metavar="S",
         help="lease length, renewed every S/3 while COMMAND runs; if remotelock dies, "

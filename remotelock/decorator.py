@@ -108,14 +108,9 @@ def remote_locked(
     ``@classmethod`` / ``@staticmethod``.
     """
     settings = LockSettings.build(
-        store=store,
-        ttl=ttl,
-        wait=wait,
-        stop=stop,
-        on_lost=on_lost,
-        raise_on_lost=raise_on_lost,
-        limit=limit,
-    )
+        store=store, ttl=ttl, wait=wait, stop=stop, on_lost=on_lost,
+        raise_on_lost=raise_on_lost, limit=limit,
+    )  # fmt: skip
     if skip_if is not None and not callable(skip_if):
         raise TypeError(f"skip_if must be callable or None, got {skip_if!r}")
     if not isinstance(key, str) and not callable(key):

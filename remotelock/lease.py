@@ -20,7 +20,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._checks import check_ttl
@@ -225,24 +224,14 @@ class Lease:
         self._sync_keeper("with")
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         self._sync_keeper("with").finish(self, raised=exc_type is not None)
 
     async def __aenter__(self) -> Lease:
         self._async_keeper("async with")
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         await self._async_keeper("async with").finish(self, raised=exc_type is not None)
 
     def _sync_keeper(self, use: str) -> Any:

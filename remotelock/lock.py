@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, overload
 
 import tenacity
@@ -139,14 +138,9 @@ class RemoteLock:
     ) -> None:
         self.key = check_key(key)
         self.settings = LockSettings.build(
-            store=store,
-            ttl=ttl,
-            wait=wait,
-            stop=stop,
-            on_lost=on_lost,
-            raise_on_lost=raise_on_lost,
-            limit=limit,
-        )
+            store=store, ttl=ttl, wait=wait, stop=stop, on_lost=on_lost,
+            raise_on_lost=raise_on_lost, limit=limit,
+        )  # fmt: skip
         self._sync: SyncEngine | None = None
         self._async: AsyncEngine | None = None
         self._leases: list[Lease] = []
@@ -292,12 +286,7 @@ class RemoteLock:
         _entered.set((*_entered.get(), lease))
         return lease
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         self._sync_engine().finish(self._pop_entered(), raised=exc_type is not None)
 
     def hold(self, skip: Any = None) -> Lease | None:
@@ -344,12 +333,7 @@ class RemoteLock:
         _entered.set((*_entered.get(), lease))
         return lease
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         await self._async_engine().finish(self._pop_entered(), raised=exc_type is not None)
 
     async def ahold(self, skip: Any = None) -> Lease | None:

@@ -5,12 +5,17 @@ not a lock), but once the limit is fixed, taking, renewing and giving back one p
 is exactly what the lock layer does with a lock. :class:`PermitView` makes that
 translation, so waiting (tenacity, wake-ups), renewal, ``skip_if``, ``LockLost`` and
 cancellation safety work for permits without a second implementation.
+
+One class serves sync and async permit stores alike: each method hands back what the
+store's method returns (a coroutine, for an async store, that the async engine awaits).
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .stores.base import FAIR, NOTIFY, AsyncPermitStore, PermitStore
@@ -21,70 +26,55 @@ from .stores.base import FAIR, NOTIFY, AsyncPermitStore, PermitStore
 _NOT_PERMITS = frozenset({FAIR, NOTIFY})
 
 
+def _then(result: Any, then: Callable[[Any], Any]) -> Any:
+    """``then(result)``, or a coroutine of it if ``result`` is awaitable."""
+    if inspect.isawaitable(result):
+        return _later(result, then)
+    return then(result)
+
+
+async def _later(result: Awaitable[Any], then: Callable[[Any], Any]) -> Any:
+    return then(await result)
+
+
 class PermitView:
     """``store``'s permits of one ``limit``, through the :class:`Store` protocol."""
 
-    def __init__(self, store: PermitStore, limit: int) -> None:
-        self.store = store
+    def __init__(self, store: PermitStore | AsyncPermitStore, limit: int) -> None:
+        self.store: Any = store
         self.limit = limit
         # Permits are not queued: the first waiter to try after a release gets it.
         self.capabilities = store.capabilities - _NOT_PERMITS
 
-    def acquire(self, key: str, token: str, ttl: float) -> int | None:
+    def acquire(self, key: str, token: str, ttl: float) -> Any:
         return self.store.acquire_permit(key, token, ttl, self.limit)
 
-    def release(self, key: str, token: str) -> bool:
+    def release(self, key: str, token: str) -> Any:
         return self.store.release_permit(key, token)
 
-    def extend(self, key: str, token: str, ttl: float) -> bool:
+    def extend(self, key: str, token: str, ttl: float) -> Any:
         return self.store.extend_permit(key, token, ttl)
 
-    def owner(self, key: str) -> str | None:
+    def owner(self, key: str) -> Any:
         """A holder's token if every permit is taken (``locked()`` is then true)."""
-        holders = self.store.permit_holders(key)
+        return _then(self.store.permit_holders(key), self._full)
+
+    def wait(self, key: str, timeout: float) -> Any:
+        return self.store.wait_permit(key, timeout)
+
+    def _full(self, holders: list[str]) -> str | None:
         return holders[0] if len(holders) >= self.limit else None
-
-    def wait(self, key: str, timeout: float) -> None:
-        self.store.wait_permit(key, timeout)
-
-    def __repr__(self) -> str:
-        return f"{self.store!r} (limit={self.limit})"
-
-
-class AsyncPermitView:
-    """The async twin of :class:`PermitView`."""
-
-    def __init__(self, store: AsyncPermitStore, limit: int) -> None:
-        self.store = store
-        self.limit = limit
-        self.capabilities = store.capabilities - _NOT_PERMITS
-
-    async def acquire(self, key: str, token: str, ttl: float) -> int | None:
-        return await self.store.acquire_permit(key, token, ttl, self.limit)
-
-    async def release(self, key: str, token: str) -> bool:
-        return await self.store.release_permit(key, token)
-
-    async def extend(self, key: str, token: str, ttl: float) -> bool:
-        return await self.store.extend_permit(key, token, ttl)
-
-    async def owner(self, key: str) -> str | None:
-        holders = await self.store.permit_holders(key)
-        return holders[0] if len(holders) >= self.limit else None
-
-    async def wait(self, key: str, timeout: float) -> None:
-        await self.store.wait_permit(key, timeout)
 
     def __repr__(self) -> str:
         return f"{self.store!r} (limit={self.limit})"
 
 
 # One view per (store, limit), so that all leases of it share one renewal thread.
-_views: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDictionary()
+_views: weakref.WeakKeyDictionary[Any, dict[int, PermitView]] = weakref.WeakKeyDictionary()
 _views_mutex = threading.Lock()
 
 
-def permit_view(store: object, limit: int, *, asynchronous: bool) -> Any:
+def permit_view(store: object, limit: int, *, asynchronous: bool) -> PermitView:
     """The (cached) view of ``store``'s permits with ``limit``.
 
     :raises TypeError: the store has no counted permits.
@@ -102,9 +92,8 @@ def permit_view(store: object, limit: int, *, asynchronous: bool) -> Any:
             by_limit = {}
         view = by_limit.get(limit)
         if view is None:
-            view_class = AsyncPermitView if asynchronous else PermitView
-            view = by_limit[limit] = view_class(store, limit)  # type: ignore[arg-type]
+            view = by_limit[limit] = PermitView(store, limit)
         return view
 
 
-__all__ = ["AsyncPermitView", "PermitView", "permit_view"]
+__all__ = ["PermitView", "permit_view"]

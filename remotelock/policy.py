@@ -1,23 +1,24 @@
 """How a lock waits: tenacity strategies, checked once, turned into a retry controller.
 
-The acquire loop is a ``tenacity.Retrying`` (or ``AsyncRetrying``) whose attempts
-return ``BUSY`` while another owner holds the lock, and whose ``sleep`` is the
-store's ``wait``: the ``wait=`` strategy is only the upper bound between attempts,
-and a release notification ends the sleep early. When ``stop=`` fires, the
-controller hands back a :class:`GaveUp` marker instead of tenacity's ``RetryError``,
-and the lock layer raises :class:`~remotelock.LockTimeout`.
+The acquire loop runs on a ``tenacity.Retrying`` (or ``AsyncRetrying``) whose attempts
+return ``BUSY`` while another owner holds the lock; its sleeps are the store's
+``wait``: the ``wait=`` strategy is only the upper bound between attempts, and a
+release notification ends the sleep early. When ``stop=`` fires, the controller hands
+back a :class:`~remotelock.outcomes.GaveUp` instead of tenacity's ``RetryError``, and
+the lock layer raises :class:`~remotelock.LockTimeout`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Final
 
 import tenacity
 from tenacity.stop import stop_all, stop_any, stop_base
 from tenacity.wait import wait_base
+
+from .outcomes import BUSY, GaveUp
 
 WaitStrategy = Callable[[tenacity.RetryCallState], float]
 StopStrategy = Callable[[tenacity.RetryCallState], bool]
@@ -42,55 +43,30 @@ DEFAULT_STOP: Final[StopStrategy] = tenacity.stop_after_delay(60)
 """Give up after 60 s of waiting (then :class:`~remotelock.LockTimeout`)."""
 
 
-class _Marker:
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
-
-
-BUSY: Final = _Marker("BUSY")
-"""Attempt outcome: another owner holds the lock; try again after a wait."""
-
-SKIPPED: Final = _Marker("SKIPPED")
-"""Attempt outcome: ``skip_if`` was true; run without the lock."""
-
-
-@dataclass(frozen=True)
-class GaveUp:
-    """Outcome when ``stop`` fired: how many attempts were made."""
-
-    attempts: int
-
-
 def default_wait(capabilities: frozenset[str]) -> WaitStrategy:
     """The wait used when none is given: longer bounds where releases wake waiters."""
     return PUSHED_WAIT if "notify" in capabilities else DEFAULT_WAIT
 
 
+def _strategy(value: object, name: str, kind: type, example: str) -> Any:
+    if isinstance(value, kind) or (callable(value) and not isinstance(value, type)):
+        return value
+    what = "wait" if kind is wait_base else "stop"
+    raise TypeError(
+        f"{name} must be a tenacity {what} strategy such as {example} "
+        f"(or a callable taking a RetryCallState), got {value!r}"
+    )
+
+
 def check_wait(wait: object, name: str = "wait") -> WaitStrategy | None:
     """Validate a ``wait=`` argument (``None``: the store's default, see :func:`default_wait`)."""
-    if wait is None:
-        return None
-    if isinstance(wait, wait_base) or (callable(wait) and not isinstance(wait, type)):
-        return wait
-    raise TypeError(
-        f"{name} must be a tenacity wait strategy such as tenacity.wait_fixed(0.1) "
-        f"(or a callable taking a RetryCallState), got {wait!r}"
-    )
+    return None if wait is None else _strategy(wait, name, wait_base, "tenacity.wait_fixed(0.1)")
 
 
 def check_stop(stop: object, name: str = "stop") -> StopStrategy:
     """Validate a ``stop=`` argument (``None`` means the default)."""
-    if stop is None:
-        return DEFAULT_STOP
-    if isinstance(stop, stop_base) or (callable(stop) and not isinstance(stop, type)):
-        return stop
-    raise TypeError(
-        f"{name} must be a tenacity stop strategy such as tenacity.stop_after_delay(10) "
-        f"(or a callable taking a RetryCallState), got {stop!r}"
-    )
+    example = "tenacity.stop_after_delay(10)"
+    return DEFAULT_STOP if stop is None else _strategy(stop, name, stop_base, example)
 
 
 def delay_of(stop: object) -> float | None:
@@ -163,51 +139,36 @@ def _gave_up(state: tenacity.RetryCallState) -> GaveUp:
     return GaveUp(state.attempt_number)
 
 
-def retrying(
-    wait: WaitStrategy, stop: StopStrategy, sleep: Callable[[float], None], started: float
-) -> tenacity.Retrying:
-    """A fresh sync controller (one per acquire: controllers keep per-run state)."""
+def controller(
+    wait: WaitStrategy, stop: StopStrategy, started: float, *, asynchronous: bool
+) -> tenacity.BaseRetrying:
+    """A fresh retry controller for one acquire (controllers keep per-run state).
+
+    The lock's engines drive it through tenacity's own decision engine
+    (``BaseRetrying.iter``) and make its sleeps themselves (the store's wake-up wait),
+    so it is never called directly: ``AsyncRetrying`` only where its decisions may
+    have to await (async strategies), ``Retrying`` elsewhere.
+    """
     wait, stop = bounded(wait, stop, started)
-    return tenacity.Retrying(
+    kind = tenacity.AsyncRetrying if asynchronous else tenacity.Retrying
+    return kind(
         wait=wait,
         stop=stop,
-        sleep=sleep,
-        retry=tenacity.retry_if_result(_is_busy),
-        retry_error_callback=_gave_up,
-    )
-
-
-def async_retrying(
-    wait: WaitStrategy,
-    stop: StopStrategy,
-    sleep: Callable[[float], Awaitable[Any]],
-    started: float,
-) -> tenacity.AsyncRetrying:
-    """The asyncio twin of :func:`retrying`."""
-    wait, stop = bounded(wait, stop, started)
-    return tenacity.AsyncRetrying(
-        wait=wait,
-        stop=stop,
-        sleep=sleep,
         retry=tenacity.retry_if_result(_is_busy),
         retry_error_callback=_gave_up,
     )
 
 
 __all__ = [
-    "BUSY",
     "DEFAULT_STOP",
     "DEFAULT_WAIT",
     "PUSHED_WAIT",
-    "SKIPPED",
-    "GaveUp",
     "StopStrategy",
     "WaitStrategy",
-    "async_retrying",
     "bounded",
     "check_stop",
     "check_wait",
+    "controller",
     "default_wait",
     "delay_of",
-    "retrying",
 ]

@@ -57,8 +57,8 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from types import FrameType, TracebackType
-from typing import Any
+from types import FrameType
+from typing import Any, Final
 
 from . import _descendants
 from .errors import LockLost
@@ -99,6 +99,38 @@ FORWARDED: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
 
+# What `remotelock run --help` says of this module's behaviour and exit statuses.
+RUN_HELP: Final = """\
+Wait for the lock KEY, run COMMAND while holding it, and release it when COMMAND
+exits. COMMAND gets REMOTELOCK_KEY and REMOTELOCK_FENCING_TOKEN in its environment
+and runs in a process group of its own; SIGINT, SIGTERM and SIGHUP are forwarded to
+that group. If the lock is lost, the group and every process COMMAND started get
+SIGTERM, then SIGKILL after --grace seconds. If COMMAND exits leaving processes
+running, a warning says how many, and they are stopped the same way before the lock
+is released: they would otherwise go on without it (see --keep-descendants).
+
+On Linux, remotelock becomes a child subreaper, so that processes that COMMAND
+daemonises (setsid, double fork) stay its descendants and are found. If the kernel
+refuses, a process that leaves COMMAND's process group is found only while its
+parent still runs; on macOS, not at all. If remotelock itself is killed with
+SIGKILL, nothing stops COMMAND: run remotelock in a cgroup (a systemd service,
+KillMode=control-group) to cover that too.
+"""
+
+EXIT_HELP: Final = "exit status:\n" + "".join(
+    f"  {status:<17}  {meaning}\n"
+    for status, meaning in (
+        ("the command's own", "it ran while the lock was held (128+N: killed by signal N)"),
+        (ExitStatus.USAGE, "bad usage: unknown store scheme, bad option value, no command"),
+        (ExitStatus.STORE_UNAVAILABLE, "the store could not be reached, or failed"),
+        (ExitStatus.TIMEOUT, "timed out: another holder kept the lock for --timeout seconds"),
+        (ExitStatus.LOCK_LOST, "the lock was lost while the command ran (it was stopped)"),
+        (ExitStatus.CANNOT_EXECUTE, "the command could not be executed"),
+        (ExitStatus.NOT_FOUND, "the command was not found"),
+    )
+)
+
+
 MakeLock = Callable[[OnLost], RemoteLock]
 """Builds the lock to hold, given the ``on_lost`` callback it must call."""
 
@@ -136,12 +168,7 @@ class _Relay:
             self._saved[signum] = signal.signal(signum, self._handle)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         for signum, handler in self._saved.items():
             # None: the old handler was not installed from Python; the default is closest.
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
@@ -339,4 +366,13 @@ def _forward(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-__all__ = ["FORWARDED", "SIGNAL_BASE", "ExitStatus", "Interrupted", "MakeLock", "run"]
+__all__ = [
+    "EXIT_HELP",
+    "FORWARDED",
+    "RUN_HELP",
+    "SIGNAL_BASE",
+    "ExitStatus",
+    "Interrupted",
+    "MakeLock",
+    "run",
+]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from remotelock import StoreConfigError
-from remotelock.stores import MemoryStore, SQLiteStore, store_from_url
+from remotelock.stores import Capability, MemoryStore, SQLiteStore, store_from_url
 
 
 def test_memory_urls_share_instances() -> None:
@@ -83,7 +84,7 @@ def test_bad_urls(url: str, message: str) -> None:
     ],
 )
 def test_redis_options_are_those_redis_py_takes(
-    url: str, options: dict[str, object], problem: str | None
+    url: str, options: dict[str, Any], problem: str | None
 ) -> None:
     """Checked against redis-py's own signatures at construction (no server needed:
     building a plain or Sentinel client does not connect)."""
@@ -153,3 +154,22 @@ def test_unknown_attribute() -> None:
 
     with pytest.raises(AttributeError, match="NoSuchStore"):
         _ = remotelock.stores.NoSuchStore
+
+
+def test_require_refuses_a_store_without_a_capability(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/locks.db"
+    assert store_from_url(url, require={Capability.CROSS_PROCESS, "expiry"}) is not None
+    with pytest.raises(StoreConfigError, match="cross_host"):
+        store_from_url(url, require=[Capability.CROSS_HOST])  # one machine's file only
+    with pytest.raises(StoreConfigError, match="cross_process"):
+        store_from_url("memory://", require=["cross_process"])
+    with pytest.raises(StoreConfigError, match="unknown store capability 'teleport'"):
+        store_from_url("memory://", require=["teleport"])
+
+
+def test_capabilities_are_an_enum_that_is_also_strings() -> None:
+    declared = MemoryStore().capabilities
+    assert all(isinstance(capability, Capability) for capability in declared)
+    assert "notify" in declared  # third-party code that names them keeps working
+    assert Capability("notify") is Capability.NOTIFY
+    assert str(Capability.FENCING) == "fencing"

@@ -12,10 +12,11 @@ entry name is the URL scheme, the value ``"module:Class"``; the class needs a
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreConfigError
-from .base import AsyncStore, LockInfo, Store
+from .base import AsyncStore, Capability, LockInfo, Store, missing
 from .shared.redact import redact, split_url
 
 if TYPE_CHECKING:
@@ -84,7 +85,9 @@ def _entry_point(scheme: str) -> str | None:
     return None
 
 
-def store_from_url(url: str, **options: Any) -> Store | AsyncStore:
+def store_from_url(
+    url: str, *, require: Iterable[Capability | str] = (), **options: Any
+) -> Store | AsyncStore:
     """Build the store a URL names; keyword options override the URL's query string.
 
     ``memory://``, ``sqlite:///path``, ``redis://``, ``rediss://``, ``postgresql://``,
@@ -93,11 +96,19 @@ def store_from_url(url: str, **options: Any) -> Store | AsyncStore:
     .. code-block:: python
 
         store = store_from_url("redis://localhost:6379/0?prefix=myapp")
+        store = store_from_url(url, require={Capability.CROSS_HOST})  # never a local file
 
+    :param require: capabilities the store must declare (:class:`Capability` members or
+        their names), such as ``CROSS_HOST`` for a lock that must exclude other machines.
     :raises StoreConfigError: unknown scheme, malformed URL, unknown option or bad
-        option value, or missing driver (the message names the pip command that
-        installs it). Messages never show a password: URLs in them are redacted.
+        option value, missing driver (the message names the pip command that installs
+        it), or a store without a required capability. Messages never show a password:
+        URLs in them are redacted.
     """
+    try:
+        missing(frozenset(), require)  # names checked before anything is built
+    except ValueError as exc:
+        raise StoreConfigError(str(exc)) from None
     if not isinstance(url, str) or not url:
         raise StoreConfigError(f"a store URL must be a non-empty string, got {redact(repr(url))}")
     scheme = split_url(url, "store").scheme.lower()
@@ -112,7 +123,14 @@ def store_from_url(url: str, **options: Any) -> Store | AsyncStore:
             f"unknown store URL scheme {scheme!r} in {redact(url)!r}; {hint}known: {known}"
         )
     cls = _load(target, f"the {scheme}:// store")
-    return cls.from_url(url, **options)  # type: ignore[no-any-return]
+    store: Store | AsyncStore = cls.from_url(url, **options)
+    lacking = missing(frozenset(store.capabilities), require)
+    if lacking:
+        names = ", ".join(capability.value for capability in lacking)
+        raise StoreConfigError(
+            f"{store!r} ({scheme}://) does not offer {names}, which is required"
+        )
+    return store
 
 
 def __getattr__(name: str) -> Any:
@@ -130,6 +148,7 @@ __all__ = [
     "AsyncRedisStore",
     "AsyncStore",
     "CallableStore",
+    "Capability",
     "LockInfo",
     "MemoryStore",
     "PostgresStore",

@@ -25,25 +25,63 @@ Rules every store keeps (the contract suite pins each one):
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Final, NamedTuple, Protocol, runtime_checkable
 
-# Capability names a store may declare in its ``capabilities`` frozenset.
-CROSS_PROCESS = "cross_process"
-"""Excludes other processes (of the same machine at least)."""
-CROSS_HOST = "cross_host"
-"""Excludes processes on other machines."""
-NOTIFY = "notify"
-"""``wait`` returns early when a lock is released (push wake-ups)."""
-FENCING = "fencing"
-"""Fencing tokens are strictly increasing per key across every holder."""
-TOKEN_CHECKED = "token_checked"
-"""``release``/``extend``/``acquire`` are atomic and compare the token on the server."""
-EXPIRY = "expiry"
-"""Leases run out on their own after ``ttl`` seconds."""
-FAIR = "fair"
-"""Waiters get the lock in arrival order (the store implements :class:`QueuedStore`)."""
+
+class Capability(str, enum.Enum):
+    """What a store guarantees, declared as data in its ``capabilities`` frozenset.
+
+    The contract suite skips what a store does not declare, and
+    ``store_from_url(url, require=...)`` refuses a store that lacks what the caller
+    needs. Members are also plain strings (``"notify"``), so stores written before the
+    enum existed keep working.
+    """
+
+    CROSS_PROCESS = "cross_process"
+    """Excludes other processes (of the same machine at least)."""
+    CROSS_HOST = "cross_host"
+    """Excludes processes on other machines."""
+    NOTIFY = "notify"
+    """``wait`` returns early when a lock is released (push wake-ups)."""
+    FENCING = "fencing"
+    """Fencing tokens are strictly increasing per key across every holder."""
+    TOKEN_CHECKED = "token_checked"
+    """``release``/``extend``/``acquire`` are atomic and compare the token on the server."""
+    EXPIRY = "expiry"
+    """Leases run out on their own after ``ttl`` seconds."""
+    FAIR = "fair"
+    """Waiters get the lock in arrival order (the store implements :class:`QueuedStore`)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+CROSS_PROCESS: Final = Capability.CROSS_PROCESS
+CROSS_HOST: Final = Capability.CROSS_HOST
+NOTIFY: Final = Capability.NOTIFY
+FENCING: Final = Capability.FENCING
+TOKEN_CHECKED: Final = Capability.TOKEN_CHECKED
+EXPIRY: Final = Capability.EXPIRY
+FAIR: Final = Capability.FAIR
+
+
+def missing(capabilities: frozenset[str], required: object) -> list[Capability]:
+    """Which of ``required`` (capabilities or their names) ``capabilities`` lacks.
+
+    :raises ValueError: a name that is no capability (the message lists the known ones).
+    """
+    names = [required] if isinstance(required, str) else list(required)  # type: ignore[call-overload]
+    wanted = []
+    for name in names:
+        try:
+            wanted.append(Capability(name))
+        except ValueError:
+            known = ", ".join(member.value for member in Capability)
+            raise ValueError(f"unknown store capability {name!r}; known: {known}") from None
+    return [capability for capability in wanted if capability not in capabilities]
 
 
 @dataclass(frozen=True)
@@ -61,7 +99,10 @@ class LockInfo:
 class Store(Protocol):
     """A synchronous lock store. One call is one atomic step."""
 
-    capabilities: frozenset[str]
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the store guarantees (:class:`Capability` members)."""
+        ...
 
     def acquire(self, key: str, token: str, ttl: float) -> int | None:
         """Try once to take ``key`` for ``token`` for ``ttl`` seconds; never blocks.
@@ -91,7 +132,10 @@ class Store(Protocol):
 class AsyncStore(Protocol):
     """The asynchronous twin of :class:`Store`: same names, same rules, coroutines."""
 
-    capabilities: frozenset[str]
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the store guarantees (:class:`Capability` members)."""
+        ...
 
     async def acquire(self, key: str, token: str, ttl: float) -> int | None:
         """See :meth:`Store.acquire`."""
@@ -184,7 +228,10 @@ class PermitStore(Protocol):
     :class:`~remotelock.errors.LimitConflict`.
     """
 
-    capabilities: frozenset[str]
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the store guarantees (:class:`Capability` members)."""
+        ...
 
     def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
         """Try once to take one of ``limit`` permits of ``key``; never blocks.
@@ -215,7 +262,10 @@ class PermitStore(Protocol):
 class AsyncPermitStore(Protocol):
     """Async twin of :class:`PermitStore`."""
 
-    capabilities: frozenset[str]
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the store guarantees (:class:`Capability` members)."""
+        ...
 
     async def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
         """See :meth:`PermitStore.acquire_permit`."""
@@ -276,6 +326,7 @@ __all__ = [
     "AsyncPermitStore",
     "AsyncQueuedStore",
     "AsyncStore",
+    "Capability",
     "Handover",
     "HasAsyncTwin",
     "LockAdmin",
@@ -283,4 +334,5 @@ __all__ = [
     "PermitStore",
     "QueuedStore",
     "Store",
+    "missing",
 ]

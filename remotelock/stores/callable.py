@@ -12,14 +12,37 @@ import inspect
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 _fences = itertools.count(1)
 
 
-def _check(name: str, fn: object) -> None:
-    if not callable(fn):
-        raise TypeError(f"{name} must be callable, got {fn!r}")
+class _Functions:
+    """The seed's three functions, checked once for both store classes (their base)."""
+
+    _sync: ClassVar[bool] = True  # refuse ``async def`` functions
+
+    def __init__(
+        self,
+        get_lock: Callable[..., Any],
+        set_lock: Callable[..., Any],
+        release_lock: Callable[..., Any],
+        *,
+        capabilities: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
+        named = (("get_lock", get_lock), ("set_lock", set_lock), ("release_lock", release_lock))
+        for name, fn in named:
+            if not callable(fn):
+                raise TypeError(f"{name} must be callable, got {fn!r}")
+            if self._sync and inspect.iscoroutinefunction(fn):
+                raise TypeError(
+                    f"{name} is async; use AsyncCallableStore (or make_remote_lock, "
+                    "which accepts either)"
+                )
+        self.get_lock = get_lock
+        self.set_lock = set_lock
+        self.release_lock = release_lock
+        self.capabilities = frozenset(capabilities)
 
 
 def _ms(seconds: float) -> int:
@@ -27,7 +50,7 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class CallableStore:
+class CallableStore(_Functions):
     """A store over three user functions, in the seed's shape (sync functions).
 
     What it **cannot** guarantee, because the functions decide: atomicity (acquire
@@ -43,30 +66,7 @@ class CallableStore:
         :mod:`remotelock.stores.base`), e.g. ``{"expiry", "cross_process"}``.
     """
 
-    def __init__(
-        self,
-        get_lock: Callable[..., Any],
-        set_lock: Callable[..., Any],
-        release_lock: Callable[..., Any],
-        *,
-        capabilities: frozenset[str] | set[str] = frozenset(),
-    ) -> None:
-        for name, fn in (
-            ("get_lock", get_lock),
-            ("set_lock", set_lock),
-            ("release_lock", release_lock),
-        ):
-            _check(name, fn)
-            if inspect.iscoroutinefunction(fn):
-                raise TypeError(
-                    f"{name} is async; use AsyncCallableStore (or make_remote_lock, "
-                    "which accepts either)"
-                )
-        self.get_lock = get_lock
-        self.set_lock = set_lock
-        self.release_lock = release_lock
-        self.capabilities = frozenset(capabilities)
-        self._twin: AsyncCallableStore | None = None
+    _twin: AsyncCallableStore | None = None
 
     # The seed's own steps, used one-to-one by make_remote_lock.
 
@@ -131,27 +131,10 @@ class CallableStore:
         return f"{type(self).__name__}({_name(self.get_lock)}, {_name(self.set_lock)}, ...)"
 
 
-class AsyncCallableStore:
+class AsyncCallableStore(_Functions):
     """:class:`CallableStore` for ``async def`` functions (plain functions also work)."""
 
-    def __init__(
-        self,
-        get_lock: Callable[..., Any],
-        set_lock: Callable[..., Any],
-        release_lock: Callable[..., Any],
-        *,
-        capabilities: frozenset[str] | set[str] = frozenset(),
-    ) -> None:
-        for name, fn in (
-            ("get_lock", get_lock),
-            ("set_lock", set_lock),
-            ("release_lock", release_lock),
-        ):
-            _check(name, fn)
-        self.get_lock = get_lock
-        self.set_lock = set_lock
-        self.release_lock = release_lock
-        self.capabilities = frozenset(capabilities)
+    _sync = False
 
     async def read(self, request_id: str) -> str | None:
         """See :meth:`CallableStore.read`."""

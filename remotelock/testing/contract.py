@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
 
@@ -19,6 +21,8 @@ from ..stores.base import (
     PermitStore,
     Store,
 )
+
+T = TypeVar("T")
 
 # Generous upper bounds for "returns early" checks: far below the wait's own timeout,
 # far above any real wake-up latency.
@@ -37,6 +41,40 @@ def needs(store: Store | PermitStore, *capabilities: str) -> None:
 
 def _token() -> str:
     return uuid.uuid4().hex
+
+
+def median_overrun(wait: Callable[[], object], timeout: float) -> float:
+    """How far past ``timeout`` five runs of ``wait()`` return, the median of them (a
+    loaded machine's odd late wake-up does not count)."""
+    overruns = []
+    for _ in range(5):
+        started = time.monotonic()
+        wait()
+        overruns.append(time.monotonic() - started - timeout)
+    return sorted(overruns)[2]
+
+
+def woken_by(wait: Callable[[], object], release: Callable[[], bool]) -> bool:
+    """Whether ``wait()`` (a long wait) returns early once ``release()`` frees the key."""
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        waiting = pool.submit(wait)
+        time.sleep(0.2)
+        assert release() is True
+        waiting.result(timeout=_LONG_WAIT + _EARLY)
+    return time.monotonic() - started < _EARLY
+
+
+def race(attempt: Callable[[], T], racers: int = 8) -> list[T]:
+    """``attempt()`` from ``racers`` threads released at the same instant; their results."""
+    barrier = threading.Barrier(racers)
+
+    def run(_: int) -> T:
+        barrier.wait()
+        return attempt()
+
+    with ThreadPoolExecutor(racers) as pool:
+        return list(pool.map(run, range(racers)))
 
 
 class StoreContract:
@@ -218,12 +256,7 @@ class StoreContract:
         """A wait never overruns its timeout by more than a few ms (median of five, so a
         loaded machine's odd late wake-up does not count): deadlines are built on it."""
         store.acquire(key, _token(), 60)
-        overruns = []
-        for _ in range(5):
-            started = time.monotonic()
-            store.wait(key, 0.05)
-            overruns.append(time.monotonic() - started - 0.05)
-        assert sorted(overruns)[2] < _LATE
+        assert median_overrun(lambda: store.wait(key, 0.05), 0.05) < _LATE
 
     def test_wait_on_a_free_key_returns(self, store: Store, key: str) -> None:
         started = time.monotonic()
@@ -234,13 +267,7 @@ class StoreContract:
         needs(store, NOTIFY)
         token = _token()
         store.acquire(key, token, 60)
-        with ThreadPoolExecutor(1) as pool:
-            started = time.monotonic()
-            waiting = pool.submit(store.wait, key, _LONG_WAIT)
-            time.sleep(0.2)
-            assert store.release(key, token) is True
-            waiting.result(timeout=_LONG_WAIT + _EARLY)
-        assert time.monotonic() - started < _EARLY
+        assert woken_by(lambda: store.wait(key, _LONG_WAIT), lambda: store.release(key, token))
 
     def test_wait_ends_when_the_lease_runs_out(self, store: Store, key: str) -> None:
         needs(store, NOTIFY, EXPIRY)
@@ -253,15 +280,7 @@ class StoreContract:
 
     def test_racing_threads_have_exactly_one_winner(self, store: Store, key: str) -> None:
         needs(store, TOKEN_CHECKED)
-        racers = 8
-        barrier = threading.Barrier(racers)
-
-        def race(_: int) -> int | None:
-            barrier.wait()
-            return store.acquire(key, _token(), 10)
-
-        with ThreadPoolExecutor(racers) as pool:
-            results = list(pool.map(race, range(racers)))
+        results = race(lambda: store.acquire(key, _token(), 10))
         assert sum(result is not None for result in results) == 1, results
 
     # -- admin (stores that offer it) ---------------------------------------------

@@ -292,10 +292,11 @@ def test_wait_is_bounded_by_the_holders_lease(redis_store: RedisStore, key: str)
 
 def test_a_releasing_holder_does_not_starve_a_waiter(redis_store: RedisStore, key: str) -> None:
     got_it = threading.Event()
+    waiting = threading.Event()  # set once the waiter stands in the queue
     cycles_after_waiting: list[int] = []
 
     def greedy() -> None:
-        for _ in range(300):
+        for _ in range(3000):
             with RemoteLock(key, store=redis_store, ttl=10):
                 time.sleep(0.001)
             if waiting.is_set():
@@ -303,15 +304,25 @@ def test_a_releasing_holder_does_not_starve_a_waiter(redis_store: RedisStore, ke
             if got_it.is_set():
                 return
 
-    waiting = threading.Event()
+    def waiter() -> None:
+        with RemoteLock(key, store=redis_store, ttl=10, stop=tenacity.stop_after_delay(30)):
+            got_it.set()
+
     thread = threading.Thread(target=greedy)
     thread.start()
     time.sleep(0.05)
+    queue = layout(redis_store.prefix, key).base + ":queue"
+    waiting_thread = threading.Thread(target=waiter)
+    waiting_thread.start()
+    deadline = time.monotonic() + 30
+    while not got_it.is_set() and not redis_store.client.zcard(queue):
+        assert time.monotonic() < deadline, "the waiter never queued"
+        time.sleep(0.0005)
     waiting.set()
-    with RemoteLock(key, store=redis_store, ttl=10, stop=tenacity.stop_after_delay(30)):
-        got_it.set()
+    waiting_thread.join(60)
     thread.join(60)
-    assert len(cycles_after_waiting) <= 3  # FIFO: our turn came at the next release
+    assert got_it.is_set()
+    assert len(cycles_after_waiting) <= 2  # FIFO: its turn came at the next release
 
 
 # -- error translation ----------------------------------------------------------------------

@@ -43,24 +43,15 @@ class AsyncSQLiteStore(ThreadedPermits, ThreadedAsyncAdminStore):
         def waker() -> None:
             loop.call_soon_threadsafe(resolve, woken)
 
-        store._register(slot, waker)
+        store._local.register(slot, waker)
         try:
             with store._translate("wait", slot[1]) as conn:
-                until = busy_until(conn)
-                version = store._version(conn)
-                while until is not None:
-                    left = min(deadline, until) - time.monotonic()
-                    if left <= 0:
-                        return
-                    await asyncio.wait((woken,), timeout=min(store.poll_interval, left))
+                for pause in store.pauses(conn, busy_until, deadline):
+                    await asyncio.wait((woken,), timeout=pause)
                     if woken.done():
                         return
-                    now_version = store._version(conn)
-                    if now_version != version:
-                        version = now_version
-                        until = busy_until(conn)
         finally:
-            store._unregister(slot, waker)
+            store._local.unregister(slot, waker)
 
 
 __all__ = ["AsyncSQLiteStore"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable
 
@@ -18,6 +20,26 @@ MAX_IDLE = 8
 """Idle connections kept per store and process."""
 
 
+def use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL mode (persistent: done once per file, by whoever is first).
+
+    The switch needs an exclusive lock and SQLite answers "database is locked" without
+    calling the busy handler when another process holds any lock, which happens when
+    many processes open a new file at once: retry until ``busy_timeout``.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            time.sleep(random.uniform(0.001, 0.02))
+
+
 class Local:
     """One store's state in this process: idle connections and in-process waiters."""
 
@@ -25,6 +47,26 @@ class Local:
         self.idle: list[sqlite3.Connection] = []
         self.wakers: dict[Slot, list[Callable[[], None]]] = {}
         self.mutex = threading.Lock()
+
+    def register(self, slot: Slot, waker: Callable[[], None]) -> None:
+        """Call ``waker`` when this process frees ``slot`` (once; see :meth:`wake`)."""
+        with self.mutex:
+            self.wakers.setdefault(slot, []).append(waker)
+
+    def unregister(self, slot: Slot, waker: Callable[[], None]) -> None:
+        with self.mutex:
+            wakers = self.wakers.get(slot)
+            if wakers is not None and waker in wakers:
+                wakers.remove(waker)
+                if not wakers:
+                    del self.wakers[slot]
+
+    def wake(self, slot: Slot) -> None:
+        """A release in this process freed ``slot``: its local waiters need not poll."""
+        with self.mutex:
+            wakers = self.wakers.pop(slot, ())
+        for waker in wakers:
+            waker()
 
     def close(self) -> None:
         with self.mutex:
@@ -61,4 +103,4 @@ def register(local: Local) -> None:
     _LOCALS.add(local)
 
 
-__all__ = ["MAX_IDLE", "BusyUntil", "Local", "Slot", "register"]
+__all__ = ["MAX_IDLE", "BusyUntil", "Local", "Slot", "register", "use_wal"]

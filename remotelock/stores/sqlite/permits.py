@@ -18,7 +18,7 @@ from ...errors import LimitConflict
 if TYPE_CHECKING:
     import contextlib
 
-    from .connections import BusyUntil, Slot
+    from .connections import BusyUntil, Local, Slot
 
 
 class SQLitePermits:
@@ -33,7 +33,9 @@ class SQLitePermits:
         def _translate(
             self, step: str, key: str
         ) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
-        def _wake(self, slot: Slot) -> None: ...
+
+        _local: Local
+
         def _wait_on(self, slot: Slot, busy_until: BusyUntil, timeout: float) -> None: ...
         def _monotonic(self, expires_at: float) -> float | None: ...
 
@@ -98,7 +100,7 @@ class SQLitePermits:
             ).rowcount
             if not released:  # its lease had run out: drop the row, report the loss
                 conn.execute(f"DELETE FROM {t} WHERE key = ? AND token = ?", (key, token))
-            self._wake(("permit", key))
+            self._local.wake(("permit", key))
             return bool(released)
 
     def extend_permit(self, key: str, token: str, ttl: float) -> bool:

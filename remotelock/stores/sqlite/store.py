@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import sqlite3
 import sys
@@ -23,7 +22,7 @@ from urllib.parse import parse_qsl, unquote
 from ...errors import StoreConfigError, StoreError, StoreUnavailable
 from ..base import CROSS_PROCESS, EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
 from ..shared.redact import redact, split_url
-from .connections import MAX_IDLE, BusyUntil, Local, Slot, register
+from .connections import MAX_IDLE, BusyUntil, Local, Slot, register, use_wal
 from .permits import SQLitePermits, permit_schema
 
 if TYPE_CHECKING:
@@ -193,7 +192,7 @@ class SQLiteStore(SQLitePermits):
             check_same_thread=False,  # pooled: used by one thread at a time, any thread
         )
         try:
-            self._use_wal(conn)
+            use_wal(conn, self.busy_timeout)
             conn.execute("PRAGMA synchronous = NORMAL")
             if not self._schema_ready:
                 conn.execute("BEGIN IMMEDIATE")
@@ -215,25 +214,6 @@ class SQLiteStore(SQLitePermits):
             conn.close()
             raise
         return conn
-
-    def _use_wal(self, conn: sqlite3.Connection) -> None:
-        """Switch the file to WAL mode (persistent: done once per file, by whoever is first).
-
-        The switch needs an exclusive lock and SQLite answers "database is locked"
-        without calling the busy handler when another process holds any lock, which
-        happens when many processes open a new file at once: retry until busy_timeout.
-        """
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            try:
-                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
-                    raise
-                time.sleep(random.uniform(0.001, 0.02))
 
     @contextlib.contextmanager
     def _translate(self, step: str, key: str) -> Iterator[sqlite3.Connection]:
@@ -286,11 +266,11 @@ class SQLiteStore(SQLitePermits):
         """Delete ``key`` if ``token`` holds an unexpired lease on it."""
         with self._translate("release", key) as conn:
             if conn.execute(self._sql_release, (key, token, self._clock())).rowcount:
-                self._wake(("lock", key))
+                self._local.wake(("lock", key))
                 return True
             # Our lease had already run out: drop the stale row, but report the loss.
             if conn.execute(self._sql_drop, (key, token)).rowcount:
-                self._wake(("lock", key))
+                self._local.wake(("lock", key))
             return False
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
@@ -314,21 +294,14 @@ class SQLiteStore(SQLitePermits):
         the deadline it gives passes, a release in this process, or ``timeout``."""
         deadline = time.monotonic() + timeout
         event = threading.Event()
-        self._register(slot, event.set)
+        self._local.register(slot, event.set)
         try:
             with self._translate("wait", slot[1]) as conn:
-                until = busy_until(conn)
-                version = self._version(conn)
-                while until is not None:
-                    left = min(deadline, until) - time.monotonic()
-                    if left <= 0 or event.wait(min(self.poll_interval, left)):
+                for pause in self.pauses(conn, busy_until, deadline):
+                    if event.wait(pause):
                         return
-                    now_version = self._version(conn)
-                    if now_version != version:
-                        version = now_version
-                        until = busy_until(conn)
         finally:
-            self._unregister(slot, event.set)
+            self._local.unregister(slot, event.set)
 
     # -- admin ----------------------------------------------------------------------
 
@@ -340,7 +313,7 @@ class SQLiteStore(SQLitePermits):
                 f"DELETE FROM {self.table} WHERE key = ? AND expires_at > ?", (key, now)
             ).rowcount
             conn.execute(f"DELETE FROM {self.table} WHERE key = ?", (key,))
-            self._wake(("lock", key))
+            self._local.wake(("lock", key))
             return bool(held)
 
     def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
@@ -378,29 +351,32 @@ class SQLiteStore(SQLitePermits):
         left = expires_at - self._clock()
         return None if left <= 0 else time.monotonic() + left
 
+    def pauses(
+        self, conn: sqlite3.Connection, busy_until: BusyUntil, deadline: float
+    ) -> Iterator[float]:
+        """How long to sleep, again and again, while a slot stays busy (no I/O but reads
+        of ``conn``; the sync and async waits each sleep the pauses their own way).
+
+        Ends when ``busy_until`` says free (re-asked after every commit by anyone), or
+        when the deadline, or the holder's lease end it gives, comes.
+        """
+        until = busy_until(conn)
+        version = self._version(conn)
+        while until is not None:
+            left = min(deadline, until) - time.monotonic()
+            if left <= 0:
+                return
+            yield min(self.poll_interval, left)
+            now_version = self._version(conn)
+            if now_version != version:
+                version = now_version
+                until = busy_until(conn)
+
     @staticmethod
     def _version(conn: sqlite3.Connection) -> int:
         # Changes whenever another connection commits; in WAL mode it reads shared
         # memory only, so polling it is cheap and never waits for a writer.
         return int(conn.execute("PRAGMA data_version").fetchone()[0])
-
-    def _register(self, slot: Slot, waker: Callable[[], None]) -> None:
-        with self._local.mutex:
-            self._local.wakers.setdefault(slot, []).append(waker)
-
-    def _unregister(self, slot: Slot, waker: Callable[[], None]) -> None:
-        with self._local.mutex:
-            wakers = self._local.wakers.get(slot)
-            if wakers is not None and waker in wakers:
-                wakers.remove(waker)
-                if not wakers:
-                    del self._local.wakers[slot]
-
-    def _wake(self, slot: Slot) -> None:
-        with self._local.mutex:
-            wakers = self._local.wakers.pop(slot, ())
-        for waker in wakers:
-            waker()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, table={self.table!r})"
