@@ -200,6 +200,26 @@ def _demo(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------------------
 
 
+_ADMIN_COMMANDS: tuple[tuple[str, Any, str, str], ...] = (
+    (
+        "status",
+        _status,
+        "show who holds a lock",
+        "Print 'free', or the holder's token prefix, the fencing token and the lease's "
+        "remaining seconds. Exit status: 0 if held, 1 if free.",
+    ),
+    (
+        "release",
+        _release,
+        "break a stuck lock (needs --force)",
+        "Delete the lock KEY whoever holds it. The holder is not stopped and may still be "
+        "running: only break a lock whose holder is known to be gone. Exit status: 0 if "
+        "a lock was broken, 1 if it was free.",
+    ),
+)
+"""The commands that look at (or break) one lock: name, handler, help, description."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="remotelock",
@@ -272,27 +292,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
-    status = commands.add_parser(
-        "status",
-        parents=[store, verbose],
-        help="show who holds a lock",
-        description="Print 'free', or the holder's token prefix, the fencing token and "
-        "the lease's remaining seconds. Exit status: 0 if held, 1 if free.",
-    )
-    status.add_argument("key", metavar="KEY", type=_key, help="the lock's name")
-    status.set_defaults(handler=_status)
-
-    release = commands.add_parser(
-        "release",
-        parents=[store, verbose],
-        help="break a stuck lock (needs --force)",
-        description="Delete the lock KEY whoever holds it. The holder is not stopped and "
-        "may still be running: only break a lock whose holder is known to be gone. "
-        "Exit status: 0 if a lock was broken, 1 if it was free.",
-    )
-    release.add_argument("key", metavar="KEY", type=_key, help="the lock's name")
-    release.add_argument("--force", action="store_true", help="really break the lock")
-    release.set_defaults(handler=_release)
+    for name, handler, summary, description in _ADMIN_COMMANDS:
+        admin = commands.add_parser(
+            name, parents=[store, verbose], help=summary, description=description
+        )
+        admin.add_argument("key", metavar="KEY", type=_key, help="the lock's name")
+        admin.set_defaults(handler=handler)
+        if name == "release":
+            admin.add_argument("--force", action="store_true", help="really break the lock")
 
     show = commands.add_parser(
         "demo",

@@ -17,73 +17,93 @@ defects are fixed on purpose:
 7. A ``set_lock`` that did not take effect (our re-read still shows the lock free) is
    retried after a poll pause instead of in a hot loop.
 
-The algorithm is one generator that yields the steps it needs (read, set, skip check,
-release, sleep); a sync driver and an async driver run it, so both follow exactly the
-same path.
+The algorithm is one generator that yields the calls it needs (read, set, skip check,
+release, sleep, ``exec``); the lock's own engines run it, sync or async, so both
+follow exactly the same path.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
-from collections.abc import Callable, Generator
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, NamedTuple
 
+from . import engine
+from .core import Call, Machine
 from .errors import LockTimeout
-from .stores.callable import AsyncCallableStore, CallableStore, maybe_await
+from .stores.callable import AsyncCallableStore, CallableStore
 
 DEFAULT_POLLING_MS: Final = 1000
 DEFAULT_TOTAL_MS: Final = 60000
 
-# The steps the algorithm asks its driver to perform.
-_GET: Final = "get"
-_SET: Final = "set"
-_SKIP: Final = "skip"
-_RELEASE: Final = "release"
-_SLEEP: Final = "sleep"
 
-Step = tuple[str, Any]
+class _Plan(NamedTuple):
+    """One ``remote_lock(...)`` call's settings."""
+
+    store: CallableStore | AsyncCallableStore
+    request_id: str
+    lease_ms: float
+    skip_lock: Callable[[], Any] | None
+    polling_ms: float
+    total_ms: float
+    clock: Callable[[], float]  # milliseconds
+    sleep: Callable[[float], Any]  # milliseconds
+    sync: bool  # every function is plain: an awaitable result is a mistake
 
 
-def _poll_for_lock(
-    request_id: str,
-    has_skip: bool,
-    polling_ms: float,
-    total_ms: float,
-    clock: Callable[[], float],
-) -> Generator[Step, Any, bool]:
+def _poll_for_lock(plan: _Plan) -> Machine[bool]:
     """The original's ``pollForLock``, step for step; returns whether we hold the lock.
 
-    ``clock`` returns milliseconds. Each pass: check ``skip_lock`` (from the 2nd pass
-    on), read the lock, set it if free and go straight round to re-read it, stop if
-    the stored id is ours, else give up at the deadline or pause and poll again.
+    Each pass: check ``skip_lock`` (from the 2nd pass on), read the lock, set it if
+    free and go straight round to re-read it, stop if the stored id is ours, else give
+    up at the deadline or pause and poll again. Every step is a :class:`Call` that the
+    lock's own engines make (sync) or await (async).
     """
-    start = clock()
+    store, request_id = plan.store, plan.request_id
+    start = plan.clock()
     count = 0
     just_set = False
     while True:
         count += 1
-        if has_skip and count > 1 and (yield (_SKIP, None)):
+        if plan.skip_lock is not None and count > 1 and (yield from _skips(plan)):
             if just_set:
-                yield (_RELEASE, None)
+                yield Call(store.delete, (request_id,))
             return False
-        current = yield (_GET, None)
+        current = yield Call(store.read, (request_id,))
         if current is None and not just_set:
-            yield (_SET, None)
+            yield Call(store.write, (request_id, int(plan.lease_ms)))
             just_set = True
             continue
         if current is not None and current == request_id:
             return True
         just_set = False
-        elapsed = clock() - start
-        if elapsed >= total_ms:
+        elapsed = plan.clock() - start
+        if elapsed >= plan.total_ms:
             raise LockTimeout(
                 request_id,
                 count,
                 elapsed / 1000,
-                f"Timeout Error: Failed to obtain lock after {_ms_text(total_ms)} ms.",
+                f"Timeout Error: Failed to obtain lock after {_ms_text(plan.total_ms)} ms.",
             )
-        yield (_SLEEP, min(polling_ms, total_ms - elapsed))
+        yield Call(plan.sleep, (min(plan.polling_ms, plan.total_ms - elapsed),))
+
+
+def _skips(plan: _Plan) -> Machine[bool]:
+    answer = yield Call(plan.skip_lock or bool)
+    return bool(_checked(plan.sync, "skip_lock", answer))
+
+
+def _remote_lock(plan: _Plan, exec: Callable[..., Any]) -> Machine[Any]:
+    """Poll for the lock, run ``exec(has_lock=...)``, release what we took."""
+    has_lock = yield from _poll_for_lock(plan)
+    try:
+        result = yield Call(functools.partial(exec, has_lock=has_lock))
+        return _checked(plan.sync, "exec", result)
+    finally:
+        if has_lock:
+            yield Call(plan.store.delete, (plan.request_id,))
 
 
 def _ms_text(value: float) -> str:
@@ -132,90 +152,33 @@ class RemoteLockCall:
             raise TypeError(f"skip_lock must be callable or None, got {skip_lock!r}")
         polling = _ms("polling_timeout", polling_timeout, self.polling_timeout)
         total = _ms("total_timeout", total_timeout, self.total_timeout)
-        steps = _poll_for_lock(str(request_id), skip_lock is not None, polling, total, self._clock)
         # The lease handed to set_lock is the total wait, as in the original; a lease
         # of 0 ms would expire at once, so "try once" still gets the default lease.
         lease_ms = total if total > 0 else DEFAULT_TOTAL_MS
-        if self._is_async(exec, skip_lock):
-            return self._run_async(steps, str(request_id), lease_ms, exec, skip_lock)
-        return self._run_sync(steps, str(request_id), lease_ms, exec, skip_lock)
+        sync = not self._is_async(exec, skip_lock)
+        sleep = self._sleep or (_sync_sleep if sync else _async_sleep)
+        plan = _Plan(self.store, str(request_id), lease_ms, skip_lock, polling, total,
+                     self._clock, sleep, sync)  # fmt: skip
+        if sync:
+            return engine.run(_remote_lock(plan, exec))
+        from . import async_engine  # asyncio only for async callers
+
+        return async_engine.run(_remote_lock(plan, exec))
 
     def _is_async(self, exec: Callable[..., Any], skip_lock: Callable[..., Any] | None) -> bool:
         return isinstance(self.store, AsyncCallableStore) or any(
             inspect.iscoroutinefunction(fn) for fn in (exec, skip_lock, self._sleep) if fn
         )
 
-    def _run_sync(
-        self,
-        steps: Generator[Step, Any, bool],
-        request_id: str,
-        lease_ms: float,
-        exec: Callable[..., Any],
-        skip_lock: Callable[[], Any] | None,
-    ) -> Any:
-        store = self.store
-        assert isinstance(store, CallableStore)
-        sleep = self._sleep or (lambda ms: time.sleep(ms / 1000))
-        reply: Any = None
-        try:
-            while True:
-                step, arg = steps.send(reply)
-                reply = None
-                if step == _GET:
-                    reply = store.read(request_id)
-                elif step == _SET:
-                    store.write(request_id, int(lease_ms))
-                elif step == _SKIP:
-                    reply = _not_awaitable("skip_lock", skip_lock() if skip_lock else False)
-                elif step == _RELEASE:
-                    store.delete(request_id)
-                else:
-                    sleep(arg)
-        except StopIteration as done:
-            has_lock = bool(done.value)
-        try:
-            return _not_awaitable("exec", exec(has_lock=has_lock))
-        finally:
-            if has_lock:
-                store.delete(request_id)
 
-    async def _run_async(
-        self,
-        steps: Generator[Step, Any, bool],
-        request_id: str,
-        lease_ms: float,
-        exec: Callable[..., Any],
-        skip_lock: Callable[[], Any] | None,
-    ) -> Any:
-        import asyncio
+def _sync_sleep(ms: float) -> None:
+    time.sleep(ms / 1000)
 
-        store = self.store
-        if isinstance(store, CallableStore):
-            store = AsyncCallableStore(store.get_lock, store.set_lock, store.release_lock)
-        reply: Any = None
-        try:
-            while True:
-                step, arg = steps.send(reply)
-                reply = None
-                if step == _GET:
-                    reply = await store.read(request_id)
-                elif step == _SET:
-                    await store.write(request_id, int(lease_ms))
-                elif step == _SKIP:
-                    reply = await maybe_await(skip_lock() if skip_lock else False)
-                elif step == _RELEASE:
-                    await store.delete(request_id)
-                elif self._sleep is not None:
-                    await maybe_await(self._sleep(arg))
-                else:
-                    await asyncio.sleep(arg / 1000)
-        except StopIteration as done:
-            has_lock = bool(done.value)
-        try:
-            return await maybe_await(exec(has_lock=has_lock))
-        finally:
-            if has_lock:
-                await store.delete(request_id)
+
+async def _async_sleep(ms: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(ms / 1000)
 
 
 def make_remote_lock(
@@ -273,8 +236,9 @@ def _ms(name: str, value: float | None, default: float | None) -> float:
     return float(value)
 
 
-def _not_awaitable(name: str, value: Any) -> Any:
-    if inspect.isawaitable(value):
+def _checked(sync: bool, name: str, value: Any) -> Any:
+    """``value``; in a sync call, an awaitable is refused (closed, not left unawaited)."""
+    if sync and inspect.isawaitable(value):
         close = getattr(value, "close", None)
         if close is not None:
             close()

@@ -99,9 +99,9 @@ local function hand_over(grace)
   end
 end
 local function keep_queue(ms)
-  redis.call('PEXPIRE', QUEUE, ms)
-  redis.call('PEXPIRE', ALIVE, ms)
-  redis.call('PEXPIRE', TTLS, ms)
+  for _, name in ipairs({{QUEUE, ALIVE, TTLS}}) do
+    redis.call('PEXPIRE', name, ms)
+  end
 end
 """
 
