@@ -173,3 +173,31 @@ def test_capabilities_are_an_enum_that_is_also_strings() -> None:
     assert "notify" in declared  # third-party code that names them keeps working
     assert Capability("notify") is Capability.NOTIFY
     assert str(Capability.FENCING) == "fencing"
+
+
+SYNC_PROGRAM = """
+import builtins, sys
+seen = []
+real = builtins.__import__
+def spy(name, globals=None, *args, **kwargs):
+    caller = (globals or {}).get("__name__") or ""
+    if name.split(".")[0] == "asyncio" and caller.startswith("remotelock"):
+        seen.append(caller)
+    return real(name, globals, *args, **kwargs)
+builtins.__import__ = spy
+import remotelock
+from remotelock.stores import MemoryStore, PostgresStore, RedisStore, SQLiteStore
+from remotelock import RemoteLock, remote_locked
+with RemoteLock("k", store=MemoryStore()):
+    pass
+aio = [m for m in sys.modules if m.startswith("remotelock") and m.endswith(("aio", "_engine"))]
+print(seen, aio)
+raise SystemExit(1 if seen or aio else 0)
+"""
+
+
+def test_a_sync_program_loads_no_asyncio_of_ours() -> None:
+    """Drivers may import asyncio themselves; remotelock's own modules never do for a
+    sync program, and none of the asyncio sides (``aio``, the async engine) is loaded."""
+    result = subprocess.run([sys.executable, "-c", SYNC_PROGRAM], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
