@@ -61,6 +61,8 @@ class AsyncEngine(Core):
         return asyncio.get_running_loop()
 
     def start_renewal(self, lease: Lease, first: float) -> None:
+        # Watched from the start: a blocked event loop could not arm it later.
+        renewal.watch(lease)
         lease._renewal = renewal.start_async_renewal(lease, self.store, first)
 
     def stop_renewal(self, lease: Lease) -> None:

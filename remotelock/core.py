@@ -165,6 +165,8 @@ class Core:
         return None
 
     def start_renewal(self, lease: Lease, first: float) -> None:
+        """Renew ``lease`` from ``first`` seconds on, and have the watchdog watch it
+        (from its acquire, or at the latest from its first renewal)."""
         raise NotImplementedError
 
     def stop_renewal(self, lease: Lease) -> None:
@@ -209,7 +211,6 @@ class Core:
         lease = self._issue(state.token, outcome, state.count)
         if self.exclusive:
             holders.add(self.source, self.key, owner, lease)
-        renewal.watch(lease)
         self.start_renewal(lease, first_renewal(outcome, self.settings.ttl))
         return lease
 

@@ -68,6 +68,7 @@ class Lease:
         "_on_lost",
         "_renewal",
         "_trouble",
+        "_watched",
         "deadline",
         "fencing_token",
         "key",
@@ -103,6 +104,7 @@ class Lease:
         self._loop = loop  # async leases: the event loop that runs ``on_lost``
         self._renewal: asyncio.Task[None] | None = None
         self._trouble = ""  # why the last renewal failed, if it did
+        self._watched = False  # the watchdog knows its deadline
 
     @property
     def lost(self) -> bool:

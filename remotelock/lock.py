@@ -36,7 +36,9 @@ _ONE_ATTEMPT: Final = tenacity.stop_after_attempt(1)
 # The leases entered with `with lock:` in the current thread or task, innermost last.
 # A ContextVar (not a thread-local, not an attribute) lets one RemoteLock object serve
 # many threads and tasks at once, each exiting exactly the lease it entered.
-_entered: ContextVar[tuple[Lease, ...]] = ContextVar("remotelock_entered", default=())
+_entered: ContextVar[tuple[tuple[RemoteLock, Lease], ...]] = ContextVar(
+    "remotelock_entered", default=()
+)
 # Guards each lock's list of leases (rarely contended; one for all).
 _leases_mutex = threading.Lock()
 
@@ -205,7 +207,8 @@ class RemoteLock:
         """Keep ``lease`` so that ``release()`` without arguments finds it."""
         if lease is not None:
             with _leases_mutex:
-                self._leases = [held for held in self._leases if not held.released]
+                if len(self._leases) >= 8:  # drop the released ones now and then
+                    self._leases = [held for held in self._leases if not held.released]
                 self._leases.append(lease)
         return lease
 
@@ -217,8 +220,8 @@ class RemoteLock:
             if keeper is not self._sync and keeper is not self._async:
                 raise ValueError(f"{lease!r} was not issued by this lock ({self!r})")
             return lease
-        for entered in reversed(_entered.get()):
-            if any(found is entered for found in held):
+        for owner, entered in reversed(_entered.get()):
+            if owner is self and not entered.released:
                 return entered
         if len(held) == 1:
             return held[0]
@@ -283,7 +286,7 @@ class RemoteLock:
         # Blocking and without skip_if: a lease or LockTimeout, never None.
         lease = cast(Lease, self._sync_engine().acquire(None, self.settings.stop, True))
         self._remember(lease)
-        _entered.set((*_entered.get(), lease))
+        _entered.set((*_entered.get(), (self, lease)))
         return lease
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
@@ -330,7 +333,7 @@ class RemoteLock:
     async def __aenter__(self) -> Lease:
         lease = cast(Lease, await self._async_engine().acquire(None, self.settings.stop, True))
         self._remember(lease)
-        _entered.set((*_entered.get(), lease))
+        _entered.set((*_entered.get(), (self, lease)))
         return lease
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
@@ -349,9 +352,9 @@ class RemoteLock:
     def _pop_entered(self) -> Lease:
         stack = _entered.get()
         for index in range(len(stack) - 1, -1, -1):
-            if any(found is stack[index] for found in self._leases):
+            if stack[index][0] is self:
                 _entered.set(stack[:index] + stack[index + 1 :])
-                return stack[index]
+                return stack[index][1]
         raise RuntimeError(f"lock {key_preview(self.key)}: __exit__ without a matching __enter__")
 
     def __repr__(self) -> str:

@@ -198,6 +198,7 @@ class Watchdog(_Worker):
 
     def watch(self, lease: Lease) -> None:
         """Start watching ``lease`` (until it is released or lost)."""
+        lease._watched = True
         self._schedule(lease, lease.deadline)
 
     def _handle(self, lease: Lease) -> None:
@@ -240,6 +241,10 @@ class Renewer(_Worker):
         self._schedule(lease, time.monotonic() + first)
 
     def _handle(self, lease: Lease) -> None:
+        if not lease._watched:
+            # Watched from its first renewal on, not from its acquire: most leases are
+            # released long before, and a third of a lease is far ahead of its deadline.
+            WATCHDOG.watch(lease)
         if not _done(lease) and lease.deadline > time.monotonic():
             self._calls.submit(functools.partial(self._renew, lease))
 
@@ -336,7 +341,8 @@ def watch(lease: Lease) -> None:
 
 def unwatch(lease: Lease) -> None:
     """``lease`` is released: the watchdog may forget it."""
-    WATCHDOG.discard(lease)
+    if lease._watched:
+        WATCHDOG.discard(lease)
 
 
 def start_async_renewal(lease: Lease, store: AsyncStore, first: float) -> asyncio.Task[None]:
