@@ -7,21 +7,20 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from remotelock import Lease, LockLost, RemoteLock
+from remotelock import LockLost, RemoteLock
 from remotelock.stores import store_from_url
 from tests.helpers.crossproc import ROOT
+from tests.helpers.told import LATE, told_in_time
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
 TTL = 1.0
-LATE = 0.15  # how late the watchdog may run on a loaded machine
 
 
 class Frozen:
@@ -44,28 +43,7 @@ def frozen(request: pytest.FixtureRequest) -> Frozen:
 
 def test_lost_at_the_deadline_while_the_server_hangs(frozen: Frozen) -> None:
     store = store_from_url(frozen.url)
-    told: list[tuple[float, float]] = []
-    told_event = threading.Event()
-
-    def on_lost(lease: Lease) -> None:
-        told.append((time.monotonic(), lease.deadline))
-        told_event.set()
-
-    lock = RemoteLock("frozen", store=store, ttl=TTL, on_lost=on_lost)
-    lease = lock.acquire()
-    time.sleep(0.5)  # one renewal done
-    frozen.server.freeze()
-    try:
-        frozen_at = time.monotonic()
-        assert told_event.wait(TTL + 5)
-        at, deadline = told[0]
-        assert lease.lost
-        assert at - deadline < LATE, "told after the local deadline"
-        assert at - frozen_at < TTL + LATE, "told later than a lease after the freeze"
-    finally:
-        frozen.server.thaw()
-    with pytest.raises(LockLost):
-        lock.finish(lease, raised=False)
+    told_in_time(store, silence=frozen.server.freeze, restore=frozen.server.thaw)
 
 
 async def test_async_lost_at_the_deadline_while_the_server_hangs(frozen: Frozen) -> None:

@@ -7,16 +7,14 @@ timeout, long after the lease ran out. The holder must not wait for it: ``lease.
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from typing import Any
 
 import pytest
 
-from remotelock import Lease, LockLost, RemoteLock
 from remotelock.stores import store_from_url
 from tests.faults.fixtures import ProxyFactory
+from tests.helpers.told import told_in_time
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
@@ -41,23 +39,4 @@ def through(request: pytest.FixtureRequest, fault_proxy: ProxyFactory) -> tuple[
 
 def test_black_hole_tells_the_holder_by_its_deadline(through: tuple[Any, Any]) -> None:
     proxy, store = through
-    told: list[tuple[float, float]] = []
-    told_event = threading.Event()
-
-    def on_lost(lease: Lease) -> None:
-        told.append((time.monotonic(), lease.deadline))
-        told_event.set()
-
-    lock = RemoteLock("bh", store=store, ttl=TTL, on_lost=on_lost)
-    lease = lock.acquire()
-    time.sleep(0.5)  # one renewal done
-    proxy.blackhole()
-    silent_at = time.monotonic()
-    assert told_event.wait(TTL + 10)
-    at, deadline = told[0]
-    assert at - deadline < LATE, "told after the local deadline"
-    assert at - silent_at < TTL + LATE, "told later than a lease after the store went silent"
-    assert lease.lost
-    proxy.heal()
-    with pytest.raises(LockLost):
-        lock.finish(lease, raised=False)
+    told_in_time(store, silence=proxy.blackhole, restore=proxy.heal)
