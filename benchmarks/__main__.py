@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
-from benchmarks import scenarios
+from benchmarks import scenarios, state
 from benchmarks.adapters import ALL, make, name_of, store_of
 from tests.servers.redis import RedisServer, redis_server_binary
 
@@ -94,7 +94,7 @@ def check(ok: bool, text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev.sh bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--only", default="abcde", help="scenarios to run, e.g. 'a' or 'bc'")
+    parser.add_argument("--only", default="abcdeg", help="scenarios to run, e.g. 'a' or 'bc'")
     parser.add_argument("--libraries", default=",".join(ALL), help="comma-separated adapters")
     args = parser.parse_args(argv)
     binary = redis_server_binary()
@@ -257,6 +257,35 @@ class Run:
             "(e) never more than 5 holders, and 5 reached, on every store",
         ))  # fmt: skip
 
+    def leftovers(self) -> None:
+        wanted = ("remotelock", "remotelock-postgres", "remotelock-sqlite", "redis-py")
+        kinds = [k for k in self.kinds if k in wanted]
+        keys = state.KEYS // 10 if self.quick else state.KEYS
+        permit_keys = state.PERMIT_KEYS // 10 if self.quick else state.PERMIT_KEYS
+        results = [state.state_left(self.url(kind), kind, keys) for kind in kinds]
+        results += [
+            state.state_left(self.url(kind), kind, permit_keys, limit=state.LIMIT)
+            for kind in kinds
+            if kind.startswith("remotelock")
+        ]
+        print(
+            f"### (g) State left after {keys:,} distinct keys, each locked once and released"
+            f" (and {permit_keys:,} with limit={state.LIMIT})\n"
+        )
+        rows = [
+            [r.name, f"{r.keys:,}", f"{r.left:,}",
+             "-" if r.without_expiry is None else f"{r.without_expiry:,}",
+             "-" if r.size is None else f"{r.size / 1e6:.2f} MB", r.later]
+            for r in results
+        ]  # fmt: skip
+        headers = ["library", "keys locked", "keys / rows left", "keys without TTL",
+                   "size", "what happens to them"]  # fmt: skip
+        print(table(headers, rows) + "\n", flush=True)
+        self.targets.append(check(
+            all(not r.without_expiry for r in results),
+            "(g) no Redis key without a TTL, whatever the number of keys used",
+        ))  # fmt: skip
+
 
 def run(stores: scenarios.Stores, kinds: list[str], only: str, quick: bool) -> int:
     bench = Run(stores, kinds, quick)
@@ -266,6 +295,7 @@ def run(stores: scenarios.Stores, kinds: list[str], only: str, quick: bool) -> i
         "c": bench.stampede,
         "d": bench.imports,
         "e": bench.permits,
+        "g": bench.leftovers,
     }
     for letter, step in steps.items():
         if letter in only:

@@ -50,34 +50,45 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
       created if missing), ``timeout`` (seconds any one step may take, default 5),
       ``pool_size`` (connections per process, and per event loop for the async store,
       default 10), ``listen`` (``false`` turns wake-ups into polling), ``listen_url``
-      (where to LISTEN, see below). Keyword arguments override the query string, for
-      libpq parameters too.
+      (where to LISTEN, see below), ``retention`` (seconds a released or expired row
+      stays, default 60, or twice ``timeout`` if longer; at least 1). Keyword arguments
+      override the query string, for libpq parameters too.
     - Or pass a ``psycopg.AsyncConnection`` (used by one step at a time, never
       replaced), a ``psycopg_pool.AsyncConnectionPool``, or ``conninfo="dbname=app ..."``.
       A sync store built from a URL or conninfo hands out its async twin, with
       connections of its own, from ``as_async()``.
-    - Layout: one row per key ever locked, created on first use (idempotently; an
-      advisory transaction lock makes many processes starting at once take turns)::
+    - Layout: a row per held key, created on first use (idempotently; an advisory
+      transaction lock makes many processes starting at once take turns)::
 
           CREATE TABLE remotelock_locks (
               key         text PRIMARY KEY,
               token       text,               -- NULL once released
-              fence       bigint NOT NULL,    -- the last fencing token handed out
-              expires_at  timestamptz NOT NULL,
+              fence       bigint NOT NULL,    -- the key's last fencing token
+              expires_at  timestamptz NOT NULL,  -- the lease's end, or the release's time
               released_by text                -- the token whose release freed it last
           )
 
-      A release clears ``token`` and keeps the row, so ``fence`` keeps growing across
-      releases and expiries. Deleting rows by hand restarts those keys' fences at 1.
-      A table made by an earlier version gets the new column on first use
-      (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, which needs the table's owner).
+      plus a sequence ``<table>_fence_seq`` behind the fencing tokens and an index
+      ``<table>_expires`` on ``expires_at`` (the permit table ``<table>_permits`` has
+      its own). A release clears ``token`` and keeps the row for ``retention``; then
+      the acquires and releases of other keys delete it (16 rows per statement at
+      most, oldest first, skipping rows locked elsewhere), and expired rows alike: keys
+      no longer used leave no rows. Fencing tokens come from the sequence (never less
+      than the row's last + 1), so they keep rising once a row is gone, also a row
+      deleted by hand; they rise per key, with gaps. The store's role needs
+      ``SELECT, INSERT, UPDATE, DELETE`` on both tables and ``USAGE`` on both
+      sequences. A table made by an earlier version gets the new column, sequences
+      (started after its largest fence) and indexes on first use (which needs the
+      table's owner); processes of an earlier version must not share a table with
+      this one: they count fences per row, and would restart a deleted row's at 1.
     - Contention is never an error: an acquire that finds the key held reads the row
       without locking it, and one that finds the key being taken at that very moment
       waits at most half of ``timeout`` (0.5 s at most) for the row, then reports the
       key busy, like any other busy key.
     - Releases are idempotent for the token that released the key: a repeated release
-      by that token returns ``True`` (until the same token takes the key again or
-      another token releases it), so a retry after a lost reply (the release ran, the
+      by that token returns ``True`` (until the same token takes the key again, another
+      token releases it, or the row is deleted after ``retention``), so a retry after
+      a lost reply (the release ran, the
       connection broke before the answer came) is not reported as a lost lock. A
       token whose lease expired, was taken over or was force-released still gets
       ``False``. Permits keep the same rule for the last few tokens that gave one back.
@@ -123,6 +134,7 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
         pool_size: int = 10,
         listen: bool = True,
         listen_url: str | None = None,
+        retention: float | None = None,
     ) -> None:
         self._configure(
             connection,
@@ -133,6 +145,7 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
             pool_size=pool_size,
             listen=listen,
             listen_url=listen_url,
+            retention=retention,
         )
         self._connect(connection)
         self._schema_ready = False
@@ -199,6 +212,7 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
             "schema": self.schema,
             "table": self.table,
             "permits": q.permits_table(self.table),
+            "relations": self._sql.relations,
         }
         async with conn.transaction():
             await conn.execute(q.LOCK_DDL, {"lock_id": q.lock_id(self.schema, self.table)})
@@ -214,7 +228,7 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
         ``None`` also when the key was being taken at that moment and the row lock did
         not come within the short lock wait: contention, never an outage.
         """
-        params = acquire_params(key, token, ttl, self.timeout)
+        params = acquire_params(key, token, ttl, self.timeout, retention=self.retention)
         row = await self._step(
             "acquire", key, lambda c: fetch_or_busy(c, self._sql.acquire, params)
         )
@@ -223,7 +237,7 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
     async def release(self, key: str, token: str) -> bool:
         """Free ``key`` if ``token`` holds an unexpired lease, and notify its waiters;
         ``True`` too if ``token``'s own release freed it before (a retried release)."""
-        params = self._notice(key, token=token)
+        params = self._notice(key, token=token, retention=self.retention)
         return (
             await self._step("release", key, lambda c: rowcount(c, self._sql.release, params)) > 0
         )

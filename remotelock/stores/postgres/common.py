@@ -56,6 +56,20 @@ class Options(NamedTuple):
     pool_size: int = 10
     listen: bool = True
     listen_url: str | None = None
+    retention: float | None = None
+    """Seconds a released or expired lease row is kept (``None``: :func:`retention_of`)."""
+
+
+RETENTION: Final = 60.0
+"""The default retention: a retry of a release after a lost reply comes far sooner."""
+
+
+def retention_of(options: Options) -> float:
+    """How long released and expired rows stay: the option, or :data:`RETENTION`, or
+    twice ``timeout`` if that is longer (no statement outlasts its timeout)."""
+    if options.retention is not None:
+        return options.retention
+    return max(RETENTION, 2 * options.timeout)
 
 
 def check_options(**given: Any) -> Options:
@@ -77,7 +91,14 @@ def check_options(**given: Any) -> Options:
         raise StoreConfigError(f"pool_size must be an integer 1-1000, got {size!r}")
     if not isinstance(options.listen, bool):
         raise StoreConfigError(f"listen must be True or False, got {options.listen!r}")
-    return options._replace(timeout=float(timeout))
+    kept = options.retention
+    if kept is not None:
+        if isinstance(kept, bool) or not isinstance(kept, (int, float)):
+            raise StoreConfigError(f"retention must be a number of seconds, got {kept!r}")
+        if not 1 <= kept <= 30 * 86400:
+            raise StoreConfigError(f"retention must be 1 s to 30 days, got {kept!r}")
+        kept = float(kept)
+    return options._replace(timeout=float(timeout), retention=kept)
 
 
 def _convert(name: str, value: str, url: str) -> Any:
@@ -89,11 +110,12 @@ def _convert(name: str, value: str, url: str) -> Any:
         raise StoreConfigError(
             f"listen in {redact(url)!r} must be true or false, got {redact(value)!r}"
         )
+    seconds = name in ("timeout", "retention")
     try:
-        return float(value) if name == "timeout" else int(value)
+        return float(value) if seconds else int(value)
     except ValueError:
         pass
-    kind = "a number of seconds" if name == "timeout" else "a whole number"
+    kind = "a number of seconds" if seconds else "a whole number"
     raise StoreConfigError(f"{name} in {redact(url)!r} must be {kind}, got {redact(value)!r}")
 
 
@@ -295,6 +317,7 @@ class Configured:
     pool_size: int
     listen: bool
     listen_url: str | None
+    retention: float
     _conninfo: str | None
     _sql: q.Statements
 
@@ -304,6 +327,7 @@ class Configured:
         self.table, self.schema, self.timeout = options.table, options.schema, options.timeout
         self.pool_size, self.listen = options.pool_size, options.listen
         self.listen_url = options.listen_url
+        self.retention = retention_of(options)
         self._sql = q.statements(self.schema, self.table)
         if (connection is None) == (conninfo is None):
             raise StoreConfigError("pass exactly one of a connection, a pool or conninfo=")
@@ -344,6 +368,7 @@ def is_broken(exc: BaseException, conn: Any) -> bool:
 __all__ = [
     "CAPABILITIES",
     "ORPHANED",
+    "RETENTION",
     "Configured",
     "Given",
     "Options",
@@ -356,6 +381,7 @@ __all__ = [
     "millis",
     "not_a_connection",
     "parse_url",
+    "retention_of",
     "server_conninfo",
     "stayed_busy",
     "translate",

@@ -42,12 +42,15 @@ class AsyncPostgresPermits:
         _listener: AsyncListener
         listen: bool
         timeout: float
+        retention: float
 
         async def _step(self, step: str, key: str, run: Run[T]) -> T: ...
 
     async def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
         """Take one of ``limit`` permits of ``key`` (one statement; see :class:`PermitStore`)."""
-        params = acquire_params(key, token, ttl, self.timeout, limit=limit)
+        params = acquire_params(
+            key, token, ttl, self.timeout, limit=limit, retention=self.retention
+        )
         statement = self._sql.acquire_permit
         row = await self._step(
             "acquire_permit", key, lambda c: fetch_or_busy(c, statement, params)
@@ -65,6 +68,7 @@ class AsyncPostgresPermits:
             "token": token,
             "channel": self._sql.channel,
             "payload": q.permit_payload(key),
+            "retention": self.retention,
         }
         statement = self._sql.release_permit
         return (

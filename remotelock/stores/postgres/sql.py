@@ -1,13 +1,25 @@
 """The SQL behind PostgresStore: each primitive is one statement, timed by the server.
 
-The lease table keeps one row per key ever locked. A release clears the row's token
-instead of deleting the row, so the per-key ``fence`` column only ever grows: the
-fencing tokens keep increasing across releases and expiries without any other
-table or sequence. Every statement reads the time from ``now()`` on the server (the
-start of the statement's own transaction, one value for the whole statement), so
-client clocks never decide whether a lease has run out.
+The lease table keeps a row per held key, and for a while (``%(retention)s``, a minute
+by default) the row of a key released or expired: the release clears the row's token
+and sets ``expires_at`` to its own time. Once a row's ``expires_at`` is older than the
+retention, the next acquire or release of another key deletes it (a few rows per
+statement, oldest first, skipping rows another session has locked): keys that are no
+longer used leave nothing behind. Every statement reads the time from ``now()`` on the
+server (the start of the statement's own transaction, one value for the whole
+statement), so client clocks never decide whether a lease has run out.
 
-Two rules shape the acquire and release statements:
+Fencing tokens come from the table's sequence (see
+:mod:`remotelock.stores.postgres.schema`): a new token is ``nextval``, and never less
+than the row's last token + 1. Under the row lock an acquire sees the key's latest
+token, so tokens rise while the row lives. A key whose row is gone gets ``nextval``,
+drawn before the insert looks for the row; every token the key had was drawn before
+its row was written, and the row was deleted only a retention after that. So an
+insert gets a smaller token only if one statement lasts longer than the retention
+(between drawing its token and inserting, an acquire only waits for the row, at most
+its short lock wait): the retention must exceed any stall of one statement.
+
+Three rules shape the acquire and release statements:
 
 - Contention is never an error. ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` locks
   the conflicting row even when its WHERE is false, so busy attempts would queue on
@@ -20,8 +32,14 @@ Two rules shape the acquire and release statements:
   that runs out as busy.
 - A repeated release by the token that released the key returns a row, so a retry
   after a lost reply (the release committed, the reply never came) is not mistaken
-  for a lost lease. The lease row remembers that token (``released_by``); the permit
-  row remembers the last few (``released``).
+  for a lost lease. The lease row remembers that token (``released_by``) for the
+  retention; the permit row remembers the last few (``released``).
+- The sweep that deletes old rows never waits and never blocks a waiter: it locks only
+  rows no one else has locked (``SKIP LOCKED``), never the statement's own key, runs
+  after the statement's own step (an unreferenced data-modifying CTE runs last), and
+  not at all in a busy acquire. ``SWEEP_BATCH`` rows per statement at most: each
+  acquire or release may leave one row behind and deletes up to this many, so old
+  rows never pile up.
 
 ``{table}`` in a template is the table's name, quoted by :mod:`psycopg.sql` (the
 permit statements, in :mod:`remotelock.stores.postgres.permit_sql`, use ``{permits}``).
@@ -45,77 +63,73 @@ from .permit_sql import (
     PERMIT_STATE,
     RELEASE_PERMIT,
     RELEASED_MARGIN,
+    SWEEP_BATCH,
+)
+from .schema import (
+    CREATE_EXPIRY_INDEX,
+    CREATE_FENCES,
+    CREATE_SCHEMA,
+    CREATE_TABLE,
+    LOCK_DDL,
+    MIGRATE_PERMITS_EXPIRY,
+    MIGRATE_TABLE,
+    TABLE_EXISTS,
+    expiry_of,
+    fences_of,
+    lock_id,
+    permits_table,
+    relations,
 )
 
-# No parameters, no result. Run only when the table (or a column) is missing, in a
-# transaction that holds LOCK_DDL, so that processes starting at once create it one
-# after the other. `released_by` is the token whose release freed the key last (see
-# RELEASE); NULL until a token releases it, and again once that token takes it anew.
-CREATE_TABLE: Final[str] = """
-CREATE TABLE IF NOT EXISTS {table} (
-    key         text PRIMARY KEY,
-    token       text,
-    fence       bigint NOT NULL,
-    expires_at  timestamptz NOT NULL,
-    released_by text
-)"""
+_PAST: Final = "now() - make_interval(secs => %(retention)s)"
 
-# No parameters, no result. Run after CREATE_TABLE: brings a table made before
-# `released_by` existed up to date (a no-op for a table CREATE_TABLE just made).
-MIGRATE_TABLE: Final[str] = "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS released_by text"
-
-# No parameters, no result. Run before CREATE_TABLE when a schema is configured.
-CREATE_SCHEMA: Final[str] = "CREATE SCHEMA IF NOT EXISTS {schema}"
-
-# %(lock_id)s  bigint naming the table (see lock_id below)
-# Serialises table creation until the end of the transaction (never held longer).
-LOCK_DDL: Final[str] = "SELECT pg_advisory_xact_lock(%(lock_id)s)"
-
-# %(schema)s   the configured schema, or NULL for the first schema on the search path
-# %(table)s    the lease table's name
-# %(permits)s  the permit table's name
-# returns: one row if both tables exist with the newest columns, else none (then the
-#          creation path runs: CREATE ... IF NOT EXISTS, then the MIGRATE_* statements).
-TABLE_EXISTS: Final[str] = """
-SELECT 1 FROM pg_catalog.pg_attribute AS a
-  JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid
-  JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
- WHERE n.nspname = coalesce(%(schema)s, current_schema())
-   AND (c.relname, a.attname) IN ((%(table)s, 'released_by'), (%(permits)s, 'released'))
-   AND NOT a.attisdropped
-HAVING count(*) = 2"""
+# A CTE's body: deletes up to SWEEP_BATCH rows of other keys whose `expires_at` (the
+# lease's end, or the release's time) is older than the retention, locking only rows
+# no one else has locked. {gate} is an extra condition (the busy acquire's skip).
+# The outer WHERE repeats the age test: it is re-checked on the row's latest version.
+_SWEEP: Final = f"""
+    DELETE FROM {{{{table}}}} AS gone
+     WHERE gone.key IN (
+           SELECT old.key FROM {{{{table}}}} AS old
+            WHERE old.expires_at < {_PAST} AND old.key <> %(key)s{{gate}}
+            ORDER BY old.expires_at LIMIT {SWEEP_BATCH}
+              FOR UPDATE SKIP LOCKED)
+       AND gone.expires_at < {_PAST}"""
 
 # %(key)s        lock key
 # %(token)s      the acquiring token
 # %(ttl)s        lease length in seconds (float)
 # %(lock_wait)s  how long it may wait for the row lock, in milliseconds (text)
+# %(retention)s  seconds a released or expired row is kept (float)
 # `busy` reads the row from the statement's snapshot, taking no lock: while it shows
 # another token's unexpired lease, the INSERT gets no row to insert, so the statement
-# neither locks nor waits (a busy acquire costs no one anything). Otherwise the upsert
-# takes the key if its row is absent, released or expired, deciding on the row's
-# latest version under the row lock (ON CONFLICT DO UPDATE re-reads it), and bumps the
-# fence there: two acquirers can never both win or reuse a fence, whatever their
-# snapshots showed. The holding token re-acquiring an unexpired lease keeps its fence
-# and gets a fresh lease (idempotent). An acquire clears `released_by` only if it
+# neither locks nor waits nor sweeps (a busy acquire costs no one anything). Otherwise
+# the upsert takes the key if its row is absent, released or expired, deciding on the
+# row's latest version under the row lock (ON CONFLICT DO UPDATE re-reads it), with a
+# fence above the row's: two acquirers can never both win or reuse a fence, whatever
+# their snapshots showed. The holding token re-acquiring an unexpired lease keeps its
+# fence and gets a fresh lease (idempotent). An acquire clears `released_by` only if it
 # names this very token (a token taking the key again is no longer "the one that
 # released it"; another token taking the key leaves the record to RELEASE).
 # set_config runs before the row to insert exists, so the shorter lock wait applies
 # to every lock the upsert may wait for; a wait that runs out raises
 # LockNotAvailable, which the store reports as busy.
 # returns: one row (fence) if `token` holds the key now, else no row.
-ACQUIRE: Final[str] = """
+ACQUIRE: Final[str] = f"""
 WITH busy AS (
-    SELECT FROM {table} AS seen
+    SELECT FROM {{table}} AS seen
      WHERE seen.key = %(key)s AND seen.token <> %(token)s AND seen.expires_at > now()
+), swept AS ({_SWEEP.format(gate=" AND NOT EXISTS (SELECT FROM busy)")}
 )
-INSERT INTO {table} AS held (key, token, fence, expires_at)
-SELECT %(key)s::text, %(token)s::text, 1, now() + make_interval(secs => %(ttl)s)
+INSERT INTO {{table}} AS held (key, token, fence, expires_at)
+SELECT %(key)s::text, %(token)s::text, nextval({{fences}}),
+       now() + make_interval(secs => %(ttl)s)
  WHERE NOT EXISTS (SELECT FROM busy)
    AND set_config('lock_timeout', %(lock_wait)s, true) IS NOT NULL
 ON CONFLICT (key) DO UPDATE
    SET token = excluded.token,
        fence = CASE WHEN held.token = excluded.token AND held.expires_at > now()
-                    THEN held.fence ELSE held.fence + 1 END,
+                    THEN held.fence ELSE greatest(held.fence + 1, excluded.fence) END,
        expires_at = excluded.expires_at,
        released_by = nullif(held.released_by, excluded.token)
  WHERE held.token IS NULL OR held.expires_at <= now() OR held.token = excluded.token
@@ -125,12 +139,14 @@ _HOLDS: Final = "(held.token = %(token)s AND held.expires_at > now())"
 
 # %(key)s, %(token)s  lock key, the releasing token
 # %(channel)s, %(payload)s  where waiters listen, and what names this key there
+# %(retention)s  as for ACQUIRE
 # Frees the key if `token` holds an unexpired lease, recording `token` as the one that
 # released it, and notifies the waiters in the same statement (NOTIFY is delivered
 # when it commits, never before). A repeated release by the token that released the
 # key last also returns a row (changing nothing), so a retry after a lost reply is not
 # a loss: `released_by` names a token only after its own release freed the key, and
-# stops naming it when that token acquires again or another token releases the key.
+# stops naming it when that token acquires again, another token releases the key, or
+# the row is swept a retention after the release (a retry that late gets no row).
 # A token whose lease expired, was taken over or was force-released never freed the
 # key itself, so it still gets no row. One UPDATE decides both cases on the row's
 # latest version under its row lock, so a first release that commits while this one
@@ -144,11 +160,14 @@ WITH done AS (
            released_by = CASE WHEN {_HOLDS} THEN held.token ELSE held.released_by END
      WHERE held.key = %(key)s AND ({_HOLDS} OR held.released_by = %(token)s)
     RETURNING held.key
+), swept AS ({_SWEEP.format(gate="")}
 )
 SELECT pg_notify(%(channel)s, %(payload)s) FROM done"""
 
 # %(key)s, %(channel)s, %(payload)s  as for RELEASE
-# Frees the key whoever holds it (an operator breaking a stuck lock) and notifies.
+# Frees the key whoever holds it (an operator breaking a stuck lock) and notifies. The
+# row stays for the retention, like a released one (the holder's token never released
+# it: a release by it gets no row).
 # returns: one row if an unexpired lease was there, else no row.
 FORCE_RELEASE: Final[str] = """
 WITH freed AS (
@@ -214,12 +233,6 @@ def channel(schema: str | None, table: str) -> str:
     return f"{table[:40]}_{hashlib.sha256(name.encode()).hexdigest()[:16]}"
 
 
-def lock_id(schema: str | None, table: str) -> int:
-    """The advisory lock key that serialises creating this table (a signed bigint)."""
-    digest = hashlib.sha256(f"remotelock:{schema or ''}.{table}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
 class Statements(NamedTuple):
     """Every statement of one store, composed once for its table."""
 
@@ -227,7 +240,10 @@ class Statements(NamedTuple):
     create_table: sql.Composed
     create_permits_table: sql.Composed
     create: tuple[sql.Composed, ...]
-    """What the creation path runs, in order: the schema, both tables, the migrations."""
+    """What the creation path runs, in order: the schema, both tables, the migrations,
+    the fence sequences and the expiry indexes."""
+    relations: list[str]
+    """The names of the sequences and indexes (``TABLE_EXISTS``'s ``%(relations)s``)."""
     acquire: sql.Composed
     release: sql.Composed
     force_release: sql.Composed
@@ -245,23 +261,45 @@ class Statements(NamedTuple):
 
 def statements(schema: str | None, table: str) -> Statements:
     """Compose the statements for ``schema.table`` (names quoted as identifiers)."""
-    name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
-    permit_name = permits_table(table)
-    permits = sql.Identifier(schema, permit_name) if schema else sql.Identifier(permit_name)
+
+    def ident(relation: str) -> sql.Identifier:
+        return sql.Identifier(schema, relation) if schema else sql.Identifier(relation)
+
+    def regclass(relation: str) -> sql.Literal:  # names are plain: quoting needs no escapes
+        return sql.Literal(f'"{schema}"."{relation}"' if schema else f'"{relation}"')
+
+    name, permit_name = ident(table), permits_table(table)
+    permits = ident(permit_name)
+    fences, permit_fences = regclass(fences_of(table)), regclass(fences_of(permit_name))
 
     def compose(template: str) -> sql.Composed:
-        return sql.SQL(template).format(table=name, permits=permits)
+        return sql.SQL(template).format(
+            table=name, permits=permits, fences=fences, permit_fences=permit_fences
+        )
 
     topic = channel(schema, table)
     create_schema = (
         sql.SQL(CREATE_SCHEMA).format(schema=sql.Identifier(schema)) if schema else None
     )
     tables = [CREATE_TABLE, CREATE_PERMITS_TABLE, MIGRATE_TABLE, MIGRATE_PERMITS_TABLE]
+    layout = [
+        sql.SQL(template).format(
+            name=regclass(fences_of(owner)), sequence=ident(fences_of(owner)),
+            index=sql.Identifier(expiry_of(owner)), owner=ident(owner),
+        )
+        for owner in (table, permit_name)
+        for template in (CREATE_FENCES, CREATE_EXPIRY_INDEX)
+    ]  # fmt: skip
     return Statements(
         create_schema=create_schema,
         create_table=compose(CREATE_TABLE),
         create_permits_table=compose(CREATE_PERMITS_TABLE),
-        create=(*([create_schema] if create_schema else []), *map(compose, tables)),
+        create=(
+            *([create_schema] if create_schema else []),
+            *map(compose, [*tables, MIGRATE_PERMITS_EXPIRY]),
+            *layout,
+        ),
+        relations=relations(table),
         acquire=compose(ACQUIRE),
         release=compose(RELEASE),
         force_release=compose(FORCE_RELEASE),
@@ -275,16 +313,6 @@ def statements(schema: str | None, table: str) -> Statements:
         extend_permit=compose(EXTEND_PERMIT),
         permit_holders=compose(PERMIT_HOLDERS),
         permit_state=compose(PERMIT_STATE),
-    )
-
-
-def permits_table(table: str) -> str:
-    """The permit table's name: the lease table's, plus ``_permits`` (within 63 bytes)."""
-    name = f"{table}_permits"
-    return (
-        name
-        if len(name) <= 63
-        else f"{table[:40]}_{hashlib.sha256(name.encode()).hexdigest()[:14]}"
     )
 
 
@@ -313,6 +341,7 @@ __all__ = [
     "RELEASED_MARGIN",
     "RELEASE_PERMIT",
     "SET_TIMEOUTS",
+    "SWEEP_BATCH",
     "TABLE_EXISTS",
     "Statements",
     "channel",

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import AsyncStore, Handover, LockInfo
 from .bells import LISTEN, TURN, WATCH, Wait
-from .clients import check_options
+from .clients import FENCE_RETENTION, check_options
 from .common import CAPABILITIES, Look, Queued, Refused, key_of, layout, ms, text, translate
 from .connect_aio import AsyncClients
 from .permits_aio import AsyncRedisPermits
@@ -44,7 +44,8 @@ class AsyncRedisStore(AsyncRedisPermits):
       ``unix:///path/redis.sock``, ``redis+sentinel://host:26379[,host:port]/service[/db]``,
       ``redis+cluster://host:port[,host:port]``. Query options: ``prefix`` (key
       namespace, default ``remotelock``), ``waiter_grace`` (seconds a queued waiter
-      keeps its place without coming back, default 3), plus any redis-py option
+      keeps its place without coming back, default 3), ``fence_retention`` (seconds
+      a key's fencing state outlives its last lease, default 86400), plus any redis-py option
       (``socket_timeout``, ``db``, ...). Clients built from a URL get 5 s connect and
       read timeouts and retry a broken connection once.
     - Or pass a client: ``AsyncRedisStore(redis.asyncio.Redis(...))``, a Sentinel
@@ -56,10 +57,18 @@ class AsyncRedisStore(AsyncRedisPermits):
       built from the same URL, or for a store given a client, this store in worker
       threads.
     - Layout (per lock key, one hash tag): ``<prefix>:{<key>}:lock`` (holder token,
-      PX lease), ``:fence`` (fencing counter, never expires: one small key per lock
-      key ever used), ``:queue``, ``:alive`` and ``:ttls`` (waiters, in arrival
-      order), ``:listen`` (a plain ``wait`` is listening) and ``:released`` (the last
-      releasing token, for a minute). Wake-ups are published on ``<prefix>:{<key>}:bell``.
+      PX lease), ``:fence`` (the last fencing token), ``:queue``, ``:alive`` and
+      ``:ttls`` (waiters, in arrival order), ``:listen`` (a plain ``wait`` is
+      listening) and ``:released`` (the last releasing token, for a minute). Every
+      key expires: a key that is no longer used leaves nothing after
+      ``fence_retention`` (plus its last lease). Wake-ups are published on
+      ``<prefix>:{<key>}:bell``.
+    - Fencing tokens: ``max(last + 1, the server's clock in microseconds)``, so they
+      keep rising after the key's ``:fence`` expired, was evicted, or was lost in a
+      restart without persistence: only a server clock stepping back by more than
+      the time since the key's last token, while that state is gone, can hand out a
+      smaller token (while ``:fence`` lives, a clock that steps back does no harm).
+      Permits alike (``:pcounter``). See :mod:`remotelock.stores.redis.lua`.
     - Clock: the Redis server's (``PX`` expiry, ``TIME`` in scripts).
     - Wake-ups: a release hands the lock to the first waiter in line and publishes one
       message on the key's channel, only if someone waits. Each store keeps **one**
@@ -80,13 +89,20 @@ class AsyncRedisStore(AsyncRedisPermits):
     capabilities: frozenset[str] = CAPABILITIES
 
     def __init__(
-        self, client: Any, *, prefix: str = "remotelock", waiter_grace: float = 3.0
+        self,
+        client: Any,
+        *,
+        prefix: str = "remotelock",
+        waiter_grace: float = 3.0,
+        fence_retention: float = FENCE_RETENTION,
     ) -> None:
-        options = check_options(prefix, waiter_grace)
+        options = check_options(prefix, waiter_grace, fence_retention)
         self._clients = AsyncClients.of(client, options.prefix, type(self).__name__)
         self.prefix = options.prefix
         self.waiter_grace = options.waiter_grace
         self._grace_ms = ms(options.waiter_grace)
+        self.fence_retention = options.fence_retention
+        self._retain_ms = ms(options.fence_retention)
         self._queued: dict[str, Queued] = {}  # this store's tokens in line, by token
         self._refresh_every = options.waiter_grace / 3
         self._permit_free_at: dict[str, Refused] = {}  # key -> its last refusal here
@@ -100,7 +116,7 @@ class AsyncRedisStore(AsyncRedisPermits):
     def from_url(cls, url: str, **options: Any) -> Self:
         """Build a store and its client from a URL (see the class docs)."""
         clients, own = AsyncClients.from_url(url, options)
-        return cls(clients, prefix=own.prefix, waiter_grace=own.waiter_grace)
+        return cls(clients, **own._asdict())
 
     @property
     def client(self) -> Any:
@@ -121,7 +137,8 @@ class AsyncRedisStore(AsyncRedisPermits):
         k = layout(self.prefix, key)
         asked = time.monotonic()
         with translate(self, "acquire", key):
-            reply = int(await self._run("acquire", [k.base], [token, ms(ttl), self._grace_ms]))
+            args = [token, ms(ttl), self._grace_ms, self._retain_ms]
+            reply = int(await self._run("acquire", [k.base], args))
         if reply > 0:
             self._queued.pop(token, None)
             return reply
@@ -137,13 +154,15 @@ class AsyncRedisStore(AsyncRedisPermits):
         k = layout(self.prefix, key)
         self._forget(token)
         with translate(self, "release", key):
-            return bool(await self._run("release", [k.base], [token, self._grace_ms]))
+            args = [token, self._grace_ms, self._retain_ms]
+            return bool(await self._run("release", [k.base], args))
 
     async def extend(self, key: str, token: str, ttl: float) -> bool:
         """Reset the lease if ``token`` still holds ``key``."""
-        lock = layout(self.prefix, key).lock
+        k = layout(self.prefix, key)
         with translate(self, "extend", key):
-            return bool(await self._run("extend", [lock], [token, ms(ttl)]))
+            args = [token, ms(ttl), self._retain_ms]
+            return bool(await self._run("extend", [k.lock, k.fence], args))
 
     async def owner(self, key: str) -> str | None:
         """The token holding ``key``, or ``None``."""
@@ -203,7 +222,7 @@ class AsyncRedisStore(AsyncRedisPermits):
         k = layout(self.prefix, key)
         self._forget(token)
         with translate(self, "leave", key):
-            await self._run("leave", [k.base], [token, self._grace_ms])
+            await self._run("leave", [k.base], [token, self._grace_ms, self._retain_ms])
 
     def _forget(self, token: str) -> None:
         self._queued.pop(token, None)
@@ -214,7 +233,8 @@ class AsyncRedisStore(AsyncRedisPermits):
         """Free ``key``'s lock whoever holds it; hand it to the next waiter."""
         k = layout(self.prefix, key)
         with translate(self, "force_release", key):
-            return bool(await self._run("force_release", [k.base], [self._grace_ms]))
+            args = [self._grace_ms, self._retain_ms]
+            return bool(await self._run("force_release", [k.base], args))
 
     async def iter_locks(self, prefix: str = "") -> AsyncIterator[LockInfo]:
         """The held locks whose key starts with ``prefix`` (SCAN: not a snapshot)."""

@@ -26,6 +26,10 @@ _PREFIX: Final = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 _DB: Final = re.compile(r"[0-9]{1,5}")
 DEFAULT_SOCKET_TIMEOUT: Final = 5.0
 """Connect and read timeout of clients built from a URL: no call can hang longer."""
+FENCE_RETENTION: Final = 86400.0
+"""Seconds a key's fencing state (``:fence``, ``:pcounter``) outlives its last lease: a
+server clock stepping back by less than this never reissues an earlier token."""
+_SECONDS: Final = ("waiter_grace", "fence_retention")
 
 
 class Options(NamedTuple):
@@ -33,9 +37,12 @@ class Options(NamedTuple):
 
     prefix: str = "remotelock"
     waiter_grace: float = 3.0
+    fence_retention: float = FENCE_RETENTION
 
 
-def check_options(prefix: object, waiter_grace: object) -> Options:
+def check_options(
+    prefix: object, waiter_grace: object, fence_retention: object = FENCE_RETENTION
+) -> Options:
     if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
         raise StoreConfigError(
             f"prefix must be 1-64 characters of letters, digits and _.:/-, got {prefix!r}"
@@ -44,7 +51,12 @@ def check_options(prefix: object, waiter_grace: object) -> Options:
         raise StoreConfigError(f"waiter_grace must be a number of seconds, got {waiter_grace!r}")
     if not 0.1 <= waiter_grace <= 3600:
         raise StoreConfigError(f"waiter_grace must be 0.1-3600 s, got {waiter_grace!r}")
-    return Options(prefix, float(waiter_grace))
+    retention = fence_retention
+    if isinstance(retention, bool) or not isinstance(retention, (int, float)):
+        raise StoreConfigError(f"fence_retention must be a number of seconds, got {retention!r}")
+    if not 0.01 <= retention <= 10 * 365 * 86400:
+        raise StoreConfigError(f"fence_retention must be 0.01 s to 10 years, got {retention!r}")
+    return Options(prefix, float(waiter_grace), float(retention))
 
 
 def parse_url(
@@ -73,7 +85,7 @@ def parse_url(
         )
     known = accepted(kind, scheme, asynchronous, connection_class)
     own, kept = _split_query(parts.query, url, known, _parsers(asynchronous), options)
-    for name in ("prefix", "waiter_grace"):
+    for name in Options._fields:
         if name in options:
             own[name] = options.pop(name)
     for name in options:
@@ -94,13 +106,12 @@ def _split_query(
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == "prefix":
             own[name] = value
-        elif name == "waiter_grace":
+        elif name in _SECONDS:
             try:
                 own[name] = float(value)
             except ValueError:
                 raise StoreConfigError(
-                    f"waiter_grace in {redact(url)!r} must be a number of seconds, "
-                    f"got {redact(value)!r}"
+                    f"{name} in {redact(url)!r} must be a number of seconds, got {redact(value)!r}"
                 ) from None
         elif name in known.keywords and name not in known.query:
             raise StoreConfigError(
@@ -370,6 +381,7 @@ def describe(client: Any) -> str:
 
 __all__ = [
     "DEFAULT_SOCKET_TIMEOUT",
+    "FENCE_RETENTION",
     "Accepted",
     "Options",
     "accepted",

@@ -161,6 +161,10 @@ class PermitLayout(NamedTuple):
         return [self.permits, self.fences, self.limit, self.counter, self.wait, self.released]
 
     @property
+    def extend_keys(self) -> list[str]:
+        return [self.permits, self.fences, self.limit, self.counter]
+
+    @property
     def release_keys(self) -> list[str]:
         return [self.permits, self.fences, self.wait, self.released]
 

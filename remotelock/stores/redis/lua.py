@@ -5,7 +5,8 @@ touches a single Cluster slot. The lock scripts get one key, ``KEYS[1]``: the lo
 base name ``<prefix>:{<key>}``, from which they derive (same hash tag, same slot):
 
 - ``:lock``   the holder's token; its PX expiry *is* the lease (the server's clock).
-- ``:fence``  a counter behind the fencing tokens; never expires, so tokens keep rising.
+- ``:fence``  the key's last fencing token (see "Fencing tokens" below); it expires
+  ``fence_retention`` after the end of the lease it was last written with.
 - ``:queue``  sorted set of waiting tokens by arrival (microseconds): who is next.
 - ``:alive``  sorted set of the same tokens by the time (ms) a waiter counts as gone
   if it has not come back: a crashed waiter cannot block the line for long.
@@ -36,6 +37,21 @@ are encoded one by one on the client, and the uncontended cycle is two such call
 A release hands over to a waiter it only learns of from the queue anyway, so the
 scripts could not declare every key they touch in advance.
 
+Fencing tokens come from the server's clock and the key's last token:
+``fence = max(last + 1, TIME in microseconds)``. Every key a script writes has a TTL,
+so a lock key leaves nothing behind for good: the ``:fence`` key lives on for
+``fence_retention`` (default a day) after the end of the lease it was written with,
+refreshed on every new token, re-acquire and extend. While it exists, tokens count up
+from it (two acquires in one microsecond, or a clock that stepped back, still get a
+larger token); once it is gone (expired, evicted, deleted, or lost in a restart without
+persistence) the next token is the clock itself, larger than every earlier token of
+the key, since each of those was at most the clock reading when it was handed out.
+What breaks it: the server's clock stepping back by more than the time since the key's
+last token was handed out, while the key's state is gone: at least ``fence_retention``
+plus the lease when the key expired on its own, any amount after a restart without
+persistence or a deletion by hand. Tokens are integers below 2**53 (exact in Lua's
+doubles) until the year 2255; scripts write them with ``%.0f``, never ``tostring``.
+
 Scripts need Redis >= 6 (TIME before writes: effects replication).
 """
 
@@ -55,6 +71,10 @@ local LOCK, FENCE, QUEUE = BASE .. ':lock', BASE .. ':fence', BASE .. ':queue'
 local ALIVE, TTLS, LISTEN = BASE .. ':alive', BASE .. ':ttls', BASE .. ':listen'
 local RELEASED, BELL = BASE .. ':released', BASE .. ':bell'
 local RELEASED_MS = {RELEASED_MS}
+-- Integers as Redis arguments and messages (tostring would write 1.75e+15).
+local function int(x)
+  return string.format('%.0f', x)
+end
 local function now_ms()
   local t = redis.call('TIME')
   return t[1] * 1000 + math.floor(t[2] / 1000), t[1] * 1000000 + t[2]
@@ -73,17 +93,26 @@ local function prune(now)
     forget(waiter)
   end
 end
+-- A new fencing token: the server's clock in microseconds, or the key's last token + 1
+-- if that is larger (see the module docs). The :fence key keeps it until `retain` ms
+-- after the end of the lease of `lease` ms.
+local function next_fence(lease, retain)
+  local _, now_us = now_ms()
+  local fence = math.max((tonumber(redis.call('GET', FENCE)) or 0) + 1, now_us)
+  redis.call('SET', FENCE, int(fence), 'PX', int(tonumber(lease) + retain))
+  return fence
+end
 -- `token` holds the lock from now on, under a new fencing token. An earlier release
 -- by the same token is history then: its repeat must not count as a success.
-local function take(token, lease)
+local function take(token, lease, retain)
   redis.call('SET', LOCK, token, 'PX', lease)
   if redis.call('GET', RELEASED) == token then
     redis.call('DEL', RELEASED)
   end
-  return redis.call('INCR', FENCE)
+  return next_fence(lease, retain)
 end
 -- The lock is free: give it to the first live waiter, and ring the bell (one message).
-local function hand_over(grace)
+local function hand_over(grace, retain)
   if redis.call('EXISTS', QUEUE, LISTEN) == 0 then  -- nobody waits: the common case
     return
   end
@@ -91,9 +120,9 @@ local function hand_over(grace)
   local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
   if head then
     local lease = math.min(tonumber(redis.call('HGET', TTLS, head)) or grace, grace)
-    local fence = take(head, lease)
+    local fence = take(head, lease, retain)
     forget(head)
-    ring('g' .. fence .. ':' .. lease .. ':' .. head)
+    ring('g' .. int(fence) .. ':' .. int(lease) .. ':' .. head)
   else
     ring('r')
   end
@@ -106,24 +135,30 @@ end
 """
 
 # KEYS[1] the lock's base name
-# ARGV[1] token, ARGV[2] lease in ms, ARGV[3] waiter grace in ms
+# ARGV[1] token, ARGV[2] lease in ms, ARGV[3] waiter grace in ms, ARGV[4] fence
+#         retention in ms (how long :fence outlives the lease)
 # Takes the lock if it is free and no earlier waiter is queued (or `token` is first),
-# bumping the fence in the same step. Re-acquiring with the holding token is idempotent
-# (and claims a lock handed over to `token`: its lease is reset to the full length).
+# with a new fencing token in the same step. Re-acquiring with the holding token is
+# idempotent (and claims a lock handed over to `token`: its lease is reset to the full
+# length, and :fence kept as long); if :fence is gone (deleted by hand), the holder
+# gets a new, larger token.
 # returns: the fencing token (> 0) if `token` holds the lock now; otherwise `token` is
 #          queued and the reply is minus the holder's remaining lease in ms (0 if free
 #          but another waiter is first in line).
 ACQUIRE_SCRIPT: Final[str] = (
     _PRELUDE
     + """
-local token = ARGV[1]
+local token, retain = ARGV[1], tonumber(ARGV[4])
 local holder = redis.call('GET', LOCK)
 if holder == token then
   redis.call('PEXPIRE', LOCK, ARGV[2])
-  return tonumber(redis.call('GET', FENCE))
+  if redis.call('PEXPIRE', FENCE, int(tonumber(ARGV[2]) + retain)) == 1 then
+    return tonumber(redis.call('GET', FENCE))
+  end
+  return next_fence(ARGV[2], retain)
 end
 if not holder and redis.call('EXISTS', QUEUE) == 0 then  -- free, nobody waiting
-  return take(token, ARGV[2])
+  return take(token, ARGV[2], retain)
 end
 local now, now_us = now_ms()
 prune(now)
@@ -131,7 +166,7 @@ local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
 if not holder then
   if not head or head == token then
     forget(token)
-    return take(token, ARGV[2])
+    return take(token, ARGV[2], retain)
   end
   ring('t' .. head)  -- free, but not our turn: tell the first in line
 end
@@ -147,7 +182,7 @@ return -math.max(redis.call('PTTL', LOCK), 0)
 )
 
 # KEYS[1] the lock's base name
-# ARGV[1] token, ARGV[2] waiter grace in ms
+# ARGV[1] token, ARGV[2] waiter grace in ms, ARGV[3] fence retention in ms
 # Frees the lock only if `token` holds it, and hands it over to the first waiter in
 # line. A token that does not hold it is taken out of the queue instead.
 # A repeated release by the token that released the key last (within a minute) returns
@@ -169,24 +204,27 @@ if redis.call('GET', LOCK) ~= token then
   return 0
 end
 redis.call('DEL', LOCK)
-hand_over(tonumber(ARGV[2]))
+hand_over(tonumber(ARGV[2]), tonumber(ARGV[3]))
 redis.call('SET', RELEASED, token, 'PX', RELEASED_MS)
 return 1
 """
 )
 
-# KEYS[1] lock (the full ``...:lock`` name: the renewer's call, kept minimal)
-# ARGV[1] token, ARGV[2] lease in ms
+# KEYS[1] lock, KEYS[2] fence (the full ``...:lock`` and ``...:fence`` names: the
+#         renewer's call, kept minimal)
+# ARGV[1] token, ARGV[2] lease in ms, ARGV[3] fence retention in ms
+# :fence is kept `retention` past the new end of the lease, like the lease itself.
 # returns: 1 if `token` holds the lock and its lease was reset, else 0.
 EXTEND_SCRIPT: Final[str] = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[2], string.format('%.0f', tonumber(ARGV[2]) + tonumber(ARGV[3])))
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
 
 # KEYS[1] the lock's base name
-# ARGV[1] token, ARGV[2] waiter grace in ms
+# ARGV[1] token, ARGV[2] waiter grace in ms, ARGV[3] fence retention in ms
 # Takes `token` out of the queue (it gave up, or no longer needs the lock). If the lock
 # was handed to it meanwhile, it is passed on to the next waiter; if it was first in
 # line and the lock is free, the next waiter is told: its turn has come.
@@ -197,7 +235,7 @@ LEAVE_SCRIPT: Final[str] = (
 local token = ARGV[1]
 if redis.call('GET', LOCK) == token then
   redis.call('DEL', LOCK)
-  hand_over(tonumber(ARGV[2]))
+  hand_over(tonumber(ARGV[2]), tonumber(ARGV[3]))
   return 1
 end
 local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
@@ -273,14 +311,14 @@ return {left, holder}
 )
 
 # KEYS[1] the lock's base name
-# ARGV[1] waiter grace in ms
+# ARGV[1] waiter grace in ms, ARGV[2] fence retention in ms
 # Frees the lock whoever holds it (an operator breaking a stuck lock) and hands it over.
 # returns: 1 if a lock was there, else 0.
 FORCE_RELEASE_SCRIPT: Final[str] = (
     _PRELUDE
     + """
 local held = redis.call('DEL', LOCK)
-hand_over(tonumber(ARGV[1]))
+hand_over(tonumber(ARGV[1]), tonumber(ARGV[2]))
 return held
 """
 )

@@ -5,7 +5,10 @@ Per key, beside the lock's keys (same hash tag, one Cluster slot):
 - ``permits``   sorted set: holder token -> lease end (ms, the server's clock).
 - ``pfences``   hash: token -> its fencing token.
 - ``plimit``    the limit the holders use.
-- ``pcounter``  the fencing counter (never expires).
+- ``pcounter``  the key's last permit fencing token: ``max(last + 1, TIME in µs)``, as
+  the lock's ``:fence`` (see :mod:`remotelock.stores.redis.lua` for why that keeps
+  tokens rising once it is gone, and what breaks it); it expires ``fence_retention``
+  after the end of the last lease.
 - ``pwait``     present while a refused caller may be waiting: a release rings the
   bell (``p`` on the lock's channel ``<prefix>:{<key>}:bell``) only then.
 - ``preleased`` sorted set: token -> when it gave its permit back (kept a minute, the
@@ -23,7 +26,11 @@ PRELEASED_KEPT: Final = 1000
 _PERMIT_PRELUDE: Final = """
 local function now_ms()
   local t = redis.call('TIME')
-  return t[1] * 1000 + math.floor(t[2] / 1000)
+  return t[1] * 1000 + math.floor(t[2] / 1000), t[1] * 1000000 + t[2]
+end
+-- Integers as Redis arguments (tostring would write 1.75e+15).
+local function int(x)
+  return string.format('%.0f', x)
 end
 local function prune(now)
   for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
@@ -31,14 +38,15 @@ local function prune(now)
     redis.call('HDEL', KEYS[2], gone)
   end
 end
--- The permit keys live as long as the last permit (the counter lives on).
-local function keep(now)
+-- The permit keys live as long as the last permit; the counter KEYS[4] `retain` ms more.
+local function keep(now, retain)
   local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
   if last then
     local ttl = math.max(1, tonumber(last) - now) + 1000
     redis.call('PEXPIRE', KEYS[1], ttl)
     redis.call('PEXPIRE', KEYS[2], ttl)
     redis.call('PEXPIRE', KEYS[3], ttl)
+    redis.call('PEXPIRE', KEYS[4], int(ttl + retain))
   end
 end
 -- Someone may wait up to `ms` from now: releases ring the bell until a little after.
@@ -52,7 +60,7 @@ end
 
 # KEYS[1] permits, KEYS[2] pfences, KEYS[3] plimit, KEYS[4] pcounter, KEYS[5] pwait,
 # KEYS[6] preleased
-# ARGV[1] token, ARGV[2] lease in ms, ARGV[3] limit
+# ARGV[1] token, ARGV[2] lease in ms, ARGV[3] limit, ARGV[4] fence retention in ms
 # Takes one of `limit` permits if one is free; idempotent for a token that holds one.
 # A refused caller waits at most until the first permit runs out: until then (and a
 # second more) releases ring the bell.
@@ -61,11 +69,12 @@ end
 ACQUIRE_PERMIT_SCRIPT: Final[str] = (
     _PERMIT_PRELUDE
     + """
-local now = now_ms()
+local now, now_us = now_ms()
+local retain = tonumber(ARGV[4])
 prune(now)
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-  keep(now)
+  keep(now, retain)
   return tonumber(redis.call('HGET', KEYS[2], ARGV[1]))
 end
 local count = redis.call('ZCARD', KEYS[1])
@@ -82,11 +91,12 @@ if count > 0 then
   end
 end
 redis.call('SET', KEYS[3], ARGV[3])
-local fence = redis.call('INCR', KEYS[4])
+local fence = math.max((tonumber(redis.call('GET', KEYS[4])) or 0) + 1, now_us)
+redis.call('SET', KEYS[4], int(fence))  -- its expiry: keep(), below
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], fence)
+redis.call('HSET', KEYS[2], ARGV[1], int(fence))
 redis.call('ZREM', KEYS[6], ARGV[1])  -- its earlier release, if any, is history now
-keep(now)
+keep(now, retain)
 return fence
 """
 )
@@ -126,8 +136,8 @@ return 1
 """
 )
 
-# KEYS[1] permits, KEYS[2] pfences, KEYS[3] plimit
-# ARGV[1] token, ARGV[2] lease in ms
+# KEYS[1] permits, KEYS[2] pfences, KEYS[3] plimit, KEYS[4] pcounter
+# ARGV[1] token, ARGV[2] lease in ms, ARGV[3] fence retention in ms
 # returns: 1 if `token` holds a permit and its lease was reset, else 0.
 EXTEND_PERMIT_SCRIPT: Final[str] = (
     _PERMIT_PRELUDE
@@ -138,7 +148,7 @@ if not ends or tonumber(ends) <= now then
   return 0
 end
 redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-keep(now)
+keep(now, tonumber(ARGV[3]))
 return 1
 """
 )

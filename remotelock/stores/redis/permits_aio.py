@@ -43,6 +43,7 @@ class AsyncRedisPermits:
         prefix: str
         _clients: AsyncClients
         _permit_free_at: dict[str, Refused]  # key -> its last refusal here
+        _retain_ms: int  # how long a key's counter outlives its last permit
 
         async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any: ...
 
@@ -52,7 +53,8 @@ class AsyncRedisPermits:
         asked = time.monotonic()
         with translate(self, "acquire_permit", key):
             try:
-                reply = await self._run("acquire_permit", k.acquire_keys, [token, ms(ttl), limit])
+                args = [token, ms(ttl), limit, self._retain_ms]
+                reply = await self._run("acquire_permit", k.acquire_keys, args)
             except rex.ResponseError as exc:
                 limit_error = conflict(exc, key, limit)
                 if limit_error is None:
@@ -71,8 +73,8 @@ class AsyncRedisPermits:
         """Reset ``token``'s permit of ``key`` if it still holds it."""
         k = permit_layout(self.prefix, key)
         with translate(self, "extend_permit", key):
-            keys = [k.permits, k.fences, k.limit]
-            return bool(await self._run("extend_permit", keys, [token, ms(ttl)]))
+            args = [token, ms(ttl), self._retain_ms]
+            return bool(await self._run("extend_permit", k.extend_keys, args))
 
     async def permit_holders(self, key: str) -> list[str]:
         """The tokens holding a permit of ``key``."""

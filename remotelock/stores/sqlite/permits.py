@@ -4,16 +4,19 @@ Table ``<table>_permits(key, token, fence, expires_at, lim)``, one row per held 
 primary key ``(key, token)``. Fencing tokens come from the same counter as the locks',
 so they strictly increase per key across all its permits. Each step is one short
 transaction, like the lock steps; a full permit set is answered by a plain read,
-without taking the write lock.
+without taking the write lock. A release deletes the permit's row, and an acquire up
+to :data:`SWEEP_BATCH` rows of permits that ran out (of any key), so keys no longer
+used leave no rows.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ...errors import LimitConflict
+from .schema import SWEEP_BATCH
 
 if TYPE_CHECKING:
     import contextlib
@@ -71,6 +74,11 @@ class SQLitePermits:
         t = self._permit_table()
         now = self._clock()
         conn.execute(f"DELETE FROM {t} WHERE key = ? AND expires_at <= ?", (key, now))
+        conn.execute(
+            f"DELETE FROM {t} WHERE (key, token) IN (SELECT key, token FROM {t} "
+            f"WHERE expires_at <= ? ORDER BY expires_at LIMIT {SWEEP_BATCH})",
+            (now,),
+        )
         rows = conn.execute(f"SELECT token, fence, lim FROM {t} WHERE key = ?", (key,)).fetchall()
         for held_token, fence, _lim in rows:
             if held_token == token:
@@ -142,13 +150,4 @@ class SQLitePermits:
         return self._monotonic(float(soonest))
 
 
-def permit_schema(table: str) -> Iterator[str]:
-    """The statements creating the permit table (idempotent)."""
-    yield (
-        f"CREATE TABLE IF NOT EXISTS {table}_permits (key TEXT NOT NULL, "
-        "token TEXT NOT NULL, fence INTEGER NOT NULL, expires_at REAL NOT NULL, "
-        "lim INTEGER NOT NULL, PRIMARY KEY (key, token)) WITHOUT ROWID"
-    )
-
-
-__all__ = ["SQLitePermits", "permit_schema"]
+__all__ = ["SQLitePermits"]

@@ -23,7 +23,8 @@ from ...errors import StoreConfigError, StoreError, StoreUnavailable
 from ..base import CROSS_PROCESS, EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
 from ..shared.redact import redact, split_url
 from .connections import MAX_IDLE, BusyUntil, Local, Slot, register, use_wal
-from .permits import SQLitePermits, permit_schema
+from .permits import SQLitePermits
+from .schema import SWEEP_BATCH, schema
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -61,8 +62,11 @@ class SQLiteStore(SQLitePermits):
     - Layout: table ``<table>(key TEXT PRIMARY KEY, token TEXT, fence INTEGER,
       expires_at REAL)`` holding the held locks, and ``<table>_meta(name, value)`` whose
       ``fence`` row feeds the fencing tokens of every key, so they keep increasing after
-      a key's row is deleted. The file runs in WAL mode with ``synchronous=NORMAL``:
-      a crashed process loses nothing; a power cut may lose the last few steps.
+      a key's row is deleted. A release deletes the key's row; an acquire also deletes
+      a few rows whose lease ran out (:data:`SWEEP_BATCH`, by an index on
+      ``expires_at``), so keys no longer used leave nothing behind. The file runs in
+      WAL mode with ``synchronous=NORMAL``: a crashed process loses nothing; a power
+      cut may lose the last few steps.
     - Clock: expiry is **wall time** (``time.time``) of this machine, because several
       processes must agree on it. A wall-clock jump shortens or stretches leases.
     - Wake-ups: a release in this process wakes its waiters at once; waiters in other
@@ -128,6 +132,10 @@ class SQLiteStore(SQLitePermits):
         )
         self._sql_owner: Final = f"SELECT token FROM {t} WHERE key = ? AND expires_at > ?"
         self._sql_expiry: Final = f"SELECT expires_at FROM {t} WHERE key = ?"
+        self._sql_sweep: Final = (  # leases that ran out, of keys no one takes again
+            f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} "
+            f"WHERE expires_at <= ? ORDER BY expires_at LIMIT {SWEEP_BATCH})"
+        )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -196,17 +204,7 @@ class SQLiteStore(SQLitePermits):
             conn.execute("PRAGMA synchronous = NORMAL")
             if not self._schema_ready:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.table} (key TEXT PRIMARY KEY, "
-                    "token TEXT NOT NULL, fence INTEGER NOT NULL, expires_at REAL NOT NULL) "
-                    "WITHOUT ROWID"
-                )
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.table}_meta "
-                    "(name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
-                )
-                conn.execute(f"INSERT OR IGNORE INTO {self.table}_meta VALUES ('fence', 0)")
-                for statement in permit_schema(self.table):
+                for statement in schema(self.table):
                     conn.execute(statement)
                 conn.execute("COMMIT")
                 self._schema_ready = True
@@ -246,6 +244,7 @@ class SQLiteStore(SQLitePermits):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 now = self._clock()
+                conn.execute(self._sql_sweep, (now,))
                 row = conn.execute(self._sql_select, (key,)).fetchone()
                 if row is not None and row[2] > now:
                     if row[0] != token:
