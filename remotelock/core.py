@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar, cast
 
 import tenacity
 
-from . import holders, policy, renewal
+from . import holders, policy, watchdog
 from .errors import LockLost, LockTimeout, StoreError
 from .lease import Lease
 from .outcomes import BUSY, SKIPPED, Attempt, Busy, GaveUp, Outcome, Skipped, Taken
@@ -330,7 +330,7 @@ class Core:
             lease.run_on_lost()
         if self.exclusive:
             holders.remove(self.source, self.key, lease)
-        renewal.unwatch(lease)
+        watchdog.unwatch(lease)
         self.stop_renewal(lease)
         try:
             ok = yield Call(self.store.release, (lease.key, lease.token), shield=True)
