@@ -237,7 +237,7 @@ class Core:
     def _retry(self, state: Attempts, skip: Skip, stop: policy.StopStrategy) -> Machine[Outcome]:
         """Attempts and sleeps until tenacity's decision engine says stop (it decides;
         the sleeps are the store's wake-up waits, so a release ends them early)."""
-        wait = self.settings.wait or policy.default_wait(self.store.capabilities)
+        wait = self.settings.wait or policy.store_wait(self.store)
         retrying = self.controller(wait, stop, state.started)
         retrying.begin()
         call_state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
