@@ -13,9 +13,10 @@ import asyncio
 import inspect
 from typing import Any, TypeVar
 
-from . import cleanup, policy, renewal
+from . import cleanup, policy, watchdog
 from .core import Call, Core, Machine, Skip, Thrown, carry
 from .lease import Lease
+from .renewal import AsyncRenewer
 
 T = TypeVar("T")
 
@@ -62,12 +63,11 @@ class AsyncEngine(Core):
 
     def start_renewal(self, lease: Lease, first: float) -> None:
         # Watched from the start: a blocked event loop could not arm it later.
-        renewal.watch(lease)
-        lease._renewal = renewal.start_async_renewal(lease, self.store, first)
+        watchdog.watch(lease)
+        AsyncRenewer.for_store(self.store).add(lease, first)
 
     def stop_renewal(self, lease: Lease) -> None:
-        if lease._renewal is not None:
-            lease._renewal.cancel()
+        AsyncRenewer.for_store(self.store).discard(lease)
 
     def later(self, step: Any, within: float) -> None:
         cleanup.in_background(cleanup.agive_back(step, self.key, within))

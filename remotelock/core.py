@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar, cast
 
 import tenacity
 
-from . import holders, policy, renewal
+from . import holders, policy, watchdog
 from .errors import LockLost, LockTimeout, StoreError
 from .lease import Lease
 from .outcomes import BUSY, SKIPPED, Attempt, Busy, GaveUp, Outcome, Skipped, Taken
@@ -237,7 +237,7 @@ class Core:
     def _retry(self, state: Attempts, skip: Skip, stop: policy.StopStrategy) -> Machine[Outcome]:
         """Attempts and sleeps until tenacity's decision engine says stop (it decides;
         the sleeps are the store's wake-up waits, so a release ends them early)."""
-        wait = self.settings.wait or policy.default_wait(self.store.capabilities)
+        wait = self.settings.wait or policy.store_wait(self.store)
         retrying = self.controller(wait, stop, state.started)
         retrying.begin()
         call_state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
@@ -330,7 +330,7 @@ class Core:
             lease.run_on_lost()
         if self.exclusive:
             holders.remove(self.source, self.key, lease)
-        renewal.unwatch(lease)
+        watchdog.unwatch(lease)
         self.stop_renewal(lease)
         try:
             ok = yield Call(self.store.release, (lease.key, lease.token), shield=True)

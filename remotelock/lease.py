@@ -66,7 +66,6 @@ class Lease:
         "_loop",
         "_lost",
         "_on_lost",
-        "_renewal",
         "_trouble",
         "_watched",
         "deadline",
@@ -102,7 +101,6 @@ class Lease:
         self._keeper = keeper
         self._on_lost = on_lost
         self._loop = loop  # async leases: the event loop that runs ``on_lost``
-        self._renewal: asyncio.Task[None] | None = None
         self._trouble = ""  # why the last renewal failed, if it did
         self._watched = False  # the watchdog knows its deadline
 

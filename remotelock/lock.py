@@ -49,7 +49,7 @@ class LockSettings:
 
     store: Store | AsyncStore | None
     ttl: float
-    wait: policy.WaitStrategy | None  # None: the store's default (policy.default_wait)
+    wait: policy.WaitStrategy | None  # None: the store's default (policy.store_wait)
     stop: policy.StopStrategy
     on_lost: OnLost | None
     raise_on_lost: bool

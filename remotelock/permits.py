@@ -45,6 +45,7 @@ class PermitView:
         self.limit = limit
         # Permits are not queued: the first waiter to try after a release gets it.
         self.capabilities = store.capabilities - _NOT_PERMITS
+        self.default_wait = getattr(store, "default_wait", None)  # see policy.store_wait
 
     def acquire(self, key: str, token: str, ttl: float) -> Any:
         return self.store.acquire_permit(key, token, ttl, self.limit)

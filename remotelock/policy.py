@@ -48,6 +48,20 @@ def default_wait(capabilities: frozenset[str]) -> WaitStrategy:
     return PUSHED_WAIT if "notify" in capabilities else DEFAULT_WAIT
 
 
+def store_wait(store: object) -> WaitStrategy:
+    """The wait for a lock on ``store`` when none is given: the store's own
+    ``default_wait`` if it has one, else :func:`default_wait` of its capabilities.
+
+    A store whose every attempt costs money, or whose own ``wait`` already polls
+    cheaply until the lock looks free (DynamoDB: a refused acquire is a billed write,
+    a look is a cheap read), says so with a longer bound than the 2-50 ms default.
+    """
+    own = getattr(store, "default_wait", None)
+    if own is not None:
+        return own  # type: ignore[no-any-return]
+    return default_wait(getattr(store, "capabilities", frozenset()))
+
+
 def _strategy(value: object, name: str, kind: type, example: str) -> Any:
     if isinstance(value, kind) or (callable(value) and not isinstance(value, type)):
         return value
@@ -171,4 +185,5 @@ __all__ = [
     "controller",
     "default_wait",
     "delay_of",
+    "store_wait",
 ]

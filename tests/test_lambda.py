@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -97,6 +98,10 @@ class CountingStore(SQLiteStore):
     def extend(self, key: str, token: str, ttl: float) -> bool:
         type(self).extends += 1
         return super().extend(key, token, ttl)
+
+    def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
+        type(self).extends += len(leases)
+        return super().extend_many(leases)
 
 
 def test_no_renewal_outlives_the_invocation(tmp_path: Any) -> None:

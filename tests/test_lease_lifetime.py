@@ -32,10 +32,10 @@ def rival_gets_it(key: str, store: Any) -> bool:
 
 
 def test_a_dropped_lease_stays_held_and_renewed(store: Store, key: str) -> None:
-    lock = RemoteLock(key, store=store, ttl=0.5)
+    lock = RemoteLock(key, store=store, ttl=1.0)
     assert lock.acquire()  # the threading.Lock idiom: the lease is not kept
     gc.collect()
-    time.sleep(1.6)  # three leases long: only renewal can keep it
+    time.sleep(2.2)  # more than two leases long: only renewal can keep it
     gc.collect()
     assert not rival_gets_it(key, store)
     assert lock.locked()
@@ -44,7 +44,7 @@ def test_a_dropped_lease_stays_held_and_renewed(store: Store, key: str) -> None:
 
 
 def test_try_acquire_idiom_keeps_the_lock(sqlite_store: SQLiteStore, key: str) -> None:
-    lock = RemoteLock(key, store=sqlite_store, ttl=0.3)
+    lock = RemoteLock(key, store=sqlite_store, ttl=0.6)
     if not lock.acquire(blocking=False):
         pytest.fail("a free lock must be taken")
     gc.collect()
@@ -54,7 +54,7 @@ def test_try_acquire_idiom_keeps_the_lock(sqlite_store: SQLiteStore, key: str) -
 
 
 async def test_a_dropped_async_lease_stays_held(memory_store: MemoryStore, key: str) -> None:
-    lock = RemoteLock(key, store=memory_store, ttl=0.3)
+    lock = RemoteLock(key, store=memory_store, ttl=0.6)
     assert await lock.aacquire()
     gc.collect()
     await asyncio.sleep(1.0)
@@ -172,7 +172,7 @@ def test_a_renewal_that_blows_up_marks_its_lease_lost(key: str) -> None:
     store = _BrokenRenewals()
     seen: list[Lease] = []
     leases = [
-        RemoteLock(f"{key}:{n}", store=store, ttl=0.3, on_lost=seen.append).acquire()
+        RemoteLock(f"{key}:{n}", store=store, ttl=0.9, on_lost=seen.append).acquire()
         for n in range(3)
     ]
     store.armed = True
@@ -182,7 +182,7 @@ def test_a_renewal_that_blows_up_marks_its_lease_lost(key: str) -> None:
     for lease in leases:
         lease.release()
     store.armed = False
-    lease = RemoteLock(f"{key}:after", store=store, ttl=0.3).acquire()
+    lease = RemoteLock(f"{key}:after", store=store, ttl=0.6).acquire()
     time.sleep(1.0)  # renewal goes on for the next lease
     assert not lease.lost
     assert lease.release() is True
@@ -207,7 +207,7 @@ def test_a_failing_renewal_thread_marks_every_lease_lost(
     monkeypatch.undo()
     for lease in leases:
         lease.release()
-    lease = RemoteLock(f"{key}:after", store=memory_store, ttl=0.3).acquire()
+    lease = RemoteLock(f"{key}:after", store=memory_store, ttl=0.6).acquire()
     time.sleep(1.0)  # a fresh renewal thread keeps the next lease
     assert not lease.lost
     assert lease.release() is True
@@ -222,7 +222,7 @@ def test_on_lost_runs_off_the_renewal_thread(memory_store: MemoryStore, key: str
         time.sleep(2)
 
     doomed = RemoteLock(f"{key}:doomed", store=memory_store, ttl=0.3, on_lost=slow).acquire()
-    kept = RemoteLock(f"{key}:kept", store=memory_store, ttl=0.3).acquire()
+    kept = RemoteLock(f"{key}:kept", store=memory_store, ttl=0.6).acquire()
     memory_store.force_release(f"{key}:doomed")
     assert started.wait(5)
     time.sleep(0.6)  # two of kept's renewals fall inside the slow callback

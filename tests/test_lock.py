@@ -91,9 +91,9 @@ def test_waiter_gets_the_lock_when_released(memory_store: MemoryStore, key: str)
 
 
 def test_renewal_keeps_a_long_holder(sqlite_store: SQLiteStore, key: str) -> None:
-    lock = RemoteLock(key, store=sqlite_store, ttl=0.3)
+    lock = RemoteLock(key, store=sqlite_store, ttl=0.6)
     with lock as lease:
-        time.sleep(1.2)  # four leases long
+        time.sleep(1.5)  # two and a half leases long
         assert sqlite_store.owner(key) == lease.token
         rival = RemoteLock(key, store=sqlite_store)
         assert in_thread(lambda: rival.acquire(blocking=False)) is None
@@ -282,9 +282,9 @@ async def test_async_with(memory_store: MemoryStore, key: str) -> None:
 
 
 async def test_async_renewal_keeps_a_long_holder(sqlite_store: SQLiteStore, key: str) -> None:
-    lock = RemoteLock(key, store=sqlite_store, ttl=0.3)
+    lock = RemoteLock(key, store=sqlite_store, ttl=0.6)
     async with lock as lease:
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.5)
         assert sqlite_store.owner(key) == lease.token
     assert not lease.lost
 

@@ -9,6 +9,7 @@ import pytest
 import tenacity
 
 from remotelock import LockTimeout, RemoteLock
+from remotelock.permits import permit_view
 from remotelock.policy import (
     DEFAULT_STOP,
     DEFAULT_WAIT,
@@ -16,6 +17,7 @@ from remotelock.policy import (
     check_stop,
     check_wait,
     default_wait,
+    store_wait,
 )
 from remotelock.stores import MemoryStore
 
@@ -124,3 +126,14 @@ def test_checks_accept_callables_and_reject_the_rest() -> None:
     for bad_stop in (10, type(None)):
         with pytest.raises(TypeError, match="stop"):
             check_stop(bad_stop)
+
+
+def test_a_store_can_choose_its_own_default_wait(key: str) -> None:
+    """A polling store whose attempts are costly gives a longer bound than 2-50 ms."""
+    store = RecordingStore(busy_attempts=3)
+    store.default_wait = tenacity.wait_fixed(0.25)  # type: ignore[attr-defined]
+    RemoteLock(key, store=store).acquire()
+    assert store.waits == [0.25, 0.25, 0.25]
+    permits = permit_view(store, 2, asynchronous=False)  # permits follow the store's choice
+    assert store_wait(permits) is store.default_wait  # type: ignore[attr-defined]
+    assert store_wait(MemoryStore()) is PUSHED_WAIT

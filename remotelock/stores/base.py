@@ -26,7 +26,7 @@ Rules every store keeps (the contract suite pins each one):
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol, runtime_checkable
 
@@ -155,6 +155,29 @@ class AsyncStore(Protocol):
 
     async def wait(self, key: str, timeout: float) -> None:
         """See :meth:`Store.wait`."""
+        ...
+
+
+@runtime_checkable
+class BatchRenewal(Protocol):
+    """Optional: renew many leases in one round trip (a process may hold thousands).
+
+    Each item is ``(key, token, ttl)`` and is extended exactly as :meth:`Store.extend`
+    would; the answers come back in the same order. The lock layer sends at most a
+    hundred at a time.
+    """
+
+    def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
+        """:meth:`Store.extend` for each item, in one step where the store can."""
+        ...
+
+
+@runtime_checkable
+class AsyncBatchRenewal(Protocol):
+    """Async twin of :class:`BatchRenewal`."""
+
+    async def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
+        """See :meth:`BatchRenewal.extend_many`."""
         ...
 
 
@@ -322,10 +345,12 @@ __all__ = [
     "FENCING",
     "NOTIFY",
     "TOKEN_CHECKED",
+    "AsyncBatchRenewal",
     "AsyncLockAdmin",
     "AsyncPermitStore",
     "AsyncQueuedStore",
     "AsyncStore",
+    "BatchRenewal",
     "Capability",
     "Handover",
     "HasAsyncTwin",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
@@ -124,6 +124,10 @@ class MemoryStore:
                 return False
             held.expires_at = now + ttl
             return True
+
+    def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
+        """:meth:`extend` for each ``(key, token, ttl)``, in one call."""
+        return [self.extend(key, token, ttl) for key, token, ttl in leases]
 
     def owner(self, key: str) -> str | None:
         """The token holding ``key``, or ``None``."""
@@ -296,6 +300,10 @@ class AsyncMemoryStore:
     async def extend(self, key: str, token: str, ttl: float) -> bool:
         """See :meth:`MemoryStore.extend`."""
         return self.sync.extend(key, token, ttl)
+
+    async def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
+        """See :meth:`MemoryStore.extend_many`."""
+        return self.sync.extend_many(leases)
 
     async def owner(self, key: str) -> str | None:
         """See :meth:`MemoryStore.owner`."""

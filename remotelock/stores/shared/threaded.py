@@ -9,10 +9,18 @@ optional abilities (admin, queued waiting) the store has. Stores with a cheaper 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..base import Handover, LockAdmin, LockInfo, PermitStore, QueuedStore, Store
+from ..base import (
+    BatchRenewal,
+    Handover,
+    LockAdmin,
+    LockInfo,
+    PermitStore,
+    QueuedStore,
+    Store,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -117,6 +125,16 @@ class ThreadedPermits:
         await in_thread(self.sync.wait_permit, key, timeout)
 
 
+class ThreadedBatch:
+    """Mixin: the batched renewal of a :class:`BatchRenewal` store, in a worker thread."""
+
+    sync: Any
+
+    async def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
+        """See :meth:`BatchRenewal.extend_many`."""
+        return list(await in_thread(self.sync.extend_many, leases))
+
+
 class ThreadedAsyncAdminStore(ThreadedAdmin, ThreadedAsyncStore):
     """:class:`ThreadedAsyncStore` for a store with the admin operations."""
 
@@ -131,6 +149,8 @@ def threaded(store: Store) -> ThreadedAsyncStore:
         mixins += (ThreadedQueued,)
     if isinstance(store, PermitStore):
         mixins += (ThreadedPermits,)
+    if isinstance(store, BatchRenewal):
+        mixins += (ThreadedBatch,)
     if isinstance(store, LockAdmin):
         mixins += (ThreadedAdmin,)
     cls = _COMBINED.get(mixins)

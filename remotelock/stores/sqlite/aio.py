@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from ..shared.threaded import ThreadedAsyncAdminStore, ThreadedPermits, resolve
+from ..shared.threaded import ThreadedAsyncAdminStore, ThreadedBatch, ThreadedPermits, resolve
 from .connections import BusyUntil, Slot
 from .store import SQLiteStore
 
 
-class AsyncSQLiteStore(ThreadedPermits, ThreadedAsyncAdminStore):
+class AsyncSQLiteStore(ThreadedBatch, ThreadedPermits, ThreadedAsyncAdminStore):
     """The asyncio twin of :class:`SQLiteStore`.
 
     Steps run in worker threads (a busy file may block up to ``busy_timeout``).

@@ -6,10 +6,12 @@ import contextlib
 import os
 import random
 import sqlite3
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 # In-process waiters wait on a slot: ("lock", key) or ("permit", key).
 Slot = tuple[str, str]
@@ -18,6 +20,22 @@ BusyUntil = Callable[[sqlite3.Connection], "float | None"]
 
 MAX_IDLE = 8
 """Idle connections kept per store and process."""
+
+
+def default_path() -> Path:
+    """The embedded default lock file: ``remotelock/locks.sqlite3`` in the user's cache dir.
+
+    ``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux and other Unixes, ``~/Library/Caches``
+    on macOS, ``%LOCALAPPDATA%`` on Windows. Processes of the same user on this machine
+    therefore agree on it without any configuration.
+    """
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "remotelock" / "locks.sqlite3"
 
 
 def use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
@@ -103,4 +121,4 @@ def register(local: Local) -> None:
     _LOCALS.add(local)
 
 
-__all__ = ["MAX_IDLE", "BusyUntil", "Local", "Slot", "register", "use_wal"]
+__all__ = ["MAX_IDLE", "BusyUntil", "Local", "Slot", "default_path", "register", "use_wal"]

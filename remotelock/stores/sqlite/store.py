@@ -10,11 +10,10 @@ import contextlib
 import os
 import re
 import sqlite3
-import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote
@@ -22,7 +21,7 @@ from urllib.parse import parse_qsl, unquote
 from ...errors import StoreConfigError, StoreError, StoreUnavailable
 from ..base import CROSS_PROCESS, EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
 from ..shared.redact import redact, split_url
-from .connections import MAX_IDLE, BusyUntil, Local, Slot, register, use_wal
+from .connections import MAX_IDLE, BusyUntil, Local, Slot, default_path, register, use_wal
 from .permits import SQLitePermits
 from .schema import SWEEP_BATCH, schema
 
@@ -34,22 +33,6 @@ if TYPE_CHECKING:
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # sqlite3 hands the busy timeout to SQLite as a C int of milliseconds.
 _MAX_BUSY_TIMEOUT: Final = 2_000_000.0
-
-
-def default_path() -> Path:
-    """The embedded default lock file: ``remotelock/locks.sqlite3`` in the user's cache dir.
-
-    ``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux and other Unixes, ``~/Library/Caches``
-    on macOS, ``%LOCALAPPDATA%`` on Windows. Processes of the same user on this machine
-    therefore agree on it without any configuration.
-    """
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "remotelock" / "locks.sqlite3"
 
 
 class SQLiteStore(SQLitePermits):
@@ -277,6 +260,22 @@ class SQLiteStore(SQLitePermits):
         with self._translate("extend", key) as conn:
             now = self._clock()
             return bool(conn.execute(self._sql_extend, (now + ttl, key, token, now)).rowcount)
+
+    def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
+        """:meth:`extend` for each ``(key, token, ttl)``, in one transaction."""
+        with self._translate("extend", f"{len(leases)} leases") as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._clock()
+                extended = [
+                    bool(conn.execute(self._sql_extend, (now + ttl, key, token, now)).rowcount)
+                    for key, token, ttl in leases
+                ]
+                conn.execute("COMMIT")
+                return extended
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
 
     def owner(self, key: str) -> str | None:
         """The token holding ``key``, or ``None``."""
