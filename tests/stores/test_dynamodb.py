@@ -372,6 +372,41 @@ def test_a_release_elsewhere_is_noticed_by_polling(url: str) -> None:
     waiter.close()
 
 
+def test_a_waiting_lock_tries_only_when_the_key_looks_free(url: str) -> None:
+    """A lock's default wait on DynamoDB tries (a billed write) when the key looks free,
+    at the latest every 10-20 poll_max, not every 2-50 ms; reads find the release
+    within about poll_max."""
+    from remotelock.policy import store_wait
+
+    holder = DynamoDBStore.from_url(url)
+    waiter = DynamoDBStore.from_url(url, poll_max=0.5)
+    assert store_wait(waiter) is waiter.default_wait
+    assert store_wait(waiter.as_async()) is waiter.default_wait
+    calls: list[str] = []
+    for name in ("UpdateItem", "GetItem"):
+        waiter.client.meta.events.register(
+            f"before-call.dynamodb.{name}", lambda name=name, **_: calls.append(name)
+        )
+    assert holder.acquire("k", "h", 60) is not None
+    released: list[float] = []
+
+    def release() -> None:
+        released.append(time.monotonic())
+        holder.release("k", "h")
+
+    threading.Timer(3.0, release).start()
+    with RemoteLock("k", store=waiter, ttl=10):
+        got = time.monotonic()
+    writes, reads = calls.count("UpdateItem"), calls.count("GetItem")
+    # The first try, the try that wins and the release; at the 2-50 ms default of
+    # other stores 3 s of waiting made about 90 writes.
+    assert writes <= 4, calls
+    assert reads <= 3 / (0.5 / 2) + 6, calls
+    assert got - released[0] < 0.5 + 1.0
+    holder.close()
+    waiter.close()
+
+
 # -- asyncio -------------------------------------------------------------------------------------
 
 

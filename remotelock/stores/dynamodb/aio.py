@@ -29,6 +29,7 @@ class AsyncDynamoDBStore(ThreadedPermits, ThreadedAsyncAdminStore):
 
     def __init__(self, store: DynamoDBStore) -> None:
         super().__init__(store)
+        self.default_wait = store.default_wait  # see policy.store_wait
 
     @classmethod
     def from_url(cls, url: str, **options: object) -> AsyncDynamoDBStore:

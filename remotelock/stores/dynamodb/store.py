@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import tenacity
+
 from ...errors import StoreConfigError
 from ..base import AsyncStore, LockInfo
 from . import expressions as x
@@ -58,7 +60,9 @@ class DynamoDBStore(DynamoDBPermits):
       may take, throttling retries included; also the connect and read timeout of
       every request; default 5), ``skew`` (the clock-skew margin, default 0.1 s),
       ``poll`` and ``poll_max`` (a waiter's first and longest pause between reads,
-      default 0.05 and 1 s), ``create`` (create the table if missing, default true).
+      default 0.05 and 1 s; a lock's default ``wait=`` is 10 to 20 times
+      ``poll_max``, since :meth:`wait` ends as soon as the key looks free), ``create``
+      (create the table if missing, default true).
       Credentials come from boto3's usual chain (environment, profile, the Lambda
       role), or the keywords ``aws_access_key_id``, ``aws_secret_access_key``,
       ``aws_session_token``: never from a URL.
@@ -136,6 +140,13 @@ class DynamoDBStore(DynamoDBPermits):
         self.poll = options.poll
         self.poll_max = options.poll_max
         self.create = options.create
+        # A refused acquire is a billed write, and wait() polls with cheaper reads
+        # until the key looks free or the holder's lease ends: so a lock's default
+        # wait lets wait() run 10-20 poll_max (10-20 s) before it tries again
+        # regardless, instead of the 2-50 ms of stores whose tries cost nothing.
+        self.default_wait: tenacity.wait.wait_base = tenacity.wait_random(
+            min=10 * options.poll_max, max=20 * options.poll_max
+        )
         self._skew_us = round(options.skew * 1_000_000)
         self._call = Caller(
             self, self._clients, Table(options.table), options.timeout, options.create
