@@ -457,3 +457,13 @@ def test_cluster_queue_and_wake_ups(cluster_store: RedisStore) -> None:
     cluster_store.wait_turn("k", "B", 30)
     timer.join()
     assert cluster_store.acquire("k", "B", 30) is not None
+
+
+def test_cluster_extends_many_leases_one_script_per_slot(cluster_store: RedisStore) -> None:
+    keys = [f"job:{n}" for n in range(30)]  # spread over the three masters
+    for name in keys:
+        assert cluster_store.acquire(name, "t-" + name, 0.5) is not None
+    asked = [(name, "t-" + name, 5.0) for name in keys] + [(keys[0], "other", 5.0)]
+    assert cluster_store.extend_many(asked) == [True] * len(keys) + [False]
+    time.sleep(0.8)  # past the leases as first taken
+    assert [cluster_store.owner(name) for name in keys] == ["t-" + name for name in keys]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
@@ -244,6 +244,22 @@ class PostgresStore(PostgresPermits, Connected):
         """Reset the lease if ``token`` still holds ``key``."""
         params = {"key": key, "token": token, "ttl": float(ttl)}
         return self._step("extend", key, lambda c: rowcount(c, self._sql.extend, params)) > 0
+
+    def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
+        """:meth:`extend` for each ``(key, token, ttl)`` in one statement (one round
+        trip and one connection for the renewal loop's batch of up to a hundred)."""
+        if not leases:
+            return []
+        params = {
+            "keys": [key for key, _, _ in leases],
+            "tokens": [token for _, token, _ in leases],
+            "ttls": [float(ttl) for _, _, ttl in leases],
+        }
+        rows = self._step(
+            "extend", leases[0][0], lambda c: fetch_all(c, self._sql.extend_many, params)
+        )
+        reset = {(str(key), str(token)) for key, token in rows}
+        return [(key, token) in reset for key, token, _ in leases]
 
     def owner(self, key: str) -> str | None:
         """The token holding ``key``, or ``None``."""

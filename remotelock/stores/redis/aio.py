@@ -21,13 +21,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..base import AsyncStore, Handover, LockInfo
 from .bells import LISTEN, TURN, WATCH, Wait
 from .clients import FENCE_RETENTION, check_options
-from .common import CAPABILITIES, Look, Queued, Refused, key_of, layout, ms, text, translate
+from .common import (
+    CAPABILITIES,
+    Look,
+    Queued,
+    Refused,
+    by_slot,
+    key_of,
+    layout,
+    ms,
+    text,
+    translate,
+)
 from .connect_aio import AsyncClients
 from .permits_aio import AsyncRedisPermits
 
@@ -163,6 +174,24 @@ class AsyncRedisStore(AsyncRedisPermits):
         with translate(self, "extend", key):
             args = [token, ms(ttl), self._retain_ms]
             return bool(await self._run("extend", [k.lock, k.fence], args))
+
+    async def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
+        """:meth:`extend` for each ``(key, token, ttl)``: one script for all of them (on
+        a Cluster, one per slot), so renewing a hundred leases is one round trip."""
+        names = [layout(self.prefix, key) for key, _, _ in leases]
+        reset = [False] * len(leases)
+        for group in by_slot(self.client, [name.lock for name in names]):
+            keys: list[str] = []
+            args: list[Any] = [self._retain_ms]
+            for index in group:
+                _, token, ttl = leases[index]
+                keys += [names[index].lock, names[index].fence]
+                args += [token, ms(ttl)]
+            with translate(self, "extend", leases[group[0]][0]):
+                replies = await self._run("extend_many", keys, args)
+            for index, reply in zip(group, replies, strict=True):
+                reset[index] = bool(int(reply))
+        return reset
 
     async def owner(self, key: str) -> str | None:
         """The token holding ``key``, or ``None``."""

@@ -142,6 +142,18 @@ class translate(Translate):
     failed = (rex.RedisError, rex.RedisClusterException)
 
 
+def by_slot(client: object, names: list[str]) -> list[list[int]]:
+    """The indexes of ``names`` grouped by Cluster slot, for one script per group (a
+    script's keys must share a slot); one group on a client that is not a Cluster."""
+    slot_of = getattr(client, "keyslot", None)
+    if slot_of is None:
+        return [list(range(len(names)))] if names else []
+    groups: dict[int, list[int]] = {}
+    for index, name in enumerate(names):
+        groups.setdefault(slot_of(name), []).append(index)
+    return list(groups.values())
+
+
 # -- counted permits ----------------------------------------------------------------------
 
 
@@ -236,6 +248,7 @@ __all__ = [
     "PermitLayout",
     "Queued",
     "Refused",
+    "by_slot",
     "conflict",
     "key_of",
     "layout",

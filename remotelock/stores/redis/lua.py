@@ -223,6 +223,27 @@ end
 return 0
 """
 
+# KEYS   the lock and fence names of each lease, in pairs (one Cluster slot: the caller
+#        groups leases by slot)
+# ARGV[1] fence retention in ms; then the token and the lease in ms of each lease, in
+#        pairs, in the order of KEYS
+# EXTEND_SCRIPT for many leases in one round trip (the renewal loop's batches).
+# returns: a list with 1 for each lease reset and 0 for each no longer held.
+EXTEND_MANY_SCRIPT: Final[str] = """
+local retain = tonumber(ARGV[1])
+local reset = {}
+for i = 1, #KEYS / 2 do
+  local lock, lease = KEYS[2 * i - 1], ARGV[2 * i + 1]
+  if redis.call('GET', lock) == ARGV[2 * i] then
+    redis.call('PEXPIRE', KEYS[2 * i], string.format('%.0f', tonumber(lease) + retain))
+    reset[i] = redis.call('PEXPIRE', lock, lease)
+  else
+    reset[i] = 0
+  end
+end
+return reset
+"""
+
 # KEYS[1] the lock's base name
 # ARGV[1] token, ARGV[2] waiter grace in ms, ARGV[3] fence retention in ms
 # Takes `token` out of the queue (it gave up, or no longer needs the lock). If the lock
@@ -327,6 +348,7 @@ SCRIPTS: Final = {
     "acquire": ACQUIRE_SCRIPT,
     "release": RELEASE_SCRIPT,
     "extend": EXTEND_SCRIPT,
+    "extend_many": EXTEND_MANY_SCRIPT,
     "leave": LEAVE_SCRIPT,
     "refresh": REFRESH_SCRIPT,
     "peek": PEEK_SCRIPT,
@@ -337,6 +359,7 @@ SCRIPTS: Final = {
 
 __all__ = [
     "ACQUIRE_SCRIPT",
+    "EXTEND_MANY_SCRIPT",
     "EXTEND_SCRIPT",
     "FORCE_RELEASE_SCRIPT",
     "LEAVE_SCRIPT",
