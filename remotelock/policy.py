@@ -31,12 +31,14 @@ advice for contention between processes). The 50 ms ceiling means that even on a
 that cannot wake its waiters, a waiter notices a free lock within about 50 ms.
 """
 
-PUSHED_WAIT: Final[WaitStrategy] = tenacity.wait_random(min=0.1, max=0.5)
-"""Between 0.1 and 0.5 s (jittered), for stores that wake waiters on release (``notify``).
+PUSHED_WAIT: Final[WaitStrategy] = tenacity.wait_random(min=10, max=20)
+"""Between 10 and 20 s (jittered), for stores that wake waiters on release (``notify``).
 
-There a release ends the wait at once, so the bound only matters when no wake-up
-comes (a waiter ahead in line that crashed); short early waits would only make
-sleeping waiters poll the store, slowing every handover down.
+There the store's wait ends at a release's wake-up or at the holder's lease end
+(whichever comes first), so this bound only matters when neither comes: a wake-up
+lost while the store's subscriber reconnected (the reconnection wakes every waiter
+anyway). Shorter bounds only make sleeping waiters poll the store: at 0.1-0.5 s, a
+thousand idle waiters cost 3,300 round trips a second; at 10-20 s, about 70.
 """
 
 DEFAULT_STOP: Final[StopStrategy] = tenacity.stop_after_delay(60)

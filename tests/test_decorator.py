@@ -240,7 +240,9 @@ def test_timeout_means_the_function_is_not_called() -> None:
     store = MemoryStore()
     calls = []
 
-    @remote_locked("busy", store=store, stop=tenacity.stop_after_attempt(3))
+    @remote_locked(
+        "busy", store=store, wait=tenacity.wait_fixed(0.01), stop=tenacity.stop_after_attempt(3)
+    )
     def never() -> None:
         calls.append(1)
 

@@ -107,7 +107,10 @@ def test_default_wait_notices_a_free_lock_within_about_50ms(key: str) -> None:
 def test_stores_that_push_wake_ups_wait_longer_between_attempts(key: str) -> None:
     store = RecordingStore(busy_attempts=40)  # MemoryStore: "notify"
     RemoteLock(key, store=store).acquire().release()
-    assert 0.05 < max(store.waits) <= 0.5
+    # The store's wait ends at a wake-up or the holder's lease end; the bound between
+    # attempts is long, so sleeping waiters do not poll the store.
+    assert min(store.waits) >= 10
+    assert max(store.waits) <= 20
     assert default_wait(store.capabilities) is PUSHED_WAIT
     assert default_wait(PollingOnlyStore.capabilities) is DEFAULT_WAIT
 

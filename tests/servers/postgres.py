@@ -94,8 +94,9 @@ def _children(pid: int) -> list[int]:
 class PostgresServer:
     """One PostgreSQL server; can be stopped, restarted (same port) and frozen."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, max_connections: int = 200) -> None:
         self.bindir = bindir
+        self.max_connections = max_connections
         self.as_user = _server_user()
         self.root = Path(tempfile.mkdtemp(prefix="remotelock-pg-"))
         if self.as_user:
@@ -122,7 +123,7 @@ class PostgresServer:
             [self.bindir / "postgres", "-D", self.data, "-p", str(self.port),
              "-h", "127.0.0.1", "-k", self.root, "-c", "fsync=off",
              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-             "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
+             "-c", f"max_connections={self.max_connections}", "-c", "shared_buffers=32MB"],
             stdout=self._log, stderr=self._log, start_new_session=True, **self.as_user,
         )  # fmt: skip
         if wait_until_ready(self.proc, self.ready, "postgres", self.root / "server.log", 30):

@@ -441,7 +441,10 @@ def test_cluster_locks_across_slots(cluster_store: RedisStore) -> None:
     assert all(
         cluster_store.owner(k) == lease.token for k, lease in zip(keys, leases, strict=True)
     )
-    rival = RemoteLock(keys[0], store=cluster_store, stop=tenacity.stop_after_attempt(2))
+    rival = RemoteLock(
+        keys[0], store=cluster_store, wait=tenacity.wait_fixed(0.05),
+        stop=tenacity.stop_after_attempt(2),
+    )  # fmt: skip
     with pytest.raises(LockTimeout):
         in_thread(rival.acquire)
     for lease in leases:
@@ -467,3 +470,11 @@ def test_cluster_extends_many_leases_one_script_per_slot(cluster_store: RedisSto
     assert cluster_store.extend_many(asked) == [True] * len(keys) + [False]
     time.sleep(0.8)  # past the leases as first taken
     assert [cluster_store.owner(name) for name in keys] == ["t-" + name for name in keys]
+
+
+def test_cluster_store_names_its_nodes_briefly(cluster_store: RedisStore) -> None:
+    """Error messages quote the store: its nodes as host:port, not redis-py's reprs."""
+    text = repr(cluster_store)
+    assert "redis+cluster://127.0.0.1:" in text
+    assert "host=" not in text
+    assert len(text) < 200

@@ -49,7 +49,8 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
       ``remotelock_locks``), ``schema`` (default: the first schema on the search path;
       created if missing), ``timeout`` (seconds any one step may take, default 5),
       ``pool_size`` (connections per process, and per event loop for the async store,
-      default 10), ``listen`` (``false`` turns wake-ups into polling), ``listen_url``
+      default 4; a server with no slot left is waited out within ``timeout``),
+      ``listen`` (``false`` turns wake-ups into polling), ``listen_url``
       (where to LISTEN, see below), ``retention`` (seconds a released or expired row
       stays, default 60, or twice ``timeout`` if longer; at least 1). Keyword arguments
       override the query string, for libpq parameters too.
@@ -131,7 +132,7 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
         table: str = "remotelock_locks",
         schema: str | None = None,
         timeout: float = 5.0,
-        pool_size: int = 10,
+        pool_size: int = 4,
         listen: bool = True,
         listen_url: str | None = None,
         retention: float | None = None,
@@ -229,6 +230,7 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
         not come within the short lock wait: contention, never an outage.
         """
         params = acquire_params(key, token, ttl, self.timeout, retention=self.retention)
+        self._listener.tried(q.payload(key))  # a woken waiter used its wake-up
         row = await self._step(
             "acquire", key, lambda c: fetch_or_busy(c, self._sql.acquire, params)
         )

@@ -1,5 +1,6 @@
 """Contention is not an outage: an acquire that runs out of time waiting for a row
-lock reports the key busy, for the sync and async PostgreSQL stores alike.
+lock reports the key busy, for the sync and async PostgreSQL stores alike; and a
+server with no connection slot left is waited out, within the step's timeout.
 
 The acquire statements (``ACQUIRE`` and ``ACQUIRE_PERMIT`` in
 :mod:`remotelock.stores.postgres.sql`) wait for a row lock only when the key looked
@@ -17,6 +18,7 @@ runs the statement and turns :data:`CONTENDED` into "busy".
 
 from __future__ import annotations
 
+import random
 from typing import Any, Final
 
 import psycopg
@@ -58,4 +60,34 @@ def note_busy(params: dict[str, Any], exc: BaseException) -> None:
     log.debug("acquire of %r waited too long for the row (%s): busy", params["key"], reason)
 
 
-__all__ = ["CONTENDED", "LOCK_WAIT_MAX", "acquire_params", "lock_wait", "note_busy"]
+FULL_PAUSES: Final = (0.01, 0.2)
+"""First and longest pause (jittered, doubling) before connecting again to a server
+that has no connection slot left (see :func:`server_full`)."""
+
+
+def server_full(exc: BaseException) -> bool:
+    """Whether a failed connect met a server with every connection slot taken
+    (``max_connections``): load to wait out, within the step's timeout, while the
+    process's own connections come back to its pool or other clients leave."""
+    if getattr(exc, "sqlstate", None) == "53300":
+        return True
+    words = str(exc)
+    return "too many clients" in words or "connection slots are reserved" in words
+
+
+def full_pause(attempt: int) -> float:
+    """The pause before connect attempt ``attempt + 1`` to a full server."""
+    first, most = FULL_PAUSES
+    return min(most, first * 2.0 ** min(attempt, 16)) * (0.5 + random.random() / 2)
+
+
+__all__ = [
+    "CONTENDED",
+    "FULL_PAUSES",
+    "LOCK_WAIT_MAX",
+    "acquire_params",
+    "full_pause",
+    "lock_wait",
+    "note_busy",
+    "server_full",
+]

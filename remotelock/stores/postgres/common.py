@@ -53,7 +53,7 @@ class Options(NamedTuple):
     table: str = "remotelock_locks"
     schema: str | None = None
     timeout: float = 5.0
-    pool_size: int = 10
+    pool_size: int = 4
     listen: bool = True
     listen_url: str | None = None
     retention: float | None = None

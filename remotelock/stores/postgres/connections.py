@@ -24,7 +24,9 @@ the store is collected (an event loop's connections and listener task end with i
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -34,6 +36,7 @@ import psycopg
 
 from ..base import AsyncStore
 from ..shared.threaded import threaded
+from .busy import full_pause, server_full
 from .common import (
     ORPHANED,
     Configured,
@@ -72,13 +75,23 @@ class OwnConnections:
         self.slots = threading.BoundedSemaphore(self.size)
 
     def take(self) -> Conn:
+        deadline = time.monotonic() + self.timeout
         if not self.slots.acquire(timeout=self.timeout):
             raise stayed_busy(f"all {self.size} connections of this store", self.timeout)
         try:
-            with self.mutex:
-                if self.idle:
-                    return self.idle.pop()
-            return psycopg.connect(self.dsn, autocommit=True)
+            for attempt in itertools.count():
+                with self.mutex:
+                    if self.idle:
+                        return self.idle.pop()
+                try:
+                    return psycopg.connect(self.dsn, autocommit=True)
+                except psycopg.OperationalError as exc:
+                    # A full server: wait for one of ours to come back, or a slot.
+                    left = deadline - time.monotonic()
+                    if not server_full(exc) or left <= 0:
+                        raise
+                    time.sleep(min(left, full_pause(attempt)))
+            raise AssertionError("unreachable")
         except BaseException:
             self.slots.release()
             raise

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -26,6 +28,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from .busy import full_pause, server_full
 from .common import (
     ORPHANED,
     Configured,
@@ -90,21 +93,33 @@ class AsyncOwnConnections:
         self._lent: weakref.WeakKeyDictionary[Conn, _Idle] = weakref.WeakKeyDictionary()
 
     async def take(self) -> Conn:
+        deadline = time.monotonic() + self.timeout
         idle = self._loops.get()
         try:
             await asyncio.wait_for(idle.slots.acquire(), self.timeout)
         except asyncio.TimeoutError:
             raise stayed_busy(f"all {self.size} connections of this store", self.timeout) from None
         try:
-            if idle.conns:
-                conn = idle.conns.pop()
-            else:
-                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            conn = await self._connect(idle, deadline)
         except BaseException:
             idle.slots.release()
             raise
         self._lent[conn] = idle
         return conn
+
+    async def _connect(self, idle: _Idle, deadline: float) -> Conn:
+        for attempt in itertools.count():
+            if idle.conns:
+                return idle.conns.pop()
+            try:
+                return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            except psycopg.OperationalError as exc:
+                # A full server: wait for one of ours to come back, or a slot.
+                left = deadline - time.monotonic()
+                if not server_full(exc) or left <= 0:
+                    raise
+                await asyncio.sleep(min(left, full_pause(attempt)))
+        raise AssertionError("unreachable")
 
     async def give(self, conn: Conn, ok: bool) -> None:
         idle = self._lent.pop(conn)

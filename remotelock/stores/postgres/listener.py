@@ -55,12 +55,12 @@ class Waiter(Subscription[threading.Event]):
 class Listener:
     """One LISTEN connection per store per process, read by a daemon thread.
 
-    Waiters subscribe to a payload (a key); each notification sets the events of its
-    payload's waiters. When the connection drops, every waiter is woken (it re-checks
-    the lock) and the thread reconnects while anyone waits. It disconnects after
-    ``LISTEN_IDLE`` seconds without waiters; the next waiter starts it again. It
-    holds the connection source, never the store, so a listening store can still be
-    collected (its finalizer stops the thread).
+    Waiters subscribe to a payload (a key); each notification wakes the payload's
+    longest waiter (see :class:`~.waiting.Waiters`). When the connection drops, every
+    waiter is woken (it re-checks the lock) and the thread reconnects while anyone
+    waits. It disconnects after ``LISTEN_IDLE`` seconds without waiters; the next
+    waiter starts it again. It holds the connection source, never the store, so a
+    listening store can still be collected (its finalizer stops the thread).
     """
 
     def __init__(
@@ -98,12 +98,29 @@ class Listener:
         with self.mutex:
             self.waiters.discard(topic, wake)
 
-    def _wake(self, topic: str | None = None) -> None:
-        """Set the events of ``topic``'s waiters (every waiter's when ``None``)."""
+    def tried(self, topic: str) -> None:
+        """A step of this process tried the lock of ``topic`` (see :class:`Waiters`)."""
         with self.mutex:
-            events = self.waiters.of(topic)
-        for event in events:
-            event.set()
+            self.waiters.tried(topic)
+
+    def _wake(self, topic: str | None = None) -> None:
+        """Wake the next waiter of ``topic`` (every waiter when ``None``)."""
+        with self.mutex:  # set under the mutex: the next notification sees it woken
+            if topic is None:
+                events = self.waiters.of(None)
+            else:
+                events = self.waiters.notified(topic, time.monotonic(), threading.Event.is_set)
+            for event in events:
+                event.set()
+
+    def _pass_on(self) -> float:
+        """Wake the next waiters where the woken one did not try; seconds to the next
+        such check (at most half a second)."""
+        with self.mutex:
+            now = time.monotonic()
+            for event in self.waiters.overdue(now, threading.Event.is_set):
+                event.set()
+            return self.waiters.next_due(now, 0.5)
 
     def _retire(self, run: _Run) -> None:
         """Stop ``run`` (call with the mutex held); the next waiter starts a new one."""
@@ -147,8 +164,10 @@ class Listener:
     def _read(self, conn: Conn, run: _Run) -> None:
         quiet_since = time.monotonic()
         while True:
-            for note in conn.notifies(timeout=0.5):
+            for note in conn.notifies(timeout=self._pass_on()):
                 self._wake(note.payload)
+                self._pass_on()
+            self._pass_on()
             with self.mutex:
                 now = time.monotonic()
                 if self.waiters:

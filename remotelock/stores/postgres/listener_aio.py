@@ -51,9 +51,25 @@ class _Loop:
         self.waiters.discard(topic, wake)
 
     def wake(self, topic: str | None = None) -> None:
-        """Wake the waiters of ``topic`` (every waiter when ``None``)."""
-        for future in self.waiters.of(topic):
+        """Wake the next waiter of ``topic`` (every waiter when ``None``)."""
+        if topic is None:
+            futures = self.waiters.of(None)
+        else:
+            futures = self.waiters.notified(topic, time.monotonic(), _woken)
+        for future in futures:
             resolve(future)
+
+    def pass_on(self) -> float:
+        """Wake the next waiters where the woken one did not try; seconds to the next
+        such check (at most half a second)."""
+        now = time.monotonic()
+        for future in self.waiters.overdue(now, _woken):
+            resolve(future)
+        return self.waiters.next_due(now, 0.5)
+
+
+def _woken(future: asyncio.Future[None]) -> bool:
+    return future.done()
 
 
 class AsyncWaiter(Subscription["asyncio.Future[None]"]):
@@ -71,7 +87,8 @@ class AsyncWaiter(Subscription["asyncio.Future[None]"]):
 class AsyncListener:
     """One LISTEN connection per store per event loop, read by a task on that loop.
 
-    Each notification wakes the futures of its payload's waiters. When the connection
+    Each notification wakes the payload's longest waiter (see
+    :class:`~.waiting.Waiters`). When the connection
     drops, every waiter is woken (it re-checks the lock) and the task reconnects while
     anyone waits. It disconnects after ``LISTEN_IDLE`` seconds without waiters; the
     next waiter starts it again.
@@ -93,6 +110,10 @@ class AsyncListener:
     def ready(self) -> bool:
         """Whether LISTEN is active for the running event loop."""
         return self._loops.get().ready
+
+    def tried(self, topic: str) -> None:
+        """A step on this loop tried the lock of ``topic`` (see :class:`Waiters`)."""
+        self._loops.get().waiters.tried(topic)
 
     async def _conninfo(self) -> str:
         base = self._listen_url
@@ -135,8 +156,10 @@ async def _read(conn: Conn, state: _Loop) -> bool:
     """Dispatch notifications until no one has waited for ``LISTEN_IDLE`` (``True``)."""
     quiet_since = time.monotonic()
     while True:
-        async for note in conn.notifies(timeout=0.5):
+        async for note in conn.notifies(timeout=state.pass_on()):
             state.wake(note.payload)
+            state.pass_on()
+        state.pass_on()
         now = time.monotonic()
         if state.waiters:
             quiet_since = now

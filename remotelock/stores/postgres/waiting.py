@@ -11,6 +11,7 @@ hand-writes its own; the bookkeeping and the arithmetic they have in common live
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -49,33 +50,74 @@ def next_backoff(backoff: float) -> float:
     return min(backoff * 2, BACKOFF_MAX)
 
 
+PASS_ON: Final = 0.05
+"""Seconds a woken waiter has to try the lock before the next waiter of its key is woken."""
+
+
 class Waiters(Generic[W]):
     """The wake-ups (events or futures) of the waiting callers, by NOTIFY payload.
+
+    A release frees the lock for one taker, so a notification wakes one waiter of its
+    payload in this process (the one waiting longest), not all of them: a thousand
+    waiters would otherwise each run a statement per release, and draining them would
+    cost a million. The woken waiter tries the lock (the store reports that with
+    :meth:`tried`); if no one in the process tries it within :data:`PASS_ON` seconds
+    (the woken caller gave up, or its ``skip_if`` said it needs no lock), the next
+    waiter is woken. Other processes wake one of theirs each, so a release costs a
+    statement or two per waiting process.
 
     Not locked: the sync listener guards it with its mutex; an event loop's waiters
     are only touched from that loop.
     """
 
-    __slots__ = ("_by_topic",)
+    __slots__ = ("_by_topic", "_due")
 
     def __init__(self) -> None:
-        self._by_topic: dict[str, set[W]] = {}
+        self._by_topic: dict[str, dict[W, None]] = {}  # in order of arrival
+        self._due: dict[str, float] = {}  # topic -> when its woken waiter must have tried
 
     def add(self, topic: str, wake: W) -> None:
-        self._by_topic.setdefault(topic, set()).add(wake)
+        self._by_topic.setdefault(topic, {})[wake] = None
 
     def discard(self, topic: str, wake: W) -> None:
         wakes = self._by_topic.get(topic)
         if wakes is not None:
-            wakes.discard(wake)
+            wakes.pop(wake, None)
             if not wakes:
                 del self._by_topic[topic]
+                self._due.pop(topic, None)
 
     def of(self, topic: str | None) -> list[W]:
         """The wake-ups of ``topic``, or of every waiter when ``None`` (a copy)."""
         if topic is not None:
             return list(self._by_topic.get(topic, ()))
         return [wake for wakes in self._by_topic.values() for wake in wakes]
+
+    def notified(self, topic: str, now: float, woken: Callable[[W], bool]) -> list[W]:
+        """The wake-up to set for a notification of ``topic``: its longest waiter not
+        already woken (none if all are)."""
+        for wake in self._by_topic.get(topic, ()):
+            if not woken(wake):
+                self._due[topic] = now + PASS_ON
+                return [wake]
+        self._due.pop(topic, None)
+        return []
+
+    def tried(self, topic: str) -> None:
+        """Someone in this process tried the lock of ``topic``: the wake-up was used."""
+        self._due.pop(topic, None)
+
+    def overdue(self, now: float, woken: Callable[[W], bool]) -> list[W]:
+        """The wake-ups to pass on: the next waiter of each topic whose woken waiter
+        did not try in time."""
+        late = [topic for topic, due in self._due.items() if due <= now]
+        return [wake for topic in late for wake in self.notified(topic, now, woken)]
+
+    def next_due(self, now: float, most: float) -> float:
+        """Seconds until the next pass-on falls due, at most ``most``."""
+        if not self._due:
+            return most
+        return max(0.001, min(most, min(self._due.values()) - now))
 
     def __bool__(self) -> bool:
         return bool(self._by_topic)
@@ -120,6 +162,7 @@ __all__ = [
     "BACKOFF_FIRST",
     "BACKOFF_MAX",
     "LISTEN_IDLE",
+    "PASS_ON",
     "POLL_WITHOUT_LISTENER",
     "Listening",
     "Subscription",

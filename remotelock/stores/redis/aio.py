@@ -29,6 +29,7 @@ from .bells import LISTEN, TURN, WATCH, Wait
 from .clients import FENCE_RETENTION, check_options
 from .common import (
     CAPABILITIES,
+    Keeper,
     Look,
     Queued,
     Refused,
@@ -116,6 +117,7 @@ class AsyncRedisStore(AsyncRedisPermits):
         self._retain_ms = ms(options.fence_retention)
         self._queued: dict[str, Queued] = {}  # this store's tokens in line, by token
         self._refresh_every = options.waiter_grace / 3
+        self._keeper = Keeper(self._refresh_every)
         self._permit_free_at: dict[str, Refused] = {}  # key -> its last refusal here
         if self._clients.untimed():
             log.warning(
@@ -153,7 +155,7 @@ class AsyncRedisStore(AsyncRedisPermits):
         if reply > 0:
             self._queued.pop(token, None)
             return reply
-        self._queued[token] = Queued(asked, reply)
+        self._queued[token] = Queued(key, asked, reply)
         return None
 
     async def release(self, key: str, token: str) -> bool:
@@ -226,7 +228,7 @@ class AsyncRedisStore(AsyncRedisPermits):
         k = layout(self.prefix, key)
         queued = self._queued.get(token)
         if queued is None:  # not queued by this store: no bound learnt, no request time
-            queued = Queued(time.monotonic(), 0)
+            queued = self._queued[token] = Queued(key, time.monotonic(), 0)
         role = WATCH if every_release else TURN
         spec = Wait(
             k.bell, role, token, queued.asked, queued.bound(timeout),
@@ -237,14 +239,34 @@ class AsyncRedisStore(AsyncRedisPermits):
         async def check() -> object:
             return look(await self._run("peek", [k.base], []))
 
-        async def refresh() -> bool:
-            sent = time.monotonic()
-            still = bool(await self._run("refresh", [k.base], [token, self._grace_ms]))
-            queued.seen = sent
-            return still
+        async def refresh() -> float | None:
+            if self._keeper.claim(time.monotonic()):
+                await self._keep_places()
+            return None if queued.lost else max(queued.seen, self._keeper.started)
 
         with translate(self, "wait", key):
             return await self._clients.doorbell().wait(spec, check, refresh)
+
+    async def _keep_places(self) -> None:
+        """Keep the places in line of every token this store has queued: one script
+        per Cluster slot (see :class:`~.common.Keeper`). A token found no longer in
+        line is marked lost, so its waiter tries again."""
+        waiting = list(self._queued.copy().items())  # other threads may queue meanwhile
+        bases = [layout(self.prefix, queued.key).base for _, queued in waiting]
+        sent = time.monotonic()
+        for group in by_slot(self.client, bases):
+            tokens = [waiting[index][0] for index in group]
+            replies = await self._run(
+                "refresh", [bases[i] for i in group], [self._grace_ms, *tokens]
+            )
+            for index, reply in zip(group, replies, strict=True):
+                token, queued = waiting[index]
+                if int(reply):
+                    queued.seen = sent
+                    continue
+                queued.lost = True
+                if self._queued.get(token) is queued:
+                    del self._queued[token]
 
     async def leave(self, key: str, token: str) -> None:
         """Take ``token`` out of the queue (passing the lock on if it was just handed it)."""

@@ -26,6 +26,11 @@ _PREFIX: Final = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 _DB: Final = re.compile(r"[0-9]{1,5}")
 DEFAULT_SOCKET_TIMEOUT: Final = 5.0
 """Connect and read timeout of clients built from a URL: no call can hang longer."""
+POOL_SIZE: Final = 8
+"""Most connections a client built from a plain URL opens (per process, and per event
+loop for the asyncio side): callers beyond it wait for a free one, up to the socket
+timeout, instead of failing with redis-py's "Too many connections". With the store's
+subscriber connection, a process uses at most 9, however many threads or tasks wait."""
 FENCE_RETENTION: Final = 86400.0
 """Seconds a key's fencing state (``:fence``, ``:pcounter``) outlives its last lease: a
 server clock stepping back by less than this never reissues an earlier token."""
@@ -342,7 +347,15 @@ def make_client(url: str, kwargs: dict[str, Any], *, asynchronous: bool = False)
         )
         return sentinel.master_for(service, **settings)
     plain = importlib.import_module(package)
-    return plain.Redis.from_url(url, **{**client_defaults("plain", package), **kwargs})
+    settings = {**client_defaults("plain", package), **kwargs}
+    if set(settings) & set(_POPPED["plain"]):  # options of the client, not of its pool
+        return plain.Redis.from_url(url, **settings)
+    # A blocking pool: load past POOL_SIZE queues (bounded) instead of failing; an
+    # option in the URL or the keywords still sets max_connections and the wait.
+    settings.setdefault("max_connections", POOL_SIZE)
+    settings.setdefault("timeout", settings["socket_timeout"] or DEFAULT_SOCKET_TIMEOUT)
+    pool = plain.BlockingConnectionPool.from_url(url, **settings)
+    return plain.Redis.from_pool(pool)
 
 
 def build_client(url: str, kwargs: dict[str, Any], *, asynchronous: bool = False) -> Any:
@@ -365,30 +378,16 @@ def build_client(url: str, kwargs: dict[str, Any], *, asynchronous: bool = False
     raise StoreConfigError(f"bad Redis URL {redact(url)!r}: {problem}")
 
 
-def describe(client: Any) -> str:
-    """Where a client points, briefly (error messages quote it; no passwords)."""
-    pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None) or {}
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    if "host" in kwargs:
-        return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
-    nodes = getattr(client, "startup_nodes", None)
-    if nodes:
-        return "redis+cluster://" + ",".join(sorted(str(name) for name in nodes))
-    return type(client).__name__
-
-
 __all__ = [
     "DEFAULT_SOCKET_TIMEOUT",
     "FENCE_RETENTION",
+    "POOL_SIZE",
     "Accepted",
     "Options",
     "accepted",
     "build_client",
     "check_options",
     "client_defaults",
-    "describe",
     "hosts",
     "make_client",
     "parse_url",

@@ -54,11 +54,13 @@ def layout(prefix: str, key: str) -> Layout:
 class Queued:
     """What a store knows of one of its tokens in line, from its last busy acquire."""
 
-    __slots__ = ("asked", "holder_ends", "seen")
+    __slots__ = ("asked", "holder_ends", "key", "lost", "seen")
 
-    def __init__(self, asked: float, reply: int) -> None:
+    def __init__(self, key: str, asked: float, reply: int) -> None:
+        self.key = key
         self.asked = asked  # when that acquire was sent: later wake-ups are for this wait
         self.seen = asked  # when the server last heard from the waiter (its grace runs)
+        self.lost = False  # a refresh found it no longer in line (dropped, or handed the lock)
         # When the holder's lease ends: a waiter never sleeps past it, so an expired
         # lock is noticed on time (0: free, but another waiter is first in line).
         self.holder_ends = time.monotonic() - reply / 1000 if reply < 0 else math.inf
@@ -66,6 +68,31 @@ class Queued:
     def bound(self, timeout: float) -> float:
         """The deadline of a wait of ``timeout`` seconds starting now."""
         return min(time.monotonic() + timeout, self.holder_ends + 0.001)
+
+
+class Keeper:
+    """When a store keeps its waiters' places in line: all of them in one call.
+
+    Each queued waiter must tell the server it is alive every ``waiter_grace / 3``. One
+    call per waiter would cost every waiter a round trip a second; instead the first
+    waiter whose turn comes refreshes every token the store has in line, and the others
+    whose turn comes within half a period count themselves kept by that call and align
+    their next turn with it. A process then sends about one call per period, however
+    many threads or tasks wait. Free of I/O.
+    """
+
+    __slots__ = ("every", "started")
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.started = -math.inf  # when the last call for all waiters was sent
+
+    def claim(self, now: float) -> bool:
+        """Whether the caller sends the call now (else one is on its way or just done)."""
+        if now - self.started < self.every / 2:
+            return False
+        self.started = now
+        return True
 
 
 class Look:
@@ -152,6 +179,36 @@ def by_slot(client: object, names: list[str]) -> list[list[int]]:
     for index, name in enumerate(names):
         groups.setdefault(slot_of(name), []).append(index)
     return list(groups.values())
+
+
+def describe(client: Any) -> str:
+    """Where a client points, briefly (error messages quote it; no passwords)."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    if "host" in kwargs:
+        return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    nodes = getattr(client, "startup_nodes", None)
+    if nodes:  # node names (``host:port``), or nodes that carry one
+        names = sorted(str(getattr(node, "name", node)) for node in nodes)
+        return "redis+cluster://" + ",".join(names)
+    return type(client).__name__
+
+
+def subscriber_of(client: Any) -> Any:
+    """The client a store's subscriber reads wake-ups with: ``client`` itself, or, when
+    ``client`` has a blocking pool (one remotelock built from a URL), a client on a
+    connection of its own with the same settings, so the subscriber never queues behind
+    the store's steps for a connection, nor keeps one of theirs. The caller closes it."""
+    pool: Any = getattr(client, "connection_pool", None)
+    if type(pool).__name__ != "BlockingConnectionPool":
+        return client
+    plain = next(kind for kind in type(pool).__mro__ if kind.__name__ == "ConnectionPool")
+    own = plain(
+        connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs
+    )
+    return type(client).from_pool(own)
 
 
 # -- counted permits ----------------------------------------------------------------------
@@ -243,6 +300,7 @@ def vacancy(holders: Any, limit: int) -> object:
 
 __all__ = [
     "CAPABILITIES",
+    "Keeper",
     "Layout",
     "Look",
     "PermitLayout",
@@ -250,6 +308,7 @@ __all__ = [
     "Refused",
     "by_slot",
     "conflict",
+    "describe",
     "key_of",
     "layout",
     "listened",
@@ -258,6 +317,7 @@ __all__ = [
     "permit_reply",
     "permit_wait",
     "refuse_url",
+    "subscriber_of",
     "text",
     "translate",
     "vacancy",

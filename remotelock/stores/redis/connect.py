@@ -19,8 +19,8 @@ from typing import Any
 
 from ..base import AsyncStore, Store
 from ..shared.threaded import threaded
-from .clients import Options, build_client, describe, parse_url
-from .common import refuse_url
+from .clients import Options, build_client, parse_url
+from .common import describe, refuse_url
 from .doorbell import Doorbell
 from .lua import SCRIPTS
 

@@ -40,6 +40,7 @@ from .bells import (
     decode,
     nudge_channel,
 )
+from .common import subscriber_of
 from .threads import Check, Refresh, ThreadReader, ThreadWaiter
 
 log = logging.getLogger("remotelock.stores.redis")
@@ -145,8 +146,9 @@ class Doorbell:
     def _read(self, board: Switchboard, reader: object) -> None:
         pubsub = None
         worked = False
+        client = subscriber_of(self._client)
         try:
-            pubsub = self._client.pubsub()
+            pubsub = client.pubsub()
             pubsub.subscribe(board.nudge)
             while not self._closed:
                 subscribe, unsubscribe, stop = board.work(reader, time.monotonic())
@@ -170,11 +172,16 @@ class Doorbell:
                 log.debug("Redis wake-up connection ended: %r; waiters re-check", exc)
         finally:
             board.dropped(reader, time.monotonic(), worked)
+            self._hang_up(pubsub, client)
+
+    def _hang_up(self, pubsub: Any, client: Any) -> None:
+        try:
             if pubsub is not None:
-                try:
-                    pubsub.close()
-                except Exception as exc:
-                    log.debug("closing the Redis wake-up connection: %r", exc)
+                pubsub.close()
+            if client is not self._client:  # the subscriber's own connection
+                client.aclose()
+        except Exception as exc:
+            log.debug("closing the Redis wake-up connection: %r", exc)
 
     def close(self) -> None:
         """Stop the reader and its connection."""
@@ -187,8 +194,11 @@ def _refreshed(spec: Wait, refresh: Refresh | None, now: float) -> bool:
     if refresh is None or spec.deadline - now < REFRESH_MARGIN:
         spec.refresh_at = float("inf")  # the next attempt after this wait refreshes it
         return True
-    spec.refresh_at = now + spec.refresh_every
-    return refresh()
+    kept = refresh()  # when the server last heard (or is hearing) of this waiter
+    if kept is None:
+        return False
+    spec.refresh_at = kept + spec.refresh_every
+    return True
 
 
 __all__ = ["POLL_SLICE", "REFRESH_MARGIN", "TICK", "Doorbell"]

@@ -39,6 +39,7 @@ from .bells import (
     decode,
     nudge_channel,
 )
+from .common import subscriber_of
 from .tasks import AsyncCheck, AsyncRefresh, TaskReader, TaskWaiter
 
 log = logging.getLogger("remotelock.stores.redis")
@@ -148,8 +149,9 @@ class AsyncDoorbell:
     async def _read(self, board: Switchboard, reader: object) -> None:
         pubsub = None
         worked = False
+        client = subscriber_of(self._client)
         try:
-            pubsub = self._client.pubsub()
+            pubsub = client.pubsub()
             await pubsub.subscribe(board.nudge)
             while not self._closed:
                 subscribe, unsubscribe, stop = board.work(reader, time.monotonic())
@@ -173,11 +175,16 @@ class AsyncDoorbell:
                 log.debug("Redis wake-up connection ended: %r; waiters re-check", exc)
         finally:
             board.dropped(reader, time.monotonic(), worked)
+            await self._hang_up(pubsub, client)
+
+    async def _hang_up(self, pubsub: Any, client: Any) -> None:
+        try:
             if pubsub is not None:
-                try:
-                    await pubsub.aclose()
-                except Exception as exc:
-                    log.debug("closing the Redis wake-up connection: %r", exc)
+                await pubsub.aclose()
+            if client is not self._client:  # the subscriber's own connection
+                await client.aclose()
+        except Exception as exc:
+            log.debug("closing the Redis wake-up connection: %r", exc)
 
     async def aclose(self) -> None:
         """Stop the reader and its connection."""
@@ -190,8 +197,11 @@ async def _refreshed(spec: Wait, refresh: AsyncRefresh | None, now: float) -> bo
     if refresh is None or spec.deadline - now < REFRESH_MARGIN:
         spec.refresh_at = float("inf")  # the next attempt after this wait refreshes it
         return True
-    spec.refresh_at = now + spec.refresh_every
-    return await refresh()
+    kept = await refresh()  # when the server last heard (or is hearing) of this waiter
+    if kept is None:
+        return False
+    spec.refresh_at = kept + spec.refresh_every
+    return True
 
 
 __all__ = ["POLL_SLICE", "REFRESH_MARGIN", "TICK", "AsyncDoorbell"]

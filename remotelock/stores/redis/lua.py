@@ -275,22 +275,47 @@ return 0
 """
 )
 
-# KEYS[1] the lock's base name
-# ARGV[1] token, ARGV[2] waiter grace in ms
-# A waiter says it is still there (keeps its place in line during a long wait).
-# returns: 1 if `token` is still queued, 0 if it is not (dropped, or handed the lock).
-REFRESH_SCRIPT: Final[str] = (
-    _PRELUDE
-    + """
-if not redis.call('ZSCORE', QUEUE, ARGV[1]) then
-  return 0
+# KEYS   the lock's base name of each waiter (one Cluster slot: the caller groups them)
+# ARGV[1] waiter grace in ms; ARGV[1 + i] the token waiting on KEYS[i]
+# Waiters say they are still there (keep their places in line during long waits): a
+# store keeps all its waiters' places with one call (per slot), however many wait.
+# A lock found free with waiters in line had no release to wake them (it was handed
+# to a waiter that died, or its holder's lease ran out): the dead are dropped and the
+# first live waiter is told its turn has come.
+# returns: for each waiter, 1 if it is still queued, 0 if not (dropped, or handed the
+#          lock).
+REFRESH_SCRIPT: Final[str] = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local grace = tonumber(ARGV[1])
+local kept, lines = {}, {}
+for i, base in ipairs(KEYS) do
+  kept[i] = 0
+  if redis.call('ZSCORE', base .. ':queue', ARGV[i + 1]) then
+    redis.call('ZADD', base .. ':alive', now + grace, ARGV[i + 1])
+    kept[i] = 1
+    lines[base] = true
+  end
 end
-local now = now_ms()
-redis.call('ZADD', ALIVE, now + tonumber(ARGV[2]), ARGV[1])
-keep_queue(ARGV[2])
-return 1
+for base in pairs(lines) do
+  local queue, alive, ttls = base .. ':queue', base .. ':alive', base .. ':ttls'
+  for _, name in ipairs({queue, alive, ttls}) do
+    redis.call('PEXPIRE', name, grace)
+  end
+  if redis.call('EXISTS', base .. ':lock') == 0 then
+    for _, dead in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now)) do
+      redis.call('ZREM', queue, dead)
+      redis.call('ZREM', alive, dead)
+      redis.call('HDEL', ttls, dead)
+    end
+    local head = redis.call('ZRANGE', queue, 0, 0)[1]
+    if head then
+      redis.pcall('PUBLISH', base .. ':bell', 't' .. head)
+    end
+  end
+end
+return kept
 """
-)
 
 # KEYS[1] the lock's base name
 # A waiter's look at the lock when a wake-up may have been missed (its subscription

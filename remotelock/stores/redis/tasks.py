@@ -18,8 +18,9 @@ from .bells import Waiter
 
 AsyncCheck = Callable[[], Awaitable[object]]
 """One look at the server: a :class:`Handover`, ``None`` (re-check) or :data:`BUSY`."""
-AsyncRefresh = Callable[[], Awaitable[bool]]
-"""Keeps a queued waiter's place in line: ``False`` if it was lost."""
+AsyncRefresh = Callable[[], Awaitable["float | None"]]
+"""Keeps a queued waiter's place in line: when the server last heard of it (see
+:class:`~.common.Keeper`), or ``None`` if it lost its place."""
 
 
 class TaskWaiter(Waiter):

@@ -17,8 +17,9 @@ from .bells import Waiter
 
 Check = Callable[[], object]
 """One look at the server: a :class:`Handover`, ``None`` (re-check) or :data:`BUSY`."""
-Refresh = Callable[[], bool]
-"""Keeps a queued waiter's place in line: ``False`` if it was lost."""
+Refresh = Callable[[], "float | None"]
+"""Keeps a queued waiter's place in line: when the server last heard of it (see
+:class:`~.common.Keeper`), or ``None`` if it lost its place."""
 
 
 class ThreadWaiter(Waiter):
