@@ -8,7 +8,7 @@
 #   ./dev.sh chaos   set up .venv, run the safety run under network faults (a few minutes)
 #
 # Extra arguments go to the underlying command (pytest, the demo, the benchmark, the
-# chaos run: ./dev.sh chaos [--seconds N] [--store redis|postgres|all] [--seed S]).
+# chaos run: ./dev.sh chaos [--seconds N] [--store redis|postgres|dynamodb|all] [--seed S]).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -85,6 +85,7 @@ case "$command" in
         ;;
     chaos)
         setup test,postgres
+        runtimes
         exec "$VENV/bin/python" -m tests.chaos.run "$@"
         ;;
     help|-h|--help)

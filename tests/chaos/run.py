@@ -1,6 +1,6 @@
 """The chaos safety run: real worker processes, a real store, random network faults.
 
-:func:`run_chaos` starts a throwaway server (Redis or PostgreSQL), puts one
+:func:`run_chaos` starts a throwaway server (Redis, PostgreSQL or DynamoDB Local), puts one
 :class:`~tests.faults.proxy.FaultProxy` in front of it per worker, and starts the
 workers (``tests/chaos/worker.py``), each through its own proxy, all taking turns on one
 lock key and writing to one :class:`~tests.chaos.resource.Resource`. For the fault phase
@@ -18,7 +18,7 @@ A section whose lease was already lost when it began holds nothing, and is left 
 of 1 and 2. Exceptions other than LockLost, LockTimeout and StoreError escaping to a
 worker are reported as well. Command line (``./dev.sh chaos``)::
 
-    python -m tests.chaos.run --store redis|postgres|all --seconds N
+    python -m tests.chaos.run --store redis|postgres|dynamodb|all --seconds N
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -49,10 +50,16 @@ TTL = 2.0
 CLIENT_OPTIONS = {
     "redis": "socket_timeout=1&socket_connect_timeout=1",
     "postgres": "timeout=1",
+    "dynamodb": "timeout=1",
 }
 # Markers of the lock's own requests: Redis runs its scripts with EVALSHA; PostgreSQL
 # prepares its statements after a few runs, so any request of the worker's is taken.
-REPLY_MARKERS: dict[str, bytes | None] = {"redis": b"EVALSHA", "postgres": None}
+# DynamoDB's acquire, release and extend are UpdateItem requests (X-Amz-Target).
+REPLY_MARKERS: dict[str, bytes | None] = {
+    "redis": b"EVALSHA",
+    "postgres": None,
+    "dynamodb": b"UpdateItem",
+}
 PROPERTIES = (
     "1. no unreported overlap",
     "2. fencing tokens increase",
@@ -296,8 +303,27 @@ def _server(store: str, workdir: Path) -> Iterator[Any]:
             yield postgres.start()
         finally:
             postgres.destroy()
+    elif store == "dynamodb":
+        from tests.servers.dynamodb import ENVIRONMENT, DynamoDBLocal, jar_dir, java
+
+        binary, (home, why) = java(), jar_dir()
+        if binary is None or home is None:
+            raise RuntimeError(f"no DynamoDB Local: {why or 'no java'}")
+        os.environ.update(ENVIRONMENT)  # dummy credentials, for the workers too
+        dynamodb = DynamoDBLocal(binary, home, workdir / "dynamodb")
+        try:
+            yield dynamodb.start()
+        finally:
+            dynamodb.stop()
     else:
-        raise ValueError(f"store must be 'redis' or 'postgres', got {store!r}")
+        raise ValueError(f"store must be 'redis', 'postgres' or 'dynamodb', got {store!r}")
+
+
+def _through(proxy: FaultProxy, server: Any, store: str) -> str:
+    """The URL a worker uses: ``server``'s, aimed at ``proxy``."""
+    if store == "dynamodb":
+        return f"dynamodb://chaos?region=us-east-1&endpoint_url=http://127.0.0.1:{proxy.port}&"
+    return proxy.url(server.url) + "?"
 
 
 class _Faults:
@@ -414,7 +440,7 @@ def run_chaos(
         with _server(store, workdir) as server:
             proxies.extend(FaultProxy("127.0.0.1", server.port) for _ in range(workers))
             for index, proxy in enumerate(proxies):
-                url = f"{proxy.url(server.url)}?{CLIENT_OPTIONS[store]}"
+                url = _through(proxy, server, store) + CLIENT_OPTIONS[store]
                 # The stop file ends a worker; the deadline is there in case it is lost.
                 deadline = seconds + calm_limit + 300
                 proc, out = _spawn(index, url, workdir, index in ignore_lost, deadline)
@@ -469,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.chaos.run", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--store", choices=["redis", "postgres", "all"], default="all")
+    parser.add_argument("--store", choices=["redis", "postgres", "dynamodb", "all"], default="all")
     parser.add_argument("--seconds", type=float, default=90.0, help="fault phase per store")
     parser.add_argument("--calm", type=float, default=3.0, help="shortest calm phase")
     parser.add_argument("--workers", type=int, default=4)
@@ -482,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the records and logs")
     args = parser.parse_args(argv)
     ok = True
-    for store in ["redis", "postgres"] if args.store == "all" else [args.store]:
+    for store in ["redis", "postgres", "dynamodb"] if args.store == "all" else [args.store]:
         report = run_chaos(
             store,
             args.seconds,
