@@ -41,7 +41,7 @@ def main() -> None:
         ledger.write("first", lease.fencing_token)
 
     def impatient_worker() -> None:
-        busy = RemoteLock("ledger", store=store, stop=tenacity.stop_after_attempt(2))
+        busy = RemoteLock("ledger", store=store, stop=tenacity.stop_after_delay(0.2))
         try:
             busy.acquire()
         except LockTimeout as error:

@@ -266,7 +266,7 @@ class RedisStore(RedisPermits):
                     continue
                 queued.lost = True
                 if self._queued.get(token) is queued:
-                    del self._queued[token]
+                    self._queued.pop(token, None)
 
     def leave(self, key: str, token: str) -> None:
         """Take ``token`` out of the queue (passing the lock on if it was just handed it)."""
