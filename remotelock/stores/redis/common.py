@@ -44,10 +44,15 @@ class Layout(NamedTuple):
 
 
 @functools.lru_cache(maxsize=4096)
+def base_name(prefix: str, key: str) -> str:
+    """``<prefix>:{<key>}``. ``%`` and ``}`` in the key are escaped, so the hash tag is
+    always the whole key and never ends early or comes out empty."""
+    return f"{prefix}:{{{key.replace('%', '%25').replace('}', '%7D')}}}"
+
+
 def layout(prefix: str, key: str) -> Layout:
-    """``<prefix>:{<key>}:lock`` and friends. ``%`` and ``}`` in the key are escaped,
-    so the hash tag is always the whole key and never ends early or comes out empty."""
-    base = f"{prefix}:{{{key.replace('%', '%25').replace('}', '%7D')}}}"
+    """``<prefix>:{<key>}:lock`` and friends (see :func:`base_name`)."""
+    base = base_name(prefix, key)
     return Layout(base, f"{base}:lock", f"{base}:fence", f"{base}:bell")
 
 
@@ -306,6 +311,7 @@ __all__ = [
     "PermitLayout",
     "Queued",
     "Refused",
+    "base_name",
     "by_slot",
     "conflict",
     "describe",

@@ -223,22 +223,22 @@ end
 return 0
 """
 
-# KEYS   the lock and fence names of each lease, in pairs (one Cluster slot: the caller
-#        groups leases by slot)
-# ARGV[1] fence retention in ms; then the token and the lease in ms of each lease, in
-#        pairs, in the order of KEYS
+# KEYS   the lock's base name of each lease (one Cluster slot: the caller groups them)
+# ARGV[1] fence retention in ms; ARGV[1 + i] "<lease in ms>:<token>" for KEYS[i] (one
+#        argument per lease: encoding the arguments is most of a batch's client time)
 # EXTEND_SCRIPT for many leases in one round trip (the renewal loop's batches).
 # returns: a list with 1 for each lease reset and 0 for each no longer held.
 EXTEND_MANY_SCRIPT: Final[str] = """
 local retain = tonumber(ARGV[1])
 local reset = {}
-for i = 1, #KEYS / 2 do
-  local lock, lease = KEYS[2 * i - 1], ARGV[2 * i + 1]
-  if redis.call('GET', lock) == ARGV[2 * i] then
-    redis.call('PEXPIRE', KEYS[2 * i], string.format('%.0f', tonumber(lease) + retain))
+for i, base in ipairs(KEYS) do
+  local asked = ARGV[i + 1]
+  local colon = string.find(asked, ':', 1, true)
+  local lease, lock = string.sub(asked, 1, colon - 1), base .. ':lock'
+  reset[i] = 0
+  if redis.call('GET', lock) == string.sub(asked, colon + 1) then
+    redis.call('PEXPIRE', base .. ':fence', string.format('%.0f', tonumber(lease) + retain))
     reset[i] = redis.call('PEXPIRE', lock, lease)
-  else
-    reset[i] = 0
   end
 end
 return reset

@@ -35,6 +35,7 @@ from .common import (
     Look,
     Queued,
     Refused,
+    base_name,
     by_slot,
     key_of,
     layout,
@@ -182,15 +183,12 @@ class RedisStore(RedisPermits):
     def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
         """:meth:`extend` for each ``(key, token, ttl)``: one script for all of them (on
         a Cluster, one per slot), so renewing a hundred leases is one round trip."""
-        names = [layout(self.prefix, key) for key, _, _ in leases]
+        bases = [base_name(self.prefix, key) for key, _, _ in leases]
         reset = [False] * len(leases)
-        for group in by_slot(self.client, [name.lock for name in names]):
-            keys: list[str] = []
-            args: list[Any] = [self._retain_ms]
-            for index in group:
-                _, token, ttl = leases[index]
-                keys += [names[index].lock, names[index].fence]
-                args += [token, ms(ttl)]
+        for group in by_slot(self.client, bases):
+            keys = [bases[index] for index in group]
+            args: list[int | str] = [self._retain_ms]
+            args += [f"{ms(leases[index][2])}:{leases[index][1]}" for index in group]
             with translate(self, "extend", leases[group[0]][0]):
                 replies = self._run("extend_many", keys, args)
             for index, reply in zip(group, replies, strict=True):
