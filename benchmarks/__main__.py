@@ -25,8 +25,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
-from benchmarks import held, scenarios, state
+from benchmarks import crowd, held, scenarios, state
 from benchmarks.adapters import ALL, make, name_of, store_of
+from benchmarks.report import check, table
 from tests.servers.redis import RedisServer, redis_server_binary
 
 T = TypeVar("T")
@@ -113,20 +114,10 @@ def median_requests(runs: list[scenarios.Contention] | list[scenarios.Stampede])
     return statistics.median(counts) if counts else None
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def check(ok: bool, text: str) -> str:
-    return f"- [{'x' if ok else ' '}] {text}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev.sh bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--only", default="abcdegh", help="scenarios to run, e.g. 'a' or 'bc'")
+    parser.add_argument("--only", default="abcdefgh", help="scenarios to run, e.g. 'a' or 'bc'")
     parser.add_argument("--libraries", default=",".join(ALL), help="comma-separated adapters")
     args = parser.parse_args(argv)
     binary = redis_server_binary()
@@ -333,33 +324,11 @@ class Run:
             "(g) no Redis key without a TTL, whatever the number of keys used",
         ))  # fmt: skip
 
+    def crowd(self) -> None:
+        crowd.report(self)
+
     def held(self) -> None:
-        count, ttl, window = (2_000, 6.0, 6.0) if self.quick else (20_000, 6.0, 12.0)
-        cases = [("remotelock (Redis)", "redis", count, False),
-                 ("remotelock (Redis, one event loop)", "redis", count // 2, True),
-                 ("remotelock (PostgreSQL)", "postgres", count, False),
-                 ("remotelock (SQLite)", "sqlite", count, False)]  # fmt: skip
-        results = [
-            held.held(name, self.stores.url(store), size, ttl, window, asynchronous=in_loop)
-            for name, store, size, in_loop in cases
-            if store in self.stores.urls
-        ]
-        print(f"### (h) Locks held by one process, ttl {ttl:g} s, watched for {window:g} s\n")
-        rows = [
-            [r.name, f"{r.count:,}", f"{r.equivalent:,}", f"{r.cpu_share:.0%}", f"{r.lost:,}",
-             "-" if r.connections is None else str(r.connections)]
-            for r in results
-        ]  # fmt: skip
-        headers = ["store", "locks held", "as many with ttl 30 s", "CPU (one core = 100%)",
-                   "leases lost", "server connections"]  # fmt: skip
-        print(table(headers, rows) + "\n", flush=True)
-        redis_row = next((r for r in results if r.name == "remotelock (Redis)"), None)
-        if redis_row is not None:
-            self.targets.append(check(
-                redis_row.lost == 0 and redis_row.cpu_share < 0.25,
-                f"(h) {redis_row.equivalent:,} locks' worth of renewals on Redis: "
-                f"{redis_row.lost} lost, {redis_row.cpu_share:.0%} of a core",
-            ))  # fmt: skip
+        held.report(self)
 
 
 def run(stores: scenarios.Stores, kinds: list[str], only: str, quick: bool) -> int:
@@ -370,6 +339,7 @@ def run(stores: scenarios.Stores, kinds: list[str], only: str, quick: bool) -> i
         "c": bench.stampede,
         "d": bench.imports,
         "e": bench.permits,
+        "f": bench.crowd,
         "g": bench.leftovers,
         "h": bench.held,
     }

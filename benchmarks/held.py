@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.report import check, table
 from benchmarks.scenarios import ROOT
 
 EQUIVALENT_TTL = 30.0
@@ -126,6 +127,36 @@ def held(
     done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return Held(name, count, ttl, report["cpu_share"], report["lost"], report["connections"])
+
+
+def report(bench: Any) -> None:
+    """Run the scenario for ``bench`` (a ``benchmarks.__main__.Run``) and print its table."""
+    count, ttl, window = (2_000, 6.0, 6.0) if bench.quick else (20_000, 6.0, 12.0)
+    cases = [("remotelock (Redis)", "redis", count, False),
+             ("remotelock (Redis, one event loop)", "redis", count // 2, True),
+             ("remotelock (PostgreSQL)", "postgres", count, False),
+             ("remotelock (SQLite)", "sqlite", count, False)]  # fmt: skip
+    results = [
+        held(name, bench.stores.url(store), size, ttl, window, asynchronous=in_loop)
+        for name, store, size, in_loop in cases
+        if store in bench.stores.urls
+    ]
+    print(f"### (h) Locks held by one process, ttl {ttl:g} s, watched for {window:g} s\n")
+    rows = [
+        [r.name, f"{r.count:,}", f"{r.equivalent:,}", f"{r.cpu_share:.0%}", f"{r.lost:,}",
+         "-" if r.connections is None else str(r.connections)]
+        for r in results
+    ]  # fmt: skip
+    headers = ["store", "locks held", "as many with ttl 30 s", "CPU (one core = 100%)",
+               "leases lost", "server connections"]  # fmt: skip
+    print(table(headers, rows) + "\n", flush=True)
+    redis_row = next((r for r in results if r.name == "remotelock (Redis)"), None)
+    if redis_row is not None:
+        bench.targets.append(check(
+            redis_row.lost == 0 and redis_row.cpu_share < 0.25,
+            f"(h) {redis_row.equivalent:,} locks' worth of renewals on Redis: "
+            f"{redis_row.lost} lost, {redis_row.cpu_share:.0%} of a core",
+        ))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,0 +1,154 @@
+"""Scenario (f): a crowd of threads in one process waiting on one Redis key.
+
+The main thread holds the lock while ``waiters`` threads ask for it; once they all
+wait, the scenario counts, over a few seconds of waiting, the requests the process
+sends (round trips: every command or script call written to a socket, counted in
+redis-py's connection class) and the connections it holds; then it releases the lock
+and times how long the crowd takes to pass through, one at a time, counting the
+errors. Each library runs in a process of its own (``python -m benchmarks.crowd``),
+with the client the other scenarios give it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from benchmarks.adapters import name_of
+from benchmarks.report import check, table
+from benchmarks.scenarios import ROOT
+
+IDLE = 3.0
+"""Seconds of waiting measured."""
+
+
+@dataclass
+class Crowd:
+    name: str
+    waiters: int
+    got: int
+    errors: int
+    first_error: str
+    connections: int
+    idle_per_waiter: float
+    """Requests (round trips) per waiter per second while everyone waited."""
+    drain_s: float
+    """From the holder's release to the last waiter's release (or its error)."""
+    holder_released: bool
+    """Whether the holder's own release went through (with a crowd waiting)."""
+
+
+def _stat(admin: Any, section: str, field: str) -> int:
+    return int(admin.info(section)[field])
+
+
+def _count_requests() -> list[int]:
+    """Count what every redis-py connection of this process sends (one a round trip)."""
+    sent = [0]
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sent[0] += 1
+        send(self, command, check_health)
+
+    redis.connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    return sent
+
+
+def crowd(kind: str, url: str, waiters: int) -> dict[str, Any]:
+    """In the crowd's process: the measurements of one library."""
+    from benchmarks.adapters import make
+
+    sent = _count_requests()
+    adapter = make(kind, url)
+    admin = redis.Redis.from_url(url)
+    key = f"crowd:{uuid.uuid4().hex[:8]}"
+    baseline = _stat(admin, "clients", "connected_clients")
+    holder = adapter.acquire(key)
+    got, errors, asked = [0], [], threading.Barrier(waiters + 1)
+    done = threading.Event()
+
+    def wait_in_line() -> None:
+        asked.wait()
+        try:
+            adapter.release(adapter.acquire(key))
+            got[0] += 1
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}"[:120])
+        if got[0] + len(errors) >= waiters:
+            done.set()
+
+    threads = [threading.Thread(target=wait_in_line, daemon=True) for _ in range(waiters)]
+    for thread in threads:
+        thread.start()
+    asked.wait()
+    time.sleep(2.0)  # everyone has asked once and waits
+    before = sent[0]
+    time.sleep(IDLE)
+    idle = sent[0] - before
+    connections = _stat(admin, "clients", "connected_clients") - baseline - 1  # ours
+    released = time.monotonic()
+    try:
+        adapter.release(holder)
+        holder_released = True
+    except Exception as exc:
+        holder_released = False  # the waiters now wait for the lease to run out
+        errors.append(f"{type(exc).__name__}: {exc}"[:120])
+    done.wait(120)
+    return {
+        "got": got[0],
+        "errors": len(errors),
+        "first_error": errors[0] if errors else "",
+        "connections": connections,
+        "idle_per_waiter": idle / waiters / IDLE,
+        "drain_s": time.monotonic() - released,
+        "holder_released": holder_released,
+    }
+
+
+def run(name: str, kind: str, url: str, waiters: int) -> Crowd:
+    """One library's crowd, in a process of its own."""
+    command = [sys.executable, "-m", "benchmarks.crowd", kind, url, str(waiters)]
+    done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return Crowd(name=name, waiters=waiters, **report)
+
+
+def report(bench: Any) -> None:
+    """Run the scenario for ``bench`` (a ``benchmarks.__main__.Run``) and print its table."""
+    waiters = 200 if bench.quick else 1000
+    wanted = ("remotelock", "redis-py", "python-redis-lock")
+    results = [
+        run(name_of(kind), kind, bench.url(kind), waiters)
+        for kind in bench.kinds
+        if kind in wanted
+    ]
+    print(f"### (f) {waiters:,} threads of one process waiting on one Redis key\n")
+    rows = [
+        [r.name, f"{r.got:,}", f"{r.errors:,}", r.first_error or "-",
+         "went through" if r.holder_released else "failed", str(r.connections),
+         f"{r.idle_per_waiter:.3f}", f"{r.drain_s:.1f}"]
+        for r in results
+    ]  # fmt: skip
+    headers = ["library", "got the lock", "errors", "first error", "holder's release",
+               "connections", "requests / waiter / s, waiting", "all through (s)"]  # fmt: skip
+    print(table(headers, rows) + "\n", flush=True)
+    ours = next((r for r in results if r.name == name_of("remotelock")), None)
+    if ours is not None:
+        bench.targets.append(check(
+            ours.errors == 0 and ours.connections <= 10 and ours.idle_per_waiter < 0.1,
+            f"(f) {waiters:,} waiters: {ours.errors} errors, {ours.connections} connections, "
+            f"{ours.idle_per_waiter:.3f} requests per waiter per second",
+        ))  # fmt: skip
+
+
+if __name__ == "__main__":
+    print(json.dumps(crowd(sys.argv[1], sys.argv[2], int(sys.argv[3]))))
