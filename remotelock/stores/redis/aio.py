@@ -88,8 +88,9 @@ class AsyncRedisStore(AsyncRedisPermits):
       subscriber connection per process (per event loop for the asyncio store), read
       by one thread (or task), however many callers wait: waiters hold no connection
       while they sleep, and their waits end on time, to the millisecond, never later
-      than the holder's lease. A queued waiter refreshes its place every
-      ``waiter_grace / 3`` seconds. Cluster: classic ``PUBLISH`` reaches every node, so
+      than the holder's lease. The store keeps all its queued waiters' places with
+      one script every ``waiter_grace / 3`` seconds (see :class:`~.common.Keeper`).
+      Cluster: classic ``PUBLISH`` reaches every node, so
       the one subscriber may sit on any of them. A client that cannot subscribe (no
       ``pubsub()``, or an ACL user without ``&<prefix>:*`` channels) makes waits
       poll: a small script every 25 ms per waiter. Needs Redis >= 6.
