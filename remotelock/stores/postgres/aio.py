@@ -230,7 +230,7 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
         not come within the short lock wait: contention, never an outage.
         """
         params = acquire_params(key, token, ttl, self.timeout, retention=self.retention)
-        self._listener.tried(q.payload(key))  # a woken waiter used its wake-up
+        self._listener.tried(key, q.payload)  # a woken waiter used its wake-up
         row = await self._step(
             "acquire", key, lambda c: fetch_or_busy(c, self._sql.acquire, params)
         )

@@ -19,6 +19,7 @@ runs the statement and turns :data:`CONTENDED` into "busy".
 from __future__ import annotations
 
 import random
+import time
 from typing import Any, Final
 
 import psycopg
@@ -75,10 +76,15 @@ def server_full(exc: BaseException) -> bool:
     return "too many clients" in words or "connection slots are reserved" in words
 
 
-def full_pause(attempt: int) -> float:
-    """The pause before connect attempt ``attempt + 1`` to a full server."""
+def full_pause(exc: BaseException, attempt: int, deadline: float) -> float | None:
+    """After connect attempt ``attempt`` failed with ``exc``: the pause before the next
+    one if the server was full and the step's ``deadline`` (``time.monotonic()``) allows
+    it, else ``None`` (the caller raises ``exc``)."""
+    left = deadline - time.monotonic()
+    if not server_full(exc) or left <= 0:
+        return None
     first, most = FULL_PAUSES
-    return min(most, first * 2.0 ** min(attempt, 16)) * (0.5 + random.random() / 2)
+    return min(left, most, first * 2.0 ** min(attempt, 16)) * (0.5 + random.random() / 2)
 
 
 __all__ = [

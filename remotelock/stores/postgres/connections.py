@@ -24,7 +24,6 @@ the store is collected (an event loop's connections and listener task end with i
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
 import time
 import weakref
@@ -36,7 +35,7 @@ import psycopg
 
 from ..base import AsyncStore
 from ..shared.threaded import threaded
-from .busy import full_pause, server_full
+from .busy import full_pause
 from .common import (
     ORPHANED,
     Configured,
@@ -79,7 +78,8 @@ class OwnConnections:
         if not self.slots.acquire(timeout=self.timeout):
             raise stayed_busy(f"all {self.size} connections of this store", self.timeout)
         try:
-            for attempt in itertools.count():
+            attempt = 0
+            while True:
                 with self.mutex:
                     if self.idle:
                         return self.idle.pop()
@@ -87,11 +87,11 @@ class OwnConnections:
                     return psycopg.connect(self.dsn, autocommit=True)
                 except psycopg.OperationalError as exc:
                     # A full server: wait for one of ours to come back, or a slot.
-                    left = deadline - time.monotonic()
-                    if not server_full(exc) or left <= 0:
+                    pause = full_pause(exc, attempt, deadline)
+                    if pause is None:
                         raise
-                    time.sleep(min(left, full_pause(attempt)))
-            raise AssertionError("unreachable")
+                    time.sleep(pause)
+                    attempt += 1
         except BaseException:
             self.slots.release()
             raise

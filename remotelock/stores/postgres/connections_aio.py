@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import time
 import weakref
@@ -28,7 +27,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from .busy import full_pause, server_full
+from .busy import full_pause
 from .common import (
     ORPHANED,
     Configured,
@@ -108,18 +107,19 @@ class AsyncOwnConnections:
         return conn
 
     async def _connect(self, idle: _Idle, deadline: float) -> Conn:
-        for attempt in itertools.count():
+        attempt = 0
+        while True:
             if idle.conns:
                 return idle.conns.pop()
             try:
                 return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
             except psycopg.OperationalError as exc:
                 # A full server: wait for one of ours to come back, or a slot.
-                left = deadline - time.monotonic()
-                if not server_full(exc) or left <= 0:
+                pause = full_pause(exc, attempt, deadline)
+                if pause is None:
                     raise
-                await asyncio.sleep(min(left, full_pause(attempt)))
-        raise AssertionError("unreachable")
+                await asyncio.sleep(pause)
+                attempt += 1
 
     async def give(self, conn: Conn, ok: bool) -> None:
         idle = self._lent.pop(conn)

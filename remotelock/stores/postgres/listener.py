@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -98,10 +99,15 @@ class Listener:
         with self.mutex:
             self.waiters.discard(topic, wake)
 
-    def tried(self, topic: str) -> None:
-        """A step of this process tried the lock of ``topic`` (see :class:`Waiters`)."""
+    def tried(self, key: str, payload: Callable[[str], str]) -> None:
+        """A step of this process tried the lock of ``key``, whose topic is
+        ``payload(key)`` (see :class:`Waiters`). Every acquire calls it, so it returns at
+        once unless a wake-up awaits its try; reading that without the mutex can only
+        miss a try just made, which costs one early pass-on, never a lost wake-up."""
+        if not self.waiters.expecting():
+            return
         with self.mutex:
-            self.waiters.tried(topic)
+            self.waiters.tried(payload(key))
 
     def _wake(self, topic: str | None = None) -> None:
         """Wake the next waiter of ``topic`` (every waiter when ``None``)."""

@@ -111,9 +111,13 @@ class AsyncListener:
         """Whether LISTEN is active for the running event loop."""
         return self._loops.get().ready
 
-    def tried(self, topic: str) -> None:
-        """A step on this loop tried the lock of ``topic`` (see :class:`Waiters`)."""
-        self._loops.get().waiters.tried(topic)
+    def tried(self, key: str, payload: Callable[[str], str]) -> None:
+        """A step on this loop tried the lock of ``key``, whose topic is ``payload(key)``
+        (see :class:`Waiters`). Every acquire calls it: it returns at once unless a
+        wake-up on this loop awaits its try."""
+        state = self._loops.peek()
+        if state is not None and state.waiters.expecting():
+            state.waiters.tried(payload(key))
 
     async def _conninfo(self) -> str:
         base = self._listen_url

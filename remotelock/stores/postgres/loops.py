@@ -36,6 +36,12 @@ class PerLoop(Generic[S]):
             state = self._loops[loop] = self._make()
         return state
 
+    def peek(self) -> S | None:
+        """The running loop's ``S`` if it has one (none is made)."""
+        if self._pid != os.getpid():
+            return None
+        return self._loops.get(asyncio.get_running_loop())
+
     def pop(self) -> S | None:
         """Forget the running loop's ``S`` (``None`` if it had none)."""
         return self._loops.pop(asyncio.get_running_loop(), None)

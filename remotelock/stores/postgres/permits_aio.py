@@ -52,7 +52,7 @@ class AsyncPostgresPermits:
             key, token, ttl, self.timeout, limit=limit, retention=self.retention
         )
         statement = self._sql.acquire_permit
-        self._listener.tried(q.permit_payload(key))  # a woken waiter used its wake-up
+        self._listener.tried(key, q.permit_payload)  # a woken waiter used its wake-up
         row = await self._step(
             "acquire_permit", key, lambda c: fetch_or_busy(c, statement, params)
         )

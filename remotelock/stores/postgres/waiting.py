@@ -103,6 +103,10 @@ class Waiters(Generic[W]):
         self._due.pop(topic, None)
         return []
 
+    def expecting(self) -> bool:
+        """Whether a woken waiter's try is awaited (else :meth:`tried` has nothing to do)."""
+        return bool(self._due)
+
     def tried(self, topic: str) -> None:
         """Someone in this process tried the lock of ``topic``: the wake-up was used."""
         self._due.pop(topic, None)
