@@ -251,7 +251,7 @@ class AsyncRedisStore(AsyncRedisPermits):
         per Cluster slot (see :class:`~.common.Keeper`). A token found no longer in
         line is marked lost, so its waiter tries again."""
         waiting = list(self._queued.copy().items())  # other threads may queue meanwhile
-        bases = [layout(self.prefix, queued.key).base for _, queued in waiting]
+        bases = [base_name(self.prefix, queued.key) for _, queued in waiting]
         sent = time.monotonic()
         for group in by_slot(self.client, bases):
             tokens = [waiting[index][0] for index in group]

@@ -50,8 +50,10 @@ def base_name(prefix: str, key: str) -> str:
     return f"{prefix}:{{{key.replace('%', '%25').replace('}', '%7D')}}}"
 
 
+@functools.lru_cache(maxsize=4096)
 def layout(prefix: str, key: str) -> Layout:
-    """``<prefix>:{<key>}:lock`` and friends (see :func:`base_name`)."""
+    """``<prefix>:{<key>}:lock`` and friends (see :func:`base_name`). Cached: every
+    acquire and release asks for it."""
     base = base_name(prefix, key)
     return Layout(base, f"{base}:lock", f"{base}:fence", f"{base}:bell")
 
