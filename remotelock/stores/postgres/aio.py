@@ -26,7 +26,7 @@ import psycopg
 
 from ..base import LockInfo
 from . import sql as q
-from .busy import acquire_params
+from .busy import MAINTENANCE, acquire_params
 from .common import CAPABILITIES, is_broken, millis, parse_url, translate
 from .connections_aio import AsyncConnected, Conn, Run
 from .guard import GUARD, GUARD_GRACE
@@ -49,7 +49,8 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
       ``remotelock_locks``), ``schema`` (default: the first schema on the search path;
       created if missing), ``timeout`` (seconds any one step may take, default 5),
       ``pool_size`` (connections per process, and per event loop for the async store,
-      default 4; a server with no slot left is waited out within ``timeout``),
+      default 4, one of them kept for releases and renewals; a server with no slot
+      left is waited out within ``timeout``),
       ``listen`` (``false`` turns wake-ups into polling), ``listen_url``
       (where to LISTEN, see below), ``retention`` (seconds a released or expired row
       stays, default 60, or twice ``timeout`` if longer; at least 1). Keyword arguments
@@ -167,7 +168,7 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
         retried = False
         with translate(self, step, key):
             while True:
-                conn = await source.take()
+                conn = await source.take(step in MAINTENANCE)
                 fired = False
                 try:
                     watch = GUARD.watch(conn, self.timeout + GUARD_GRACE)

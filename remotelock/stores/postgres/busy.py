@@ -1,6 +1,8 @@
 """Contention is not an outage: an acquire that runs out of time waiting for a row
-lock reports the key busy, for the sync and async PostgreSQL stores alike; and a
-server with no connection slot left is waited out, within the step's timeout.
+lock reports the key busy, for the sync and async PostgreSQL stores alike; a server
+with no connection slot left is waited out, within the step's timeout; and a store's
+own connections, all lent to other steps, are waited for as long as steps keep giving
+them back, with one of them kept for the steps that hold leases (release, renew).
 
 The acquire statements (``ACQUIRE`` and ``ACQUIRE_PERMIT`` in
 :mod:`remotelock.stores.postgres.sql`) wait for a row lock only when the key looked
@@ -18,13 +20,17 @@ runs the statement and turns :data:`CONTENDED` into "busy".
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from typing import Any, Final
+from collections import deque
+from typing import Any, Final, Generic, TypeVar
 
 import psycopg
 
 from .common import log, millis
+
+Turn = TypeVar("Turn")
 
 LOCK_WAIT_MAX: Final = 0.5
 """Longest row-lock wait of one acquire, in seconds. The sessions that lock a lease row
@@ -87,13 +93,81 @@ def full_pause(exc: BaseException, attempt: int, deadline: float) -> float | Non
     return min(left, most, first * 2.0 ** min(attempt, 16)) * (0.5 + random.random() / 2)
 
 
+MAINTENANCE: Final = frozenset({"release", "extend", "release_permit", "extend_permit"})
+"""Steps that keep or end a lease already held. They may take the connection kept back
+from the others, so a crowd of waiters trying to acquire can never make a holder's
+release or renewal queue behind them (and its lease run out meanwhile)."""
+
+
+class SlotCount(Generic[Turn]):
+    """How many of a store's ``size`` connections are lent, who may take another, and
+    who waits for one, in order (each waiter's ``Turn``: an event or a future).
+
+    One connection (when there are two or more) is kept for :data:`MAINTENANCE` steps:
+    the others take at most ``size - 1``. A connection given back goes straight to the
+    first waiter allowed to take it, maintenance steps first, so a waiter that is
+    woken always has its slot. The connection modules wait and wake with their own
+    primitives (a thread event, an asyncio future) under their own guard; the rule
+    and the queues are kept here, once.
+    """
+
+    __slots__ = ("gives", "lent", "queues", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.lent = 0
+        self.gives = 0  # how many were given back: a wait ends only when none are
+        self.queues: tuple[deque[Turn], deque[Turn]] = (deque(), deque())  # [urgent]
+
+    def may_take(self, urgent: bool) -> bool:
+        """Whether a step (``urgent``: a :data:`MAINTENANCE` step) may take one now."""
+        return self.lent < (self.size if urgent or self.size == 1 else self.size - 1)
+
+    def take_now(self, urgent: bool) -> bool:
+        """Take a slot if one is free for this kind of step (else queue a turn)."""
+        if self.may_take(urgent):
+            self.lent += 1
+            return True
+        return False
+
+    def queue(self, urgent: bool, turn: Turn) -> None:
+        self.queues[urgent].append(turn)
+
+    def withdraw(self, urgent: bool, turn: Turn) -> None:
+        """Leave the queue (the wait timed out or was cancelled before its turn)."""
+        with contextlib.suppress(ValueError):
+            self.queues[urgent].remove(turn)
+
+    def give(self) -> Turn | None:
+        """Give a slot back: the turn it now belongs to (the caller wakes it), if any."""
+        self.gives += 1
+        self.lent -= 1
+        for urgent in (True, False):
+            waiting = self.queues[urgent]
+            if waiting and self.may_take(urgent):
+                self.lent += 1
+                return waiting.popleft()
+        return None
+
+
+def none_given_back(size: int, timeout: float) -> psycopg.OperationalError:
+    """The error for a step that saw none of the store's ``size`` connections come back
+    for ``timeout`` seconds: the steps holding them are stuck, so the server is."""
+    return psycopg.OperationalError(
+        f"all {size} connections of this store stayed busy for {timeout:g} s with none given back"
+    )
+
+
 __all__ = [
     "CONTENDED",
     "FULL_PAUSES",
     "LOCK_WAIT_MAX",
+    "MAINTENANCE",
+    "SlotCount",
     "acquire_params",
     "full_pause",
     "lock_wait",
+    "none_given_back",
     "note_busy",
     "server_full",
 ]

@@ -35,7 +35,7 @@ import psycopg
 
 from ..base import AsyncStore
 from ..shared.threaded import threaded
-from .busy import full_pause
+from .busy import SlotCount, full_pause, none_given_back
 from .common import (
     ORPHANED,
     Configured,
@@ -55,6 +55,40 @@ Run = Callable[[Conn], T]
 """A step's work on the connection it was given."""
 
 
+class Slots:
+    """The slots of :class:`OwnConnections` for threads (the rule is
+    :class:`~.busy.SlotCount`'s). A step waits for as long as other steps keep giving
+    slots back; it fails only when none came back for ``timeout`` seconds, which means
+    every step holding one is stuck (each is bounded by the same ``timeout``)."""
+
+    def __init__(self, size: int, timeout: float) -> None:
+        self.count: SlotCount[threading.Event] = SlotCount(size)
+        self.timeout = timeout
+        self.mutex = threading.Lock()
+
+    def take(self, urgent: bool) -> None:
+        with self.mutex:
+            if self.count.take_now(urgent):
+                return
+            turn = threading.Event()
+            self.count.queue(urgent, turn)
+            seen = self.count.gives
+        while not turn.wait(self.timeout):
+            with self.mutex:
+                if turn.is_set():
+                    return
+                if self.count.gives == seen:
+                    self.count.withdraw(urgent, turn)
+                    raise none_given_back(self.count.size, self.timeout)
+                seen = self.count.gives
+
+    def give(self) -> None:
+        with self.mutex:
+            turn = self.count.give()
+            if turn is not None:
+                turn.set()  # the slot is its own now
+
+
 class OwnConnections:
     """Connections opened from a conninfo: at most ``size`` at a time, idle ones kept."""
 
@@ -71,12 +105,11 @@ class OwnConnections:
     def _reset(self) -> None:
         self.idle: list[Conn] = []
         self.mutex = threading.Lock()
-        self.slots = threading.BoundedSemaphore(self.size)
+        self.slots = Slots(self.size, self.timeout)
 
-    def take(self) -> Conn:
+    def take(self, urgent: bool = False) -> Conn:
+        self.slots.take(urgent)
         deadline = time.monotonic() + self.timeout
-        if not self.slots.acquire(timeout=self.timeout):
-            raise stayed_busy(f"all {self.size} connections of this store", self.timeout)
         try:
             attempt = 0
             while True:
@@ -93,7 +126,7 @@ class OwnConnections:
                     time.sleep(pause)
                     attempt += 1
         except BaseException:
-            self.slots.release()
+            self.slots.give()
             raise
 
     def give(self, conn: Conn, ok: bool) -> None:
@@ -105,7 +138,7 @@ class OwnConnections:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
         finally:
-            self.slots.release()
+            self.slots.give()
 
     def flush(self) -> None:
         """Close the idle connections (after one was found dead, the others may be too)."""
@@ -130,7 +163,7 @@ class _Given(Given, ABC):
     """A connection or pool passed in (see :class:`~.common.Given`)."""
 
     @abstractmethod
-    def take(self) -> Conn: ...
+    def take(self, urgent: bool = False) -> Conn: ...
 
     @abstractmethod
     def give(self, conn: Conn, ok: bool) -> None: ...
@@ -157,7 +190,7 @@ class GivenConnection(_Given):
         self.conn = conn
         self.mutex = threading.Lock()
 
-    def take(self) -> Conn:
+    def take(self, urgent: bool = False) -> Conn:
         self.check_fork()
         if not self.mutex.acquire(timeout=self.timeout):
             raise stayed_busy("the store's connection", self.timeout)
@@ -185,7 +218,7 @@ class GivenPool(_Given):
         super().__init__(timeout)
         self.pool = pool
 
-    def take(self) -> Conn:
+    def take(self, urgent: bool = False) -> Conn:
         self.check_fork()
         return self.pool.getconn(timeout=self.timeout)  # type: ignore[no-any-return]
 

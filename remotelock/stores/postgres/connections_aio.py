@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from .busy import full_pause
+from .busy import SlotCount, full_pause, none_given_back
 from .common import (
     ORPHANED,
     Configured,
@@ -47,12 +47,48 @@ Run = Callable[[Conn], Awaitable[T]]
 """A step's work on the connection it was given."""
 
 
+class AsyncSlots:
+    """One event loop's connection slots (the rule is :class:`~.busy.SlotCount`'s). A
+    step waits for as long as other steps keep giving slots back; it fails only when
+    none came back for ``timeout`` seconds, which means every step holding one is
+    stuck (each is bounded by the same ``timeout``)."""
+
+    def __init__(self, size: int, timeout: float) -> None:
+        self.count: SlotCount[asyncio.Future[None]] = SlotCount(size)
+        self.timeout = timeout
+
+    async def take(self, urgent: bool) -> None:
+        if self.count.take_now(urgent):
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self.count.queue(urgent, turn)
+        seen = self.count.gives
+        try:
+            while not turn.done():
+                await asyncio.wait((turn,), timeout=self.timeout)
+                if not turn.done():
+                    if self.count.gives == seen:
+                        raise none_given_back(self.count.size, self.timeout)
+                    seen = self.count.gives
+        except BaseException:
+            if turn.done():
+                self.give()  # handed over as the caller was cancelled: pass it on
+            else:
+                self.count.withdraw(urgent, turn)
+            raise
+
+    def give(self) -> None:
+        turn = self.count.give()
+        if turn is not None:
+            turn.set_result(None)  # the slot is its own now
+
+
 class _Idle:
     """One event loop's idle connections and connection slots."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, timeout: float) -> None:
         self.conns: list[Conn] = []
-        self.slots = asyncio.Semaphore(size)
+        self.slots = AsyncSlots(size, timeout)
         weakref.finalize(self, _finish, self.conns, os.getpid())
 
 
@@ -86,22 +122,18 @@ class AsyncOwnConnections:
         self.dsn = dsn  # plus the store's timeouts: what the store connects with
         self.size = size
         self.timeout = timeout
-        self._loops = PerLoop(lambda: _Idle(size))
+        self._loops = PerLoop(lambda: _Idle(size, timeout))
         # Which loop's slot a connection holds: close() may drop the loop's state
         # while a step still runs, and that step must give back the slot it took.
         self._lent: weakref.WeakKeyDictionary[Conn, _Idle] = weakref.WeakKeyDictionary()
 
-    async def take(self) -> Conn:
-        deadline = time.monotonic() + self.timeout
+    async def take(self, urgent: bool = False) -> Conn:
         idle = self._loops.get()
+        await idle.slots.take(urgent)
         try:
-            await asyncio.wait_for(idle.slots.acquire(), self.timeout)
-        except asyncio.TimeoutError:
-            raise stayed_busy(f"all {self.size} connections of this store", self.timeout) from None
-        try:
-            conn = await self._connect(idle, deadline)
+            conn = await self._connect(idle, time.monotonic() + self.timeout)
         except BaseException:
-            idle.slots.release()
+            idle.slots.give()
             raise
         self._lent[conn] = idle
         return conn
@@ -130,7 +162,7 @@ class AsyncOwnConnections:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
         finally:
-            idle.slots.release()
+            idle.slots.give()
 
     async def flush(self) -> None:
         """Close this loop's idle connections (after one was found dead, the others may
@@ -152,7 +184,7 @@ class _Given(Given, ABC):
     """A connection or pool passed in (see :class:`~.common.Given`)."""
 
     @abstractmethod
-    async def take(self) -> Conn: ...
+    async def take(self, urgent: bool = False) -> Conn: ...
 
     @abstractmethod
     async def give(self, conn: Conn, ok: bool) -> None: ...
@@ -179,7 +211,7 @@ class AsyncGivenConnection(_Given):
         self.conn = conn
         self._busy = PerLoop(asyncio.Lock)
 
-    async def take(self) -> Conn:
+    async def take(self, urgent: bool = False) -> Conn:
         self.check_fork()
         try:
             await asyncio.wait_for(self._busy.get().acquire(), self.timeout)
@@ -209,7 +241,7 @@ class AsyncGivenPool(_Given):
         super().__init__(timeout)
         self.pool = pool
 
-    async def take(self) -> Conn:
+    async def take(self, urgent: bool = False) -> Conn:
         self.check_fork()
         return await self.pool.getconn(timeout=self.timeout)  # type: ignore[no-any-return]
 
