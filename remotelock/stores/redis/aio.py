@@ -29,6 +29,7 @@ from .bells import LISTEN, TURN, WATCH, Wait
 from .clients import FENCE_RETENTION, check_options
 from .common import (
     CAPABILITIES,
+    LEASE_STEPS,
     Keeper,
     Look,
     Queued,
@@ -143,7 +144,8 @@ class AsyncRedisStore(AsyncRedisPermits):
         return self._clients.scripts
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return await self._scripts[name](keys=keys, args=args)
+        client = self._clients.lease if name in LEASE_STEPS else None  # None: the main one
+        return await self._scripts[name](keys=keys, args=args, client=client)
 
     # -- the Store protocol ---------------------------------------------------------
 

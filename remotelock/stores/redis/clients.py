@@ -14,23 +14,15 @@ import inspect
 import re
 from collections.abc import Iterable
 from typing import Any, Final, NamedTuple
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode
 
-import redis.exceptions as rex
-from redis.backoff import ExponentialBackoff, NoBackoff
-
-from ...errors import StoreConfigError, StoreUnavailable
-from ..shared.redact import described, redact, secrets_in, split_url
+from ...errors import StoreConfigError
+from ..shared.redact import redact, split_url
 
 _PREFIX: Final = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 _DB: Final = re.compile(r"[0-9]{1,5}")
 DEFAULT_SOCKET_TIMEOUT: Final = 5.0
 """Connect and read timeout of clients built from a URL: no call can hang longer."""
-POOL_SIZE: Final = 8
-"""Most connections a client built from a plain URL opens (per process, and per event
-loop for the asyncio side): callers beyond it wait for a free one, up to the socket
-timeout, instead of failing with redis-py's "Too many connections". With the store's
-subscriber connection, a process uses at most 9, however many threads or tasks wait."""
 FENCE_RETENTION: Final = 86400.0
 """Seconds a key's fencing state (``:fence``, ``:pcounter``) outlives its last lease: a
 server clock stepping back by less than this never reissues an earlier token."""
@@ -89,7 +81,7 @@ def parse_url(
             f"connection_class must be a class, got {type(connection_class).__name__}"
         )
     known = accepted(kind, scheme, asynchronous, connection_class)
-    own, kept = _split_query(parts.query, url, known, _parsers(asynchronous), options)
+    own, kept = _split_query(parts.query, url, known, parsers_of(asynchronous), options)
     for name in Options._fields:
         if name in options:
             own[name] = options.pop(name)
@@ -144,7 +136,7 @@ _KINDS: Final = {
 
 # Names redis-py takes out of ``**kwargs`` in a function body, where no signature
 # shows them; each is accepted only while redis-py's client class still takes it too.
-_POPPED: Final = {
+POPPED: Final = {
     "plain": ("single_connection_client", "cache", "cache_config"),  # Redis.from_url, pool
     "sentinel": ("ssl",),  # SentinelConnectionPool
     "cluster": (),
@@ -222,12 +214,12 @@ def accepted(kind: str, scheme: str, asynchronous: bool, connection_class: Any) 
         only_keywords = _keywords(client.from_url)[0] - {"url"}
         names = _init_keywords(connection.ConnectionPool)
         names |= _init_keywords(connection_class or getattr(connection, default))
-    only_keywords |= set(_POPPED[kind]) & _init_keywords(client)
+    only_keywords |= set(POPPED[kind]) & _init_keywords(client)
     return Accepted(frozenset(names), frozenset(names | only_keywords))
 
 
 @functools.cache
-def _parsers(asynchronous: bool) -> dict[str, Any]:
+def parsers_of(asynchronous: bool) -> dict[str, Any]:
     """redis-py's parsers of URL query values (``db``: ``int``, ``socket_timeout``: ...)."""
     package = "redis.asyncio" if asynchronous else "redis"
     connection = importlib.import_module(f"{package}.connection")
@@ -289,107 +281,16 @@ def hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
     return found
 
 
-def client_defaults(kind: str, package: str = "redis") -> dict[str, Any]:
-    """Timeouts and retries for clients remotelock builds itself.
-
-    Connection errors (a pooled connection that went stale, a failover) are retried
-    once; timeouts are not, so a frozen server costs one socket timeout, not ten. An
-    asyncio client needs the asyncio ``Retry``: the sync one cannot await a command, so
-    it would silently never retry.
-    """
-    retry = importlib.import_module(f"{package}.retry").Retry
-    defaults: dict[str, Any] = {
-        "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
-        "socket_connect_timeout": DEFAULT_SOCKET_TIMEOUT,
-    }
-    if kind == "cluster":
-        defaults["retry"] = retry(
-            ExponentialBackoff(cap=0.2, base=0.01), 3, (rex.ConnectionError,)
-        )
-    else:
-        defaults["retry"] = retry(NoBackoff(), 1, (rex.ConnectionError,))
-    return defaults
-
-
-def make_client(url: str, kwargs: dict[str, Any], *, asynchronous: bool = False) -> Any:
-    """A redis-py client for ``url`` (``redis.asyncio`` if ``asynchronous``): plain,
-    ``redis+sentinel://`` or ``redis+cluster://``."""
-    package = "redis.asyncio" if asynchronous else "redis"  # the same API, module by module
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    parsers = _parsers(asynchronous)
-    query = {
-        name: parse_value(name, value, parsers, url) for name, value in parse_qsl(parts.query)
-    }
-    if scheme == "redis+cluster":
-        cluster = importlib.import_module(f"{package}.cluster")
-        nodes = [cluster.ClusterNode(host, port) for host, port in hosts(parts.netloc, 6379)]
-        settings = {**client_defaults("cluster", package), **query, **kwargs}
-        if parts.password:
-            settings.setdefault("password", unquote(parts.password))
-        return cluster.RedisCluster(startup_nodes=nodes, **settings)
-    if scheme == "redis+sentinel":
-        sentinels = importlib.import_module(f"{package}.sentinel")
-        service, _, db = parts.path.strip("/").partition("/")
-        if not service:
-            raise StoreConfigError(
-                f"sentinel URLs need the service name as the path: {redact(url)!r}"
-            )
-        settings = {**client_defaults("sentinel", package), **query, **kwargs}
-        if parts.password:
-            settings.setdefault("password", unquote(parts.password))
-        if db:
-            settings["db"] = int(db)
-        sentinel = sentinels.Sentinel(
-            hosts(parts.netloc, 26379),
-            socket_timeout=settings["socket_timeout"],
-            sentinel_kwargs={"socket_timeout": settings["socket_timeout"]},
-        )
-        return sentinel.master_for(service, **settings)
-    plain = importlib.import_module(package)
-    settings = {**client_defaults("plain", package), **kwargs}
-    if set(settings) & set(_POPPED["plain"]):  # options of the client, not of its pool
-        return plain.Redis.from_url(url, **settings)
-    # A blocking pool: load past POOL_SIZE queues (bounded) instead of failing; an
-    # option in the URL or the keywords still sets max_connections and the wait.
-    settings.setdefault("max_connections", POOL_SIZE)
-    settings.setdefault("timeout", settings["socket_timeout"] or DEFAULT_SOCKET_TIMEOUT)
-    pool = plain.BlockingConnectionPool.from_url(url, **settings)
-    return plain.Redis.from_pool(pool)
-
-
-def build_client(url: str, kwargs: dict[str, Any], *, asynchronous: bool = False) -> Any:
-    """:func:`make_client`, with redis-py's objections as remotelock's errors.
-
-    A bad URL or option: :class:`StoreConfigError`, raised in place of redis-py's error
-    rather than from it, so no chained exception can carry the URL. An unreachable
-    Redis Cluster (its client connects at once): :class:`StoreUnavailable`.
-    """
-    try:
-        return make_client(url, dict(kwargs), asynchronous=asynchronous)
-    except StoreConfigError:
-        raise
-    except (ValueError, TypeError) as exc:
-        problem = described(exc, hiding=secrets_in(url))
-    except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
-        raise StoreUnavailable(
-            f"cannot reach Redis at {redact(url)!r}: {described(exc, hiding=secrets_in(url))}"
-        ) from exc
-    raise StoreConfigError(f"bad Redis URL {redact(url)!r}: {problem}")
-
-
 __all__ = [
     "DEFAULT_SOCKET_TIMEOUT",
     "FENCE_RETENTION",
-    "POOL_SIZE",
+    "POPPED",
     "Accepted",
     "Options",
     "accepted",
-    "build_client",
     "check_options",
-    "client_defaults",
     "hosts",
-    "make_client",
     "parse_url",
     "parse_value",
+    "parsers_of",
 ]

@@ -32,6 +32,11 @@ from .bells import BUSY, LISTEN, PERMIT, WATCH, Wait, decode
 CAPABILITIES: Final = frozenset(
     {CROSS_PROCESS, CROSS_HOST, NOTIFY, FENCING, TOKEN_CHECKED, EXPIRY, FAIR}
 )
+LEASE_STEPS: Final = frozenset(
+    {"release", "extend", "extend_many", "release_permit", "extend_permit"}
+)
+"""Scripts that keep or end a lease already held: they run on the store's lease client
+(see :func:`lease_client_of`), never queued behind a crowd of acquires."""
 
 
 class Layout(NamedTuple):
@@ -208,13 +213,34 @@ def subscriber_of(client: Any) -> Any:
     ``client`` has a blocking pool (one remotelock built from a URL), a client on a
     connection of its own with the same settings, so the subscriber never queues behind
     the store's steps for a connection, nor keeps one of theirs. The caller closes it."""
+    return _beside(client, blocking=False)
+
+
+def lease_client_of(client: Any) -> Any:
+    """The client for the steps that keep or end a lease (:data:`LEASE_STEPS`):
+    ``client`` itself, or, when ``client`` has a blocking pool (one remotelock built
+    from a URL), one more blocking connection with the same settings, so a crowd of
+    acquires queued for the pool never delays a holder's release or renewal (and its
+    lease run out meanwhile). The caller closes it."""
+    return _beside(client, blocking=True)
+
+
+def _beside(client: Any, blocking: bool) -> Any:
     pool: Any = getattr(client, "connection_pool", None)
     if type(pool).__name__ != "BlockingConnectionPool":
         return client
-    plain = next(kind for kind in type(pool).__mro__ if kind.__name__ == "ConnectionPool")
-    own = plain(
-        connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs
-    )
+    if blocking:
+        own = type(pool)(
+            connection_class=pool.connection_class,
+            max_connections=1,
+            timeout=pool.timeout,
+            **pool.connection_kwargs,
+        )
+    else:
+        plain = next(kind for kind in type(pool).__mro__ if kind.__name__ == "ConnectionPool")
+        own = plain(
+            connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs
+        )
     return type(client).from_pool(own)
 
 
@@ -307,6 +333,7 @@ def vacancy(holders: Any, limit: int) -> object:
 
 __all__ = [
     "CAPABILITIES",
+    "LEASE_STEPS",
     "Keeper",
     "Layout",
     "Look",
@@ -319,6 +346,7 @@ __all__ = [
     "describe",
     "key_of",
     "layout",
+    "lease_client_of",
     "listened",
     "ms",
     "permit_layout",

@@ -19,8 +19,9 @@ from typing import Any
 
 from ..base import AsyncStore, Store
 from ..shared.threaded import threaded
-from .clients import Options, build_client, parse_url
-from .common import describe, refuse_url
+from .build import build_client
+from .clients import Options, parse_url
+from .common import describe, lease_client_of, refuse_url
 from .doorbell import Doorbell
 from .lua import SCRIPTS
 
@@ -29,9 +30,14 @@ class Clients:
     """A sync store's client, its registered scripts, and this process's doorbell."""
 
     def __init__(
-        self, client: Any, prefix: str, url: tuple[str, dict[str, Any]] | None = None
+        self,
+        client: Any,
+        prefix: str,
+        url: tuple[str, dict[str, Any]] | None = None,
+        lease: Any = None,
     ) -> None:
         self.client = client
+        self.lease = client if lease is None else lease  # for releases and renewals
         self.scripts: dict[str, Any] = {
             name: client.register_script(src) for name, src in SCRIPTS.items()
         }  # per client: a script object runs on the client it was registered with
@@ -55,7 +61,8 @@ class Clients:
         own options from it."""
         client_url, own, kwargs = parse_url(url, dict(options))
         client = build_client(client_url, kwargs)
-        return cls(client, own.prefix, (url, options)), own
+        lease = lease_client_of(client)
+        return cls(client, own.prefix, (url, options), lease), own
 
     def doorbell(self) -> Doorbell:
         """The wake-ups of this process (a forked child starts its own reader)."""
@@ -91,6 +98,8 @@ class Clients:
         """Stop the wake-up reader and close the client's connections."""
         self._doorbell.close()
         self.client.close()
+        if self.lease is not self.client:
+            self.lease.close()
 
 
 __all__ = ["Clients"]

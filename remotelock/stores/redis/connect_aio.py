@@ -16,19 +16,22 @@ import weakref
 from typing import Any
 
 from ..base import AsyncStore
-from .clients import Options, build_client, make_client, parse_url
-from .common import refuse_url
+from .build import build_client, make_client
+from .clients import Options, parse_url
+from .common import lease_client_of, refuse_url
 from .doorbell_aio import AsyncDoorbell
 from .lua import SCRIPTS
 
 
 class _Bound:
-    """A client and its registered scripts (scripts belong to the client they ran on)."""
+    """A client, the one for releases and renewals, and the scripts registered on the
+    first (a script object runs on the client it was registered with unless told)."""
 
-    __slots__ = ("client", "scripts")
+    __slots__ = ("client", "lease", "scripts")
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, lease: Any = None) -> None:
         self.client = client
+        self.lease = client if lease is None else lease
         self.scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
 
 
@@ -69,13 +72,19 @@ class AsyncClients:
         if bound is None:
             url, kwargs = self._source
             client = make_client(url, dict(kwargs), asynchronous=True)
-            bound = self._per_loop[loop] = _Bound(client)
+            lease = lease_client_of(client)
+            bound = self._per_loop[loop] = _Bound(client, lease)
         return bound
 
     @property
     def client(self) -> Any:
         """The client for the running event loop."""
         return self._bound().client
+
+    @property
+    def lease(self) -> Any:
+        """The client for releases and renewals on the running event loop."""
+        return self._bound().lease
 
     @property
     def scripts(self) -> dict[str, Any]:
@@ -113,6 +122,8 @@ class AsyncClients:
             bound = self._source
         if bound is not None:
             await bound.client.aclose()
+            if bound.lease is not bound.client:
+                await bound.lease.aclose()
 
 
 __all__ = ["AsyncClients"]

@@ -31,6 +31,7 @@ from .bells import LISTEN, TURN, WATCH, Wait
 from .clients import FENCE_RETENTION, check_options
 from .common import (
     CAPABILITIES,
+    LEASE_STEPS,
     Keeper,
     Look,
     Queued,
@@ -145,7 +146,8 @@ class RedisStore(RedisPermits):
         return self._clients.scripts
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return self._scripts[name](keys=keys, args=args)
+        client = self._clients.lease if name in LEASE_STEPS else None  # None: the main one
+        return self._scripts[name](keys=keys, args=args, client=client)
 
     # -- the Store protocol ---------------------------------------------------------
 
