@@ -157,6 +157,8 @@ class Core:
         self.source = binding.source  # what the user configured
         self.queue: Any = binding.queue  # the store again if it queues waiters, else None
         self.exclusive = settings.limit == 1
+        # Leases recorded per owner: to refuse a second entry, or to let it in.
+        self.tracked = self.exclusive or settings.reentrant
 
     # -- the hooks each engine fills in (no I/O in any of them) --------------------------
 
@@ -188,7 +190,11 @@ class Core:
     ) -> Machine[Lease | None]:
         """A lease; ``None`` if skipped (or busy, not blocking); or :class:`LockTimeout`."""
         owner = holders.current_owner(self.asynchronous)
-        if self.exclusive:
+        if self.settings.reentrant:
+            held: Lease | None = holders.reenter(self.source, self.key, owner)
+            if held is not None:
+                return held
+        elif self.exclusive:
             holders.refuse_if_held(self.source, self.key, owner)
         state = Attempts()
         try:
@@ -209,7 +215,7 @@ class Core:
             self._missed(outcome, state)
             return None
         lease = self._issue(state.token, outcome, state.count)
-        if self.exclusive:
+        if self.tracked:
             holders.add(self.source, self.key, owner, lease)
         self.start_renewal(lease, first_renewal(outcome, self.settings.ttl))
         return lease
@@ -324,11 +330,13 @@ class Core:
         :raises StoreError: the store could not be reached (the release is retried in
             the background until it succeeds or the lease has run out).
         """
+        if lease.leave():  # an inner entry of a reentrant lock: the outer one holds on
+            return not lease.lost
         if not lease.begin_release():
             return False
         if lease.settle_deadline():
             lease.run_on_lost()
-        if self.exclusive:
+        if self.tracked:
             holders.remove(self.source, self.key, lease)
         watchdog.unwatch(lease)
         self.stop_renewal(lease)

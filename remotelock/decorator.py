@@ -72,6 +72,7 @@ def remote_locked(
     on_lost: OnLost | None = None,
     raise_on_lost: bool = True,
     limit: int = 1,
+    reentrant: bool = False,
     lambda_margin: float | None = awslambda.DEFAULT_MARGIN,
 ) -> Callable[[F], F]:
     """Run the decorated function only while holding the lock named by ``key``.
@@ -98,6 +99,10 @@ def remote_locked(
     :param raise_on_lost: raise :class:`LockLost` after a lost lease (default) or log.
     :param limit: at most this many calls hold the key at once (counted permits;
         default 1, a plain lock). Every caller of one key must use the same limit.
+    :param reentrant: a call made while the same thread or task holds the key (the
+        function calling itself, or another reentrant function of the same key) enters
+        the held lease again instead of raising :class:`RuntimeError`; the lease is
+        released when the outermost call returns.
     :param lambda_margin: when a call carries an AWS Lambda context (an argument with
         ``get_remaining_time_in_millis``), stop waiting this many seconds before the
         invocation ends, and keep the lease within the invocation's remaining time.
@@ -109,7 +114,7 @@ def remote_locked(
     """
     settings = LockSettings.build(
         store=store, ttl=ttl, wait=wait, stop=stop, on_lost=on_lost,
-        raise_on_lost=raise_on_lost, limit=limit,
+        raise_on_lost=raise_on_lost, limit=limit, reentrant=reentrant,
     )  # fmt: skip
     if skip_if is not None and not callable(skip_if):
         raise TypeError(f"skip_if must be callable or None, got {skip_if!r}")

@@ -3,7 +3,8 @@
 A thread that holds a key and asks for it again (a decorated function calling itself,
 a second ``RemoteLock`` object for the same key inside a ``with`` block) would wait
 for its own release until ``stop`` gives up: a minute of silence by default. The lock
-layer asks here first and refuses at once with a clear error instead.
+layer asks here first and refuses at once with a clear error instead, or, for a
+reentrant lock, enters the lease the owner already holds once more.
 
 The owner is the asyncio task for async code and the thread for sync code, recorded
 when the lease is issued and dropped when it is released (from whichever thread).
@@ -13,10 +14,14 @@ end like any other waiter.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 from ._checks import key_preview
+from .errors import LockLost
+
+log = logging.getLogger("remotelock.lock")
 
 _mutex = threading.Lock()
 _held: dict[tuple[int, str], list[tuple[object, Any]]] = {}
@@ -68,6 +73,37 @@ def refuse_if_held(store: object, key: str, owner: object) -> None:
         )
 
 
+def held_by(store: object, key: str, owner: object) -> Any:
+    """The lease ``owner`` holds of ``key`` on ``store``, or ``None``."""
+    with _mutex:
+        for holder, lease in _held.get((id(store), key), ()):
+            if holder is owner:
+                return lease
+    return None
+
+
+def reenter(store: object, key: str, owner: object) -> Any:
+    """The lease ``owner`` holds of ``key`` on ``store``, entered once more (a
+    reentrant lock); ``None`` if it holds none (or it was released just now).
+
+    :raises RuntimeError: it was taken through a lock that is not reentrant.
+    :raises LockLost: it was lost: the new entry would run without the lock.
+    """
+    held = held_by(store, key, owner)
+    if held is None:
+        return None
+    if not held._keeper.settings.reentrant:
+        refuse_if_held(store, key, owner)
+    if held.settle_deadline():
+        held.run_on_lost()
+    if held.lost:
+        raise LockLost(key, held.fencing_token, held.lost_reason)
+    if not held.reenter():
+        return None
+    log.debug("entered lock %r again (depth %d)", key, held.depth)
+    return held
+
+
 def add(store: object, key: str, owner: object, lease: Any) -> None:
     """Record that ``owner`` holds ``lease`` of ``key`` on ``store``."""
     with _mutex:
@@ -85,4 +121,4 @@ def remove(store: object, key: str, lease: Any) -> None:
             del _held[(id(store), key)]
 
 
-__all__ = ["add", "current_owner", "refuse_if_held", "remove"]
+__all__ = ["add", "current_owner", "held_by", "reenter", "refuse_if_held", "remove"]

@@ -69,6 +69,7 @@ class Lease:
         "_trouble",
         "_watched",
         "deadline",
+        "depth",
         "fencing_token",
         "key",
         "lost_reason",
@@ -97,6 +98,8 @@ class Lease:
         """Monotonic time until which the lease is surely held (see :func:`local_deadline`)."""
         self.lost_reason = ""
         self.released = False
+        self.depth = 1
+        """How many times its owner entered it (a reentrant lock); released at 0."""
         self._lost = False
         self._keeper = keeper
         self._on_lost = on_lost
@@ -130,6 +133,22 @@ class Lease:
             self.ttl = ttl
             self.deadline = local_deadline(started, ttl)
             self._trouble = ""
+            return True
+
+    def reenter(self) -> bool:
+        """Enter once more (a reentrant lock); ``False`` if it was released meanwhile."""
+        with _MUTEX:
+            if self.released:
+                return False
+            self.depth += 1
+            return True
+
+    def leave(self) -> bool:
+        """Leave one of several entries; ``False`` for the last (the caller releases)."""
+        with _MUTEX:
+            if self.depth <= 1:
+                return False
+            self.depth -= 1
             return True
 
     def begin_release(self) -> bool:

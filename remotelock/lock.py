@@ -54,6 +54,7 @@ class LockSettings:
     on_lost: OnLost | None
     raise_on_lost: bool
     limit: int = 1  # at most this many holders at once (1: a plain lock)
+    reentrant: bool = False  # the holding thread or task may enter again at once
 
     @classmethod
     def build(
@@ -66,6 +67,7 @@ class LockSettings:
         on_lost: object = None,
         raise_on_lost: object = True,
         limit: object = 1,
+        reentrant: object = False,
     ) -> LockSettings:
         """Validate every argument, naming it in the error."""
         if store is not None and not isinstance(store, (Store, AsyncStore)):
@@ -77,6 +79,8 @@ class LockSettings:
             raise TypeError(f"on_lost must be callable (it receives the Lease), got {on_lost!r}")
         if not isinstance(raise_on_lost, bool):
             raise TypeError(f"raise_on_lost must be True or False, got {raise_on_lost!r}")
+        if not isinstance(reentrant, bool):
+            raise TypeError(f"reentrant must be True or False, got {reentrant!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ValueError(
                 f"limit must be a whole number of holders from 1 to {MAX_LIMIT}, got {limit!r}"
@@ -89,6 +93,7 @@ class LockSettings:
             on_lost=on_lost,
             raise_on_lost=raise_on_lost,
             limit=limit,
+            reentrant=reentrant,
         )
 
 
@@ -107,9 +112,11 @@ class RemoteLock:
     tenacity: ``wait`` bounds the pause between attempts (a release notification ends
     it sooner) and ``stop`` decides when to give up with :class:`LockTimeout`.
 
-    It is not reentrant: a thread (or task) that holds a key and asks for it again, with
-    this or any other lock object of the same store, gets a :class:`RuntimeError` at
-    once instead of waiting for itself.
+    It is not reentrant unless asked: a thread (or task) that holds a key and asks for it
+    again, with this or any other lock object of the same store, gets a
+    :class:`RuntimeError` at once instead of waiting for itself. With
+    ``reentrant=True`` it enters the lease it holds once more (no store round trip,
+    the same fencing token), and the lease is released when the outermost entry is.
 
     :param key: the lock's name (at most 1024 bytes of UTF-8); every holder of the same
         key excludes the others.
@@ -124,6 +131,10 @@ class RemoteLock:
         plain lock). Every caller of one key must use the same limit.
     :param raise_on_lost: leaving the block after the lease was lost raises
         :class:`LockLost` (``True``, default) or only logs a warning (``False``).
+    :param reentrant: the thread (sync code) or task (async code) holding the key may
+        take it again at once, through any reentrant lock object of the same key and
+        store; each entry needs its release (or block exit). Other threads, tasks and
+        processes wait as usual. A key held through a non-reentrant lock is refused.
     """
 
     def __init__(
@@ -137,11 +148,12 @@ class RemoteLock:
         on_lost: OnLost | None = None,
         raise_on_lost: bool = True,
         limit: int = 1,
+        reentrant: bool = False,
     ) -> None:
         self.key = check_key(key)
         self.settings = LockSettings.build(
             store=store, ttl=ttl, wait=wait, stop=stop, on_lost=on_lost,
-            raise_on_lost=raise_on_lost, limit=limit,
+            raise_on_lost=raise_on_lost, limit=limit, reentrant=reentrant,
         )  # fmt: skip
         self._sync: SyncEngine | None = None
         self._async: AsyncEngine | None = None
@@ -209,7 +221,8 @@ class RemoteLock:
             with _leases_mutex:
                 if len(self._leases) >= 8:  # drop the released ones now and then
                     self._leases = [held for held in self._leases if not held.released]
-                self._leases.append(lease)
+                if not any(held is lease for held in self._leases):  # entered again
+                    self._leases.append(lease)
         return lease
 
     def _pick(self, lease: Lease | None, action: str) -> Lease:
@@ -217,7 +230,8 @@ class RemoteLock:
             held = [found for found in self._leases if not found.released]
         if lease is not None:
             keeper = lease._keeper
-            if keeper is not self._sync and keeper is not self._async:
+            ours = any(found is lease for found in held)  # entered again, through us
+            if keeper is not self._sync and keeper is not self._async and not ours:
                 raise ValueError(f"{lease!r} was not issued by this lock ({self!r})")
             return lease
         for owner, entered in reversed(_entered.get()):

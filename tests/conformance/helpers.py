@@ -204,3 +204,17 @@ async def finish_within(awaitable: Awaitable[T], timeout: float, what: str) -> T
         await asyncio.wait({task})
         raise AssertionError(f"{what} still running after {timeout:g} s")
     return task.result()
+
+
+def busy_for_others(key: str, store: Store) -> bool:
+    """Whether another thread, with a lock object of its own, is refused the key now
+    (the holding thread itself would get RuntimeError: locks are not reentrant)."""
+
+    def probe() -> bool:
+        lease = new_lock(key, store).acquire(blocking=False)
+        if lease is None:
+            return True
+        lease.release()
+        return False
+
+    return Bunch.run(probe)

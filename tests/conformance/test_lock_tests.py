@@ -81,6 +81,7 @@ from .helpers import (
     TIMEOUT,
     Boom,
     Bunch,
+    busy_for_others,
     eventually,
     let_threads_block,
     new_lock,
@@ -97,20 +98,6 @@ def free_in_another_thread(lock: RemoteLock) -> bool:
             return False
         lease.release()
         return True
-
-    return Bunch.run(probe)
-
-
-def busy_for_others(key: str, store: Store) -> bool:
-    """Whether another thread, with a lock object of its own, is refused the key now
-    (the holding thread itself would get RuntimeError: locks are not reentrant)."""
-
-    def probe() -> bool:
-        lease = new_lock(key, store).acquire(blocking=False)
-        if lease is None:
-            return True
-        lease.release()
-        return False
 
     return Bunch.run(probe)
 
