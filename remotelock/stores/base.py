@@ -312,6 +312,39 @@ class AsyncPermitStore(Protocol):
 
 
 @runtime_checkable
+class ResultStore(Protocol):
+    """Optional: short-lived values beside the locks (what :func:`~remotelock.single_flight`
+    shares). A value set by ``put_result`` is read back until its ``ttl`` has passed,
+    then removed; result keys live apart from lock keys; callers keep values within
+    ``max_result_bytes``."""
+
+    max_result_bytes: int
+
+    def put_result(self, key: str, data: bytes, ttl: float) -> None:
+        """Keep ``data`` as ``key``'s value for ``ttl`` seconds."""
+        ...
+
+    def get_result(self, key: str) -> bytes | None:
+        """``key``'s value, or ``None`` if it has none (or it ran out)."""
+        ...
+
+
+@runtime_checkable
+class AsyncResultStore(Protocol):
+    """Async twin of :class:`ResultStore`."""
+
+    max_result_bytes: int
+
+    async def put_result(self, key: str, data: bytes, ttl: float) -> None:
+        """See :meth:`ResultStore.put_result`."""
+        ...
+
+    async def get_result(self, key: str) -> bytes | None:
+        """See :meth:`ResultStore.get_result`."""
+        ...
+
+
+@runtime_checkable
 class LockAdmin(Protocol):
     """Optional abilities for operators and the CLI; the decorator never needs them."""
 
@@ -349,6 +382,7 @@ __all__ = [
     "AsyncLockAdmin",
     "AsyncPermitStore",
     "AsyncQueuedStore",
+    "AsyncResultStore",
     "AsyncStore",
     "BatchRenewal",
     "Capability",
@@ -358,6 +392,7 @@ __all__ = [
     "LockInfo",
     "PermitStore",
     "QueuedStore",
+    "ResultStore",
     "Store",
     "missing",
 ]

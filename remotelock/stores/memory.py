@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from ..errors import LimitConflict, StoreConfigError
 from .base import EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
+from .kept import MAX_RESULT_BYTES, KeptResults
 from .shared.redact import redact, split_url
 from .shared.threaded import resolve
 
@@ -39,7 +40,7 @@ class _Permits:
     holders: dict[str, _Held] = field(default_factory=dict)
 
 
-class MemoryStore:
+class MemoryStore(KeptResults):
     """A lock table in this process's memory; thread-safe and task-safe.
 
     - URL: ``memory://`` (the process-wide shared instance) or ``memory://NAME``
@@ -68,6 +69,7 @@ class MemoryStore:
         self._fence = 0
         self._wakers: dict[Slot, list[Callable[[], None]]] = {}
         self._twin: AsyncMemoryStore | None = None
+        self._keep_results()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -332,6 +334,16 @@ class AsyncMemoryStore:
     async def wait_permit(self, key: str, timeout: float) -> None:
         """See :meth:`MemoryStore.wait_permit`."""
         await self._wait(("permit", key), timeout)
+
+    max_result_bytes = MAX_RESULT_BYTES
+
+    async def put_result(self, key: str, data: bytes, ttl: float) -> None:
+        """See :meth:`MemoryStore.put_result`."""
+        self.sync.put_result(key, data, ttl)
+
+    async def get_result(self, key: str) -> bytes | None:
+        """See :meth:`MemoryStore.get_result`."""
+        return self.sync.get_result(key)
 
     async def _wait(self, slot: Slot, timeout: float) -> None:
         import asyncio

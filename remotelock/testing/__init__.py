@@ -24,5 +24,13 @@ from __future__ import annotations
 from .blocking import BlockingStore, blocking
 from .contract import StoreContract, needs
 from .permits import PermitContract
+from .results import ResultContract
 
-__all__ = ["BlockingStore", "PermitContract", "StoreContract", "blocking", "needs"]
+__all__ = [
+    "BlockingStore",
+    "PermitContract",
+    "ResultContract",
+    "StoreContract",
+    "blocking",
+    "needs",
+]

@@ -11,6 +11,7 @@ from ..stores.base import (
     AsyncLockAdmin,
     AsyncPermitStore,
     AsyncQueuedStore,
+    AsyncResultStore,
     AsyncStore,
     Handover,
     LockInfo,
@@ -118,6 +119,23 @@ class _BlockingPermits:
         self.run(self.store.wait_permit(key, timeout))
 
 
+class _BlockingResults:
+    """Mixin: the kept results of an async store, run to completion."""
+
+    store: Any
+    run: Any
+
+    @property
+    def max_result_bytes(self) -> int:
+        return int(self.store.max_result_bytes)
+
+    def put_result(self, key: str, data: bytes, ttl: float) -> None:
+        self.run(self.store.put_result(key, data, ttl))
+
+    def get_result(self, key: str) -> bytes | None:
+        return self.run(self.store.get_result(key))  # type: ignore[no-any-return]
+
+
 _COMBINED: dict[tuple[type, ...], type[BlockingStore]] = {}
 
 
@@ -130,6 +148,8 @@ def blocking(store: AsyncStore) -> BlockingStore:
         mixins += (_BlockingPermits,)
     if isinstance(store, AsyncLockAdmin):
         mixins += (_BlockingAdmin,)
+    if isinstance(store, AsyncResultStore):
+        mixins += (_BlockingResults,)
     cls = _COMBINED.get(mixins)
     if cls is None:
         cls = _COMBINED[mixins] = type("BlockingStore", (*mixins, BlockingStore), {})

@@ -12,13 +12,13 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from ..shared.threaded import ThreadedAsyncAdminStore, ThreadedPermits, in_thread
+from ..shared.threaded import ThreadedAsyncAdminStore, ThreadedPermits, ThreadedResults, in_thread
 from .common import LOCK, PERMITS, Busy
 from .store import DynamoDBStore
 from .waiting import steps
 
 
-class AsyncDynamoDBStore(ThreadedPermits, ThreadedAsyncAdminStore):
+class AsyncDynamoDBStore(ThreadedResults, ThreadedPermits, ThreadedAsyncAdminStore):
     """The asyncio twin of :class:`DynamoDBStore`, sharing its client and options.
 
     Get it with ``DynamoDBStore(...).as_async()``, or build it the same ways:

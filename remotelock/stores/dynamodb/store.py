@@ -42,6 +42,7 @@ from .common import (
     until,
 )  # fmt: skip
 from .permits import DynamoDBPermits
+from .results import DynamoDBResults
 from .table import Table
 from .waiting import steps
 
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from .aio import AsyncDynamoDBStore
 
 
-class DynamoDBStore(DynamoDBPermits):
+class DynamoDBStore(DynamoDBResults, DynamoDBPermits):
     """Locks in a DynamoDB table: exclusion across processes, machines and Lambdas.
 
     - URL: ``dynamodb://TABLE?region=eu-west-1``; ``&endpoint_url=http://127.0.0.1:8000``

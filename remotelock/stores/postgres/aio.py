@@ -32,6 +32,7 @@ from .connections_aio import AsyncConnected, Conn, Run
 from .guard import GUARD, GUARD_GRACE
 from .permits_aio import AsyncPostgresPermits
 from .queries_aio import Row, fetch_all, fetch_one, fetch_or_busy, rowcount
+from .result_sql import MAX_RESULT_BYTES
 from .waiting import pause
 
 if TYPE_CHECKING:
@@ -214,6 +215,7 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
             "schema": self.schema,
             "table": self.table,
             "permits": q.permits_table(self.table),
+            "results": q.results_table(self.table),
             "relations": self._sql.relations,
         }
         async with conn.transaction():
@@ -285,6 +287,23 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
 
     def _notice(self, key: str, **params: Any) -> dict[str, Any]:
         return {"key": key, "channel": self._sql.channel, "payload": q.payload(key), **params}
+
+    # -- kept results (single_flight) -----------------------------------------------------
+
+    max_result_bytes = MAX_RESULT_BYTES
+
+    async def put_result(self, key: str, data: bytes, ttl: float) -> None:
+        """Keep ``data`` as ``key``'s value for ``ttl`` seconds (one upsert)."""
+        params = {"key": key, "data": bytes(data), "ttl": float(ttl)}
+        await self._step("put_result", key, lambda c: rowcount(c, self._sql.put_result, params))
+
+    async def get_result(self, key: str) -> bytes | None:
+        """``key``'s value, or ``None`` if it has none (or it ran out)."""
+        params = {"key": key}
+        row = await self._step(
+            "get_result", key, lambda c: fetch_one(c, self._sql.get_result, params)
+        )
+        return None if row is None else bytes(row[0])
 
     # -- admin ----------------------------------------------------------------------------
 

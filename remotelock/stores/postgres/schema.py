@@ -72,9 +72,9 @@ CREATE_SCHEMA: Final[str] = "CREATE SCHEMA IF NOT EXISTS {schema}"
 LOCK_DDL: Final[str] = "SELECT pg_advisory_xact_lock(%(lock_id)s)"
 
 # %(schema)s   the configured schema, or NULL for the first schema on the search path
-# %(table)s, %(permits)s  the tables' names
+# %(table)s, %(permits)s, %(results)s  the tables' names
 # %(relations)s  the names of the sequences and indexes (a text array)
-# returns: one row if both tables exist with the newest columns, and every sequence and
+# returns: one row if the tables exist with the newest columns, and every sequence and
 #          index exists; else none (then the creation path runs: CREATE ... IF NOT
 #          EXISTS, the MIGRATE_* statements, the sequences and the indexes).
 TABLE_EXISTS: Final[str] = """
@@ -84,9 +84,10 @@ SELECT 1 FROM pg_catalog.pg_namespace AS n
           JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid
          WHERE c.relnamespace = n.oid AND NOT a.attisdropped
            AND (c.relname, a.attname) IN ((%(table)s, 'released_by'),
-               (%(permits)s, 'released'), (%(permits)s, 'expires_at'))) = 3
+               (%(permits)s, 'released'), (%(permits)s, 'expires_at'),
+               (%(results)s, 'data'))) = 4
    AND (SELECT count(*) FROM pg_catalog.pg_class AS c
-         WHERE c.relnamespace = n.oid AND c.relname = ANY (%(relations)s)) = 4"""
+         WHERE c.relnamespace = n.oid AND c.relname = ANY (%(relations)s)) = 5"""
 
 
 def derived(name: str, suffix: str) -> str:
@@ -103,6 +104,11 @@ def permits_table(table: str) -> str:
     return derived(table, "permits")
 
 
+def results_table(table: str) -> str:
+    """The kept results' table name: the lease table's, plus ``_results``."""
+    return derived(table, "results")
+
+
 def fences_of(table: str) -> str:
     """The name of ``table``'s fence sequence."""
     return derived(table, "fence_seq")
@@ -114,9 +120,12 @@ def expiry_of(table: str) -> str:
 
 
 def relations(table: str) -> list[str]:
-    """The sequences and indexes of a store's two tables (``%(relations)s``)."""
-    permits = permits_table(table)
-    return [fences_of(table), fences_of(permits), expiry_of(table), expiry_of(permits)]
+    """The sequences and indexes of a store's tables (``%(relations)s``)."""
+    permits, results = permits_table(table), results_table(table)
+    return [
+        fences_of(table), fences_of(permits), expiry_of(table), expiry_of(permits),
+        expiry_of(results),
+    ]  # fmt: skip
 
 
 def lock_id(schema: str | None, table: str) -> int:
@@ -140,4 +149,5 @@ __all__ = [
     "lock_id",
     "permits_table",
     "relations",
+    "results_table",
 ]

@@ -65,6 +65,7 @@ from .permit_sql import (
     RELEASED_MARGIN,
     SWEEP_BATCH,
 )
+from .result_sql import CREATE_RESULTS_TABLE, GET_RESULT, PUT_RESULT
 from .schema import (
     CREATE_EXPIRY_INDEX,
     CREATE_FENCES,
@@ -79,6 +80,7 @@ from .schema import (
     lock_id,
     permits_table,
     relations,
+    results_table,
 )
 
 _PAST: Final = "now() - make_interval(secs => %(retention)s)"
@@ -268,6 +270,8 @@ class Statements(NamedTuple):
     extend_permit: sql.Composed
     permit_holders: sql.Composed
     permit_state: sql.Composed
+    put_result: sql.Composed
+    get_result: sql.Composed
 
 
 def statements(schema: str | None, table: str) -> Statements:
@@ -280,19 +284,23 @@ def statements(schema: str | None, table: str) -> Statements:
         return sql.Literal(f'"{schema}"."{relation}"' if schema else f'"{relation}"')
 
     name, permit_name = ident(table), permits_table(table)
-    permits = ident(permit_name)
+    permits, results = ident(permit_name), ident(results_table(table))
     fences, permit_fences = regclass(fences_of(table)), regclass(fences_of(permit_name))
 
     def compose(template: str) -> sql.Composed:
         return sql.SQL(template).format(
-            table=name, permits=permits, fences=fences, permit_fences=permit_fences
-        )
+            table=name, permits=permits, results=results, fences=fences,
+            permit_fences=permit_fences,
+        )  # fmt: skip
 
     topic = channel(schema, table)
     create_schema = (
         sql.SQL(CREATE_SCHEMA).format(schema=sql.Identifier(schema)) if schema else None
     )
-    tables = [CREATE_TABLE, CREATE_PERMITS_TABLE, MIGRATE_TABLE, MIGRATE_PERMITS_TABLE]
+    tables = [
+        CREATE_TABLE, CREATE_PERMITS_TABLE, CREATE_RESULTS_TABLE, MIGRATE_TABLE,
+        MIGRATE_PERMITS_TABLE,
+    ]  # fmt: skip
     layout = [
         sql.SQL(template).format(
             name=regclass(fences_of(owner)), sequence=ident(fences_of(owner)),
@@ -300,6 +308,10 @@ def statements(schema: str | None, table: str) -> Statements:
         )
         for owner in (table, permit_name)
         for template in (CREATE_FENCES, CREATE_EXPIRY_INDEX)
+    ] + [
+        sql.SQL(CREATE_EXPIRY_INDEX).format(
+            index=sql.Identifier(expiry_of(results_table(table))), owner=results
+        )
     ]  # fmt: skip
     return Statements(
         create_schema=create_schema,
@@ -325,6 +337,8 @@ def statements(schema: str | None, table: str) -> Statements:
         extend_permit=compose(EXTEND_PERMIT),
         permit_holders=compose(PERMIT_HOLDERS),
         permit_state=compose(PERMIT_STATE),
+        put_result=compose(PUT_RESULT),
+        get_result=compose(GET_RESULT),
     )
 
 
@@ -362,5 +376,6 @@ __all__ = [
     "payload",
     "permit_payload",
     "permits_table",
+    "results_table",
     "statements",
 ]

@@ -34,6 +34,7 @@ from .connections import Conn, Connected, Run
 from .guard import GUARD, GUARD_GRACE
 from .permits import PostgresPermits
 from .queries import Row, fetch_all, fetch_one, fetch_or_busy, rowcount
+from .result_sql import MAX_RESULT_BYTES
 from .waiting import pause
 
 if TYPE_CHECKING:
@@ -216,6 +217,7 @@ class PostgresStore(PostgresPermits, Connected):
             "schema": self.schema,
             "table": self.table,
             "permits": q.permits_table(self.table),
+            "results": q.results_table(self.table),
             "relations": self._sql.relations,
         }
         with conn.transaction():
@@ -283,6 +285,21 @@ class PostgresStore(PostgresPermits, Connected):
 
     def _notice(self, key: str, **params: Any) -> dict[str, Any]:
         return {"key": key, "channel": self._sql.channel, "payload": q.payload(key), **params}
+
+    # -- kept results (single_flight) -----------------------------------------------------
+
+    max_result_bytes = MAX_RESULT_BYTES
+
+    def put_result(self, key: str, data: bytes, ttl: float) -> None:
+        """Keep ``data`` as ``key``'s value for ``ttl`` seconds (one upsert)."""
+        params = {"key": key, "data": bytes(data), "ttl": float(ttl)}
+        self._step("put_result", key, lambda c: rowcount(c, self._sql.put_result, params))
+
+    def get_result(self, key: str) -> bytes | None:
+        """``key``'s value, or ``None`` if it has none (or it ran out)."""
+        params = {"key": key}
+        row = self._step("get_result", key, lambda c: fetch_one(c, self._sql.get_result, params))
+        return None if row is None else bytes(row[0])
 
     # -- admin ----------------------------------------------------------------------------
 

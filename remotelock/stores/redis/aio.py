@@ -24,12 +24,15 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis.client import NEVER_DECODE
+
 from ..base import AsyncStore, Handover, LockInfo
 from .bells import LISTEN, TURN, WATCH, Wait
 from .clients import FENCE_RETENTION, check_options
 from .common import (
     CAPABILITIES,
     LEASE_STEPS,
+    MAX_RESULT_BYTES,
     Keeper,
     Look,
     Queued,
@@ -278,6 +281,22 @@ class AsyncRedisStore(AsyncRedisPermits):
 
     def _forget(self, token: str) -> None:
         self._queued.pop(token, None)
+
+    # -- kept results (single_flight) ------------------------------------------------
+
+    max_result_bytes = MAX_RESULT_BYTES
+
+    async def put_result(self, key: str, data: bytes, ttl: float) -> None:
+        """Keep ``data`` as ``key``'s value for ``ttl`` seconds (``SET ... PX``)."""
+        with translate(self, "put_result", key):
+            await self.client.set(f"{base_name(self.prefix, key)}:result", data, px=ms(ttl))
+
+    async def get_result(self, key: str) -> bytes | None:
+        """``key``'s value, or ``None``; read as bytes even by a client that decodes."""
+        name = f"{base_name(self.prefix, key)}:result"
+        with translate(self, "get_result", key):
+            value = await self.client.execute_command("GET", name, **{NEVER_DECODE: True})
+        return None if value is None else bytes(value)
 
     # -- admin ----------------------------------------------------------------------
 

@@ -32,6 +32,9 @@ from .bells import BUSY, LISTEN, PERMIT, WATCH, Wait, decode
 CAPABILITIES: Final = frozenset(
     {CROSS_PROCESS, CROSS_HOST, NOTIFY, FENCING, TOKEN_CHECKED, EXPIRY, FAIR}
 )
+MAX_RESULT_BYTES: Final = 64 * 1024 * 1024
+"""Longest kept result (a Redis string takes 512 MB, but one reply of it blocks the
+server and the connection while it travels)."""
 LEASE_STEPS: Final = frozenset(
     {"release", "extend", "extend_many", "release_permit", "extend_permit"}
 )
@@ -334,6 +337,7 @@ def vacancy(holders: Any, limit: int) -> object:
 __all__ = [
     "CAPABILITIES",
     "LEASE_STEPS",
+    "MAX_RESULT_BYTES",
     "Keeper",
     "Layout",
     "Look",

@@ -19,6 +19,7 @@ from ..base import (
     LockInfo,
     PermitStore,
     QueuedStore,
+    ResultStore,
     Store,
 )
 
@@ -125,6 +126,25 @@ class ThreadedPermits:
         await in_thread(self.sync.wait_permit, key, timeout)
 
 
+class ThreadedResults:
+    """Mixin: the kept results of a :class:`ResultStore`, in worker threads."""
+
+    sync: Any
+
+    @property
+    def max_result_bytes(self) -> int:
+        """See :class:`ResultStore`."""
+        return int(self.sync.max_result_bytes)
+
+    async def put_result(self, key: str, data: bytes, ttl: float) -> None:
+        """See :meth:`ResultStore.put_result`."""
+        await in_thread(self.sync.put_result, key, data, ttl)
+
+    async def get_result(self, key: str) -> bytes | None:
+        """See :meth:`ResultStore.get_result`."""
+        return await in_thread(self.sync.get_result, key)
+
+
 class ThreadedBatch:
     """Mixin: the batched renewal of a :class:`BatchRenewal` store, in a worker thread."""
 
@@ -151,6 +171,8 @@ def threaded(store: Store) -> ThreadedAsyncStore:
         mixins += (ThreadedPermits,)
     if isinstance(store, BatchRenewal):
         mixins += (ThreadedBatch,)
+    if isinstance(store, ResultStore):
+        mixins += (ThreadedResults,)
     if isinstance(store, LockAdmin):
         mixins += (ThreadedAdmin,)
     cls = _COMBINED.get(mixins)
@@ -172,6 +194,7 @@ __all__ = [
     "ThreadedAsyncStore",
     "ThreadedPermits",
     "ThreadedQueued",
+    "ThreadedResults",
     "resolve",
     "threaded",
 ]

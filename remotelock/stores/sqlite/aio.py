@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import time
 
-from ..shared.threaded import ThreadedAsyncAdminStore, ThreadedBatch, ThreadedPermits, resolve
+from ..shared.threaded import (
+    ThreadedAsyncAdminStore,
+    ThreadedBatch,
+    ThreadedPermits,
+    ThreadedResults,
+    resolve,
+)
 from .connections import BusyUntil, Slot
 from .store import SQLiteStore
 
 
-class AsyncSQLiteStore(ThreadedBatch, ThreadedPermits, ThreadedAsyncAdminStore):
+class AsyncSQLiteStore(ThreadedResults, ThreadedBatch, ThreadedPermits, ThreadedAsyncAdminStore):
     """The asyncio twin of :class:`SQLiteStore`.
 
     Steps run in worker threads (a busy file may block up to ``busy_timeout``).

@@ -20,8 +20,9 @@ def schema(table: str) -> Iterator[str]:
 
     ``<table>`` holds the held locks; ``<table>_meta``'s ``fence`` row feeds every
     fencing token (of locks and permits), so tokens keep rising after rows are
-    deleted; ``<table>_permits`` holds one row per held permit. The indexes on
-    ``expires_at`` let an acquire find leases that ran out without a table scan.
+    deleted; ``<table>_permits`` holds one row per held permit; ``<table>_results`` the
+    values kept for ``single_flight``. The indexes on ``expires_at`` find rows that ran
+    out without a table scan.
     """
     yield (
         f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, token TEXT NOT NULL, "
@@ -38,6 +39,11 @@ def schema(table: str) -> Iterator[str]:
         "lim INTEGER NOT NULL, PRIMARY KEY (key, token)) WITHOUT ROWID"
     )
     yield f"CREATE INDEX IF NOT EXISTS {table}_permits_expires ON {table}_permits (expires_at)"
+    yield (
+        f"CREATE TABLE IF NOT EXISTS {table}_results (key TEXT PRIMARY KEY, "
+        "data BLOB NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID"
+    )
+    yield f"CREATE INDEX IF NOT EXISTS {table}_results_expires ON {table}_results (expires_at)"
 
 
 __all__ = ["SWEEP_BATCH", "schema"]

@@ -23,6 +23,7 @@ from ..base import CROSS_PROCESS, EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockIn
 from ..shared.redact import redact, split_url
 from .connections import MAX_IDLE, BusyUntil, Local, Slot, default_path, register, use_wal
 from .permits import SQLitePermits
+from .results import SQLiteResults
 from .schema import SWEEP_BATCH, schema
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _MAX_BUSY_TIMEOUT: Final = 2_000_000.0
 
 
-class SQLiteStore(SQLitePermits):
+class SQLiteStore(SQLiteResults, SQLitePermits):
     """Locks in a SQLite file: exclusion between the processes of one machine.
 
     - URL: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (SQLAlchemy's
