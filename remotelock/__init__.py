@@ -10,18 +10,22 @@ from .compat import make_remote_lock
 from .config import configure
 from .decorator import LockedSpec, remote_locked
 from .errors import (
+    FlightFailed,
     LimitConflict,
     LockLost,
     LockTimeout,
     RemoteLockError,
+    ResultTooLarge,
     StoreConfigError,
     StoreError,
     StoreUnavailable,
 )
 from .lease import Lease
 from .lock import RemoteLock
+from .single_flight import single_flight
 
 __all__ = [
+    "FlightFailed",
     "Lease",
     "LimitConflict",
     "LockLost",
@@ -29,6 +33,7 @@ __all__ = [
     "LockedSpec",
     "RemoteLock",
     "RemoteLockError",
+    "ResultTooLarge",
     "StoreConfigError",
     "StoreError",
     "StoreUnavailable",
@@ -36,4 +41,5 @@ __all__ = [
     "configure",
     "make_remote_lock",
     "remote_locked",
+    "single_flight",
 ]

@@ -16,13 +16,14 @@ which tenacity controller decides.
 
 The acquire machine makes one attempt straight away (no controller is built when the
 lock is free, the common case) and only then hands over to tenacity. An attempt checks
-``skip_if`` first, then asks the store, and checks ``skip_if`` once more right after
-taking the lock (double-checked locking). A lease whose reply came too late to leave it
-any time is never handed out: the attempt counts as busy, and the next one re-takes the
-lock with the same token. Whatever an acquire may have taken and not handed out is
-given back: at once after an interruption (an exception from ``skip_if``, Ctrl-C, task
-cancellation), in the background after a store failure (the lost reply may have taken
-the lock, or left this waiter in the queue).
+``skip_if`` first, then asks the store, and checks ``skip_if`` again after a busy
+answer (before sleeping) or right after taking the lock (double-checked locking). A
+lease whose reply came too late to leave it any time is never handed out: the attempt
+counts as busy, and the next one re-takes the lock with the same token. Whatever an
+acquire may have taken and not handed out is given back: at once after an interruption
+(an exception from ``skip_if``, Ctrl-C, task cancellation), in the background after a
+store failure (the lost reply may have taken the lock, or left this waiter in the
+queue).
 """
 
 from __future__ import annotations
@@ -230,7 +231,8 @@ class Core:
             request = (self.key, state.token, self.settings.ttl)
             fence = yield Call(self.store.acquire, request, shield=True)
             if fence is None:
-                return state.busy(started)
+                busy = state.busy(started)  # skip before sleeping: the holder may do it
+                return SKIPPED if skip is not None and (yield Call(skip)) else busy
             taken = Taken(fence, started, self.settings.ttl)
         if state.late(taken):
             return BUSY

@@ -116,6 +116,22 @@ def remote_locked(
         store=store, ttl=ttl, wait=wait, stop=stop, on_lost=on_lost,
         raise_on_lost=raise_on_lost, limit=limit, reentrant=reentrant,
     )  # fmt: skip
+    spec = checked_spec(key, settings, skip_if, lambda_margin)
+
+    def decorate(fn: F) -> F:
+        return cast(F, decorate_with(fn, spec, LockedCall, LockedFunction))
+
+    return decorate
+
+
+def checked_spec(
+    key: KeySpec,
+    settings: LockSettings,
+    skip_if: Callable[..., Any] | None,
+    lambda_margin: float | None,
+) -> LockedSpec:
+    """The spec of a decorated function, once ``key``, ``skip_if`` and
+    ``lambda_margin`` are checked (``settings`` are already)."""
     if skip_if is not None and not callable(skip_if):
         raise TypeError(f"skip_if must be callable or None, got {skip_if!r}")
     if not isinstance(key, str) and not callable(key):
@@ -130,21 +146,25 @@ def remote_locked(
                 f"lambda_margin must be at most {awslambda.MAX_MARGIN:g} s (an invocation's "
                 f"longest life), got {lambda_margin!r}"
             )
-    spec = LockedSpec(key=key, settings=settings, skip_if=skip_if, lambda_margin=lambda_margin)
-
-    def decorate(fn: F) -> F:
-        return cast(F, _decorate(fn, spec))
-
-    return decorate
+    return LockedSpec(key=key, settings=settings, skip_if=skip_if, lambda_margin=lambda_margin)
 
 
-def _decorate(fn: Any, spec: LockedSpec) -> Any:
+def decorate_with(
+    fn: Any,
+    spec: LockedSpec,
+    calls: Callable[..., LockedCall],
+    wrapper: type[Any],
+    name: str = "remote_locked",
+) -> Any:
+    """``fn`` wrapped by ``wrapper`` (a :class:`LockedFunction`), each call run by what
+    ``calls`` makes (a :class:`LockedCall`); what ``remote_locked`` and
+    ``single_flight`` (``name``, for the errors) share."""
     inner, _kind = unwrap_descriptor(fn)
     if not callable(inner):
-        raise TypeError(f"remote_locked can only decorate callables, got {fn!r}")
+        raise TypeError(f"{name} can only decorate callables, got {fn!r}")
     if inspect.isgeneratorfunction(inner) or inspect.isasyncgenfunction(inner):
         raise TypeError(
-            f"remote_locked cannot decorate the generator {inner.__qualname__}: the lock "
+            f"{name} cannot decorate the generator {inner.__qualname__}: the lock "
             "would be released before the generator runs; lock inside it instead"
         )
     plan = CallPlan.of(fn)
@@ -162,11 +182,11 @@ def _decorate(fn: Any, spec: LockedSpec) -> Any:
         and inspect.iscoroutinefunction(spec.settings.on_lost)
     ):
         raise TypeError(f"on_lost must be a plain function for the sync function {plan.name}")
-    call = _Call(plan, keys, spec.settings, skip_if, spec.lambda_margin)
-    return _LockedFunction(fn, call.run_async if is_async else call.run, spec)
+    call = calls(plan, keys, spec.settings, skip_if, spec.lambda_margin)
+    return wrapper(fn, call.run_async if is_async else call.run, spec)
 
 
-class _Call:
+class LockedCall:
     """The per-call work of one decorated function (its wrapt wrapper)."""
 
     def __init__(
@@ -248,7 +268,7 @@ class _BoundLockedFunction(wrapt.BoundFunctionWrapper[Any, Any]):
         return (getattr, (self._self_instance, self.__name__))
 
 
-class _LockedFunction(wrapt.FunctionWrapper[Any, Any]):
+class LockedFunction(wrapt.FunctionWrapper[Any, Any]):
     """The decorated function: the original, plus ``remote_lock`` / ``remote_lock_with``."""
 
     __bound_function_wrapper__ = _BoundLockedFunction
@@ -292,4 +312,11 @@ class _LockedFunction(wrapt.FunctionWrapper[Any, Any]):
         return remote_locked(key, **current)(self.__wrapped__)
 
 
-__all__ = ["LockedSpec", "remote_locked"]
+__all__ = [
+    "LockedCall",
+    "LockedFunction",
+    "LockedSpec",
+    "checked_spec",
+    "decorate_with",
+    "remote_locked",
+]

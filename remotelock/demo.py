@@ -4,7 +4,8 @@
    first without a lock (updates get lost), then under ``@remote_locked`` (none do).
 2. Stampede protection: processes all want a value that only a slow, rate-limited
    "external API" can produce. With ``skip_if``, exactly one calls it; the others wait
-   for the release and read the cache it filled.
+   for the release and read the cache it filled. With ``single_flight``, the same
+   without a cache: the others get the one call's result through the store.
 
 Run it with ``./dev.sh demo``, ``remotelock demo`` or ``python -m remotelock.demo``.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .decorator import remote_locked
+from .single_flight import single_flight
 from .stores.sqlite.store import SQLiteStore
 
 API_SECONDS = 0.5
@@ -73,6 +75,20 @@ def stampede_worker(workdir: Path, run: str, store: SQLiteStore) -> dict[str, An
             fresh.write_text(json.dumps({"value": "42", "by": os.getpid()}))
             fresh.replace(cache)  # atomic: readers see nothing or everything
         return str(json.loads(cache.read_text())["value"])
+
+    value = get_value(run)
+    return {"value": value, "done_at": time.monotonic()}
+
+
+def flight_worker(workdir: Path, run: str, store: SQLiteStore) -> dict[str, Any]:
+    """Get the value through ``single_flight``: no cache of our own."""
+
+    @single_flight("demo:{run}:flight", store=store, ttl=10)
+    def get_value(run: str) -> str:
+        with open(workdir / "api-calls.log", "a") as log:
+            log.write(f"{os.getpid()}\n")
+        time.sleep(API_SECONDS)  # the slow, rate-limited external API
+        return "42"
 
     value = get_value(run)
     # CLOCK_MONOTONIC is one clock for every process of the machine, so the driver can
@@ -132,10 +148,15 @@ def run_counter(
     return _read_int(counter), finished - started
 
 
-def run_stampede(workdir: Path, db: Path, processes: int) -> tuple[int, int, float]:
-    """Run the stampede; return API calls, how many got the value, and the total seconds."""
+def run_stampede(
+    workdir: Path, db: Path, processes: int, mode: str = "stampede"
+) -> tuple[int, int, float]:
+    """Run the stampede (``mode``: ``stampede`` with ``skip_if``, or ``flight``); return
+    API calls, how many got the value, and the total seconds."""
     run = uuid.uuid4().hex
-    procs = [_spawn(["stampede", str(workdir), run, str(db)]) for _ in range(processes)]
+    workdir = workdir / mode
+    workdir.mkdir()
+    procs = [_spawn([mode, str(workdir), run, str(db)]) for _ in range(processes)]
     started = _start_together(procs)
     results = [json.loads(line.splitlines()[-1]) for line in _finish(procs)]
     total = max(result["done_at"] for result in results) - started
@@ -184,18 +205,18 @@ def main(processes: int = 8, times: int = 100, stampede: int = 20, db: Path | No
             f"({API_SECONDS} s per call) produces",
             flush=True,
         )
-        calls, got, total = run_stampede(workdir, store_path, stampede)
-        print(
-            _table(
-                ["processes", "API calls", "got the value", "total time"],
-                [[str(stampede), str(calls), f"{got} / {stampede}", f"{total:.2f} s"]],
+        rows, stampede_ok = [], True
+        for mode, label in (("stampede", "skip_if + cache"), ("flight", "single_flight")):
+            calls, got, total = run_stampede(workdir, store_path, stampede, mode)
+            stampede_ok = stampede_ok and calls == 1 and got == stampede
+            rows.append(
+                [label, str(stampede), str(calls), f"{got} / {stampede}", f"{total:.2f} s"]
             )
-        )
-    stampede_ok = calls == 1 and got == stampede
+        print(_table(["run", "processes", "API calls", "got the value", "total time"], rows))
     verdict = "both held" if counter_ok and stampede_ok else "FAILED"
     print(
-        f"\n{verdict}: no lost update under the lock; {calls} API call for {stampede} "
-        "callers, the others waited and read the cache."
+        f"\n{verdict}: no lost update under the lock; one API call for {stampede} callers "
+        "each way, the others waited and read the cache, or got the call's result."
     )
     return 0 if counter_ok and stampede_ok else 1
 
@@ -210,7 +231,8 @@ def _worker(argv: list[str]) -> int:
         count_worker(Path(argv[1]), int(argv[2]), argv[3] == "locked", argv[4], store)
         print(time.monotonic(), flush=True)
     else:
-        print(json.dumps(stampede_worker(Path(argv[1]), argv[2], store)), flush=True)
+        worker = flight_worker if mode == "flight" else stampede_worker
+        print(json.dumps(worker(Path(argv[1]), argv[2], store)), flush=True)
     return 0
 
 
@@ -225,7 +247,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def cli(argv: list[str] | None = None) -> int:
     """``python -m remotelock.demo [--processes N] [--times N] [--stampede N]``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in ("count", "stampede"):
+    if args and args[0] in ("count", "stampede", "flight"):
         return _worker(args)
     parser = argparse.ArgumentParser(prog="remotelock demo", description=__doc__.splitlines()[0])
     add_arguments(parser)

@@ -91,6 +91,34 @@ class LimitConflict(RemoteLockError, ValueError):
         return (type(self), (self.key, self.held_limit, self.asked_limit))
 
 
+class ResultTooLarge(RemoteLockError, ValueError):
+    """A ``single_flight`` result is larger than it may be kept (``max_size``, or the
+    store's own limit): raised by the caller that ran the function, and by its waiters."""
+
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        super().__init__(key, size, limit)
+        self.key, self.size, self.limit = key, size, limit
+
+    def __str__(self) -> str:
+        return (
+            f"single_flight {self.key!r}: the result takes {self.size} bytes, more than "
+            f"the {self.limit} that may be kept (raise max_size, within the store's limit, "
+            "or return less)"
+        )
+
+
+class FlightFailed(RemoteLockError):
+    """The call that ran a ``single_flight`` function raised an exception whose type
+    cannot be made again here (not importable, or not built from a message alone)."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(type_name, message)
+        self.type_name, self.message = type_name, message
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"
+
+
 class StoreError(RemoteLockError):
     """A store failed to perform a step; always raised ``from`` the driver's exception."""
 
@@ -104,10 +132,12 @@ class StoreConfigError(RemoteLockError, ValueError):
 
 
 __all__ = [
+    "FlightFailed",
     "LimitConflict",
     "LockLost",
     "LockTimeout",
     "RemoteLockError",
+    "ResultTooLarge",
     "StoreConfigError",
     "StoreError",
     "StoreUnavailable",

@@ -37,7 +37,8 @@ def test_demo(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert re.search(r"\| @remote_locked\s*\|\s*120 \|\s*120 \|\s*0 \|", out), out
-    assert re.search(r"\| 8\s*\|\s*1 \|\s*8 / 8 \|", out), out
+    assert re.search(r"\| skip_if \+ cache\s*\|\s*8 \|\s*1 \|\s*8 / 8 \|", out), out
+    assert re.search(r"\| single_flight\s*\|\s*8 \|\s*1 \|\s*8 / 8 \|", out), out
     assert "both held" in out
 
 
