@@ -17,7 +17,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from . import async_engine, awslambda, engine
+from . import awslambda, engine
 from ._time import Seconds, to_seconds
 from .decorator import LockedCall, LockedFunction, checked_spec, decorate_with
 from .errors import StoreError
@@ -171,7 +171,9 @@ class FlightCall(LockedCall):
         stores = lock._async_engine()
         results = results_of(stores.store)
         flight = Flight(lock.key, results.get_result, self.result_ttl > 0)
-        lease = await lock.ahold(lambda: async_engine.run(flight.check()))
+        from .async_engine import run  # asyncio only for async callers
+
+        lease = await lock.ahold(lambda: run(flight.check()))
         if lease is None:
             return unpack(cast(bytes, flight.found), self.codec)
         try:

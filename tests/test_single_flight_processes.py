@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ def flyers(url: str, key: str, runs: Path, count: int, **options: object) -> lis
     return [
         subprocess.Popen(
             [sys.executable, "-m", "tests.helpers.flyer", *argv],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
@@ -60,11 +60,21 @@ def flyers(url: str, key: str, runs: Path, count: int, **options: object) -> lis
     ]
 
 
+def go(procs: list[Any]) -> list[Any]:
+    """Once every process is ready (imported, connected), start them all at once."""
+    for proc in procs:
+        assert json.loads(proc.stdout.readline()) == {"event": "ready"}
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    return procs
+
+
 def answers(procs: list[Any]) -> list[dict[str, Any]]:
     """Every call's answer (the JSON lines that are not events)."""
     found = []
     for proc in procs:
-        out, _ = proc.communicate(timeout=120)
+        out, _ = proc.communicate(timeout=120)  # closes stdin too
         lines = [json.loads(line) for line in out.splitlines() if line.strip()]
         found += [line for line in lines if "event" not in line]
     return found
@@ -76,7 +86,7 @@ def runs_of(path: Path) -> list[str]:
 
 def test_twelve_callers_share_one_execution(url: str, tmp_path: Path) -> None:
     runs, key = tmp_path / "runs", f"rates:{uuid.uuid4().hex}"
-    procs = flyers(url, key, runs, 4, threads=3, start=time.time() + 2.5, work=1.5)
+    procs = go(flyers(url, key, runs, 4, threads=3, together=True, work=1))
     got = answers(procs)
     assert len(got) == 12
     assert len(runs_of(runs)) == 1  # one execution for all twelve
@@ -86,7 +96,7 @@ def test_twelve_callers_share_one_execution(url: str, tmp_path: Path) -> None:
 
 def test_an_exception_is_shared(url: str, tmp_path: Path) -> None:
     runs, key = tmp_path / "runs", f"rates:{uuid.uuid4().hex}"
-    procs = flyers(url, key, runs, 3, threads=2, start=time.time() + 2.5, work=1, fail=True)
+    procs = go(flyers(url, key, runs, 3, threads=2, together=True, work=0.5, fail=True))
     got = answers(procs)
     (leader,) = runs_of(runs)
     assert got == [{"error": ["ValueError", f"upstream said no ({leader})"]}] * 6
@@ -115,6 +125,7 @@ def test_a_killed_leader_hands_the_flight_to_exactly_one_waiter(url: str, tmp_pa
     os.kill(leader.pid, signal.SIGKILL)
     leader.wait(10)
     leader.stdout.close()
+    leader.stdin.close()
     got = answers(waiters)
     ran = runs_of(runs)
     assert ran[0] == str(leader.pid)

@@ -1,8 +1,9 @@
 """Callers of one ``single_flight`` function in their own process, for the process tests.
 
-Each of ``--threads`` threads waits for ``--start`` (wall time), prints
-``{"event": "calling"}``, calls the function once and prints one JSON line:
-``{"result": ...}`` or ``{"error": [type, message]}``.
+With ``--together`` it prints ``{"event": "ready"}`` once everything is imported and
+waits for a line on stdin (the test starts every process at once). Then each of
+``--threads`` threads prints ``{"event": "calling"}``, calls the function once and
+prints one JSON line: ``{"result": ...}`` or ``{"error": [type, message]}``.
 Every run of the function appends this process's pid to ``--runs`` and, before it
 returns, prints ``{"event": "running"}`` and sleeps ``--work`` seconds (``--work -1``:
 forever, for a leader to be killed). ``--fail`` makes it raise ``ValueError``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,7 +36,7 @@ def main() -> int:
     parser.add_argument("--key", required=True)
     parser.add_argument("--runs", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--start", type=float, default=0.0)
+    parser.add_argument("--together", action="store_true")
     parser.add_argument("--work", type=float, default=1.0)
     parser.add_argument("--ttl", type=float, default=30.0)
     parser.add_argument("--result-ttl", type=float, default=0.0)
@@ -55,13 +57,15 @@ def main() -> int:
         return {"by": os.getpid(), "at": time.time()}
 
     def call() -> None:
-        time.sleep(max(0.0, args.start - time.time()))
         say(event="calling")
         try:
             say(result=refresh())
         except Exception as exc:  # reported, for the test to compare
             say(error=[type(exc).__name__, str(exc)])
 
+    if args.together:
+        say(event="ready")
+        sys.stdin.readline()
     threads = [threading.Thread(target=call) for _ in range(args.threads)]
     for thread in threads:
         thread.start()

@@ -74,7 +74,11 @@ def test_server_killed_while_waiting_then_restarted(private_dynamodb: DynamoDBLo
     """The waiter fails with StoreUnavailable at once (connection refused), not after
     its 30 s stop; the restarted server has forgotten the table (in memory), and the
     same store creates it again and locks."""
-    store = DynamoDBStore.from_url(private_dynamodb.url(fresh_table(), timeout=2))
+    table = fresh_table()
+    warm = DynamoDBStore.from_url(private_dynamodb.url(table, timeout=30))
+    warm.owner("warm")  # a fresh server's first requests (and the table) may take a while
+    warm.close()
+    store = DynamoDBStore.from_url(private_dynamodb.url(table, timeout=2))
     assert stop_server_while_waiting(store, private_dynamodb) < 2 + 1
     store.close()
 
@@ -103,7 +107,11 @@ def test_nothing_listening_is_unavailable_at_once(
 def test_frozen_server_gives_store_unavailable_not_a_hang(
     private_dynamodb: DynamoDBLocal,
 ) -> None:
-    store = DynamoDBStore.from_url(private_dynamodb.url(fresh_table(), timeout=1))
+    table = fresh_table()
+    warm = DynamoDBStore.from_url(private_dynamodb.url(table, timeout=30))
+    warm.owner("warm")  # a fresh server's first requests (and the table) may take a while
+    warm.close()
+    store = DynamoDBStore.from_url(private_dynamodb.url(table, timeout=1))
     store.acquire("warm", "t", 5)
     private_dynamodb.freeze()
     try:
