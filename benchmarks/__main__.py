@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
-from benchmarks import crowd, held, scenarios, state
+from benchmarks import crowd, held, otel, scenarios, state
 from benchmarks.adapters import ALL, make, name_of, store_of
 from benchmarks.report import check, table
 from tests.servers.redis import RedisServer, redis_server_binary
@@ -117,7 +117,7 @@ def median_requests(runs: list[scenarios.Contention] | list[scenarios.Stampede])
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev.sh bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--only", default="abcdefgh", help="scenarios to run, e.g. 'a' or 'bc'")
+    parser.add_argument("--only", default="abcdefgho", help="scenarios to run, e.g. 'a' or 'bc'")
     parser.add_argument("--libraries", default=",".join(ALL), help="comma-separated adapters")
     args = parser.parse_args(argv)
     binary = redis_server_binary()
@@ -330,6 +330,9 @@ class Run:
     def held(self) -> None:
         held.report(self)
 
+    def telemetry(self) -> None:
+        otel.report(self)
+
 
 def run(stores: scenarios.Stores, kinds: list[str], only: str, quick: bool) -> int:
     bench = Run(stores, kinds, quick)
@@ -342,6 +345,7 @@ def run(stores: scenarios.Stores, kinds: list[str], only: str, quick: bool) -> i
         "f": bench.crowd,
         "g": bench.leftovers,
         "h": bench.held,
+        "o": bench.telemetry,
     }
     for letter, step in steps.items():
         if letter in only:

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 from typing import Any, TypeVar
 
-from . import cleanup, policy, watchdog
+from . import cleanup, policy, telemetry, watchdog
 from .core import Call, Core, Machine, Skip, Thrown, carry
 from .lease import Lease
 from .renewal import AsyncRenewer
@@ -74,11 +74,19 @@ class AsyncEngine(Core):
 
     async def acquire(self, skip: Skip, stop: policy.StopStrategy, blocking: bool) -> Lease | None:
         """See :meth:`SyncEngine.acquire`; cancellation leaves no lock behind."""
-        return await run(self.acquiring(skip, stop, blocking))
+        if not telemetry.ENABLED:
+            return await run(self.acquiring(skip, stop, blocking))
+        with telemetry.acquiring(self.key, self.source) as note:
+            note.lease = await run(self.acquiring(skip, stop, blocking))
+            note.outcome = telemetry.outcome(note.lease, blocking)
+        return note.lease  # type: ignore[no-any-return]
 
     async def release(self, lease: Lease) -> bool:
         """See :meth:`Core.releasing`; completes even if the caller is cancelled."""
-        return await run(self.releasing(lease))
+        try:
+            return await run(self.releasing(lease))
+        finally:
+            telemetry.released(lease)
 
     async def extend(self, lease: Lease, ttl: float) -> bool:
         """See :meth:`Core.extending`."""
@@ -86,7 +94,10 @@ class AsyncEngine(Core):
 
     async def finish(self, lease: Lease, raised: bool) -> None:
         """See :meth:`Core.finishing`."""
-        await run(self.finishing(lease, raised))
+        try:
+            await run(self.finishing(lease, raised))
+        finally:
+            telemetry.released(lease)
 
     async def locked(self) -> bool:
         """Whether any owner holds the key now."""

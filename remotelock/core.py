@@ -298,21 +298,12 @@ class Core:
     def _issue(self, token: str, taken: Taken, attempts: int) -> Lease:
         log.debug(
             "acquired lock %r (token %s…, fencing token %d) after %d attempt(s)",
-            self.key,
-            token[:8],
-            taken.fence,
-            attempts,
-        )
+            self.key, token[:8], taken.fence, attempts,
+        )  # fmt: skip
         return Lease(
-            self.key,
-            token,
-            taken.fence,
-            self.settings.ttl,
-            taken.deadline(),
-            keeper=self,
-            on_lost=self.settings.on_lost,
-            loop=self.current_loop(),
-        )
+            self.key, token, taken.fence, self.settings.ttl, taken.deadline(), keeper=self,
+            on_lost=self.settings.on_lost, loop=self.current_loop(), attempts=attempts,
+        )  # fmt: skip
 
     def _missed(self, outcome: Busy | Skipped | GaveUp, state: Attempts) -> None:
         if isinstance(outcome, GaveUp):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from . import cleanup, policy
+from . import cleanup, policy, telemetry
 from .core import Core, Machine, Skip, Thrown, carry
 from .lease import Lease
 from .renewal import Renewer
@@ -52,11 +52,19 @@ class SyncEngine(Core):
 
     def acquire(self, skip: Skip, stop: policy.StopStrategy, blocking: bool) -> Lease | None:
         """A lease, ``None`` if skipped (or busy, not blocking), or :class:`LockTimeout`."""
-        return run(self.acquiring(skip, stop, blocking))
+        if not telemetry.ENABLED:
+            return run(self.acquiring(skip, stop, blocking))
+        with telemetry.acquiring(self.key, self.source) as note:
+            note.lease = run(self.acquiring(skip, stop, blocking))
+            note.outcome = telemetry.outcome(note.lease, blocking)
+        return note.lease  # type: ignore[no-any-return]
 
     def release(self, lease: Lease) -> bool:
         """See :meth:`Core.releasing`."""
-        return run(self.releasing(lease))
+        try:
+            return run(self.releasing(lease))
+        finally:
+            telemetry.released(lease)
 
     def extend(self, lease: Lease, ttl: float) -> bool:
         """See :meth:`Core.extending`."""
@@ -64,7 +72,10 @@ class SyncEngine(Core):
 
     def finish(self, lease: Lease, raised: bool) -> None:
         """See :meth:`Core.finishing`."""
-        run(self.finishing(lease, raised))
+        try:
+            run(self.finishing(lease, raised))
+        finally:
+            telemetry.released(lease)
 
     def locked(self) -> bool:
         """Whether any owner holds the key now."""

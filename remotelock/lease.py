@@ -68,12 +68,14 @@ class Lease:
         "_on_lost",
         "_trouble",
         "_watched",
+        "attempts",
         "deadline",
         "depth",
         "fencing_token",
         "key",
         "lost_reason",
         "released",
+        "telemetry",
         "token",
         "ttl",
     )
@@ -89,6 +91,7 @@ class Lease:
         keeper: Any,  # the engine that issued it: releases, extends and finishes it
         on_lost: OnLost | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        attempts: int = 0,
     ) -> None:
         self.key = key
         self.token = token
@@ -100,6 +103,9 @@ class Lease:
         self.released = False
         self.depth = 1
         """How many times its owner entered it (a reentrant lock); released at 0."""
+        self.attempts = attempts
+        """How many attempts the acquire that issued it made."""
+        self.telemetry: Any = None  # its holding span, while one is open
         self._lost = False
         self._keeper = keeper
         self._on_lost = on_lost
