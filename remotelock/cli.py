@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import config, demo, supervise
+from . import config, demo, lister, supervise
 from ._checks import check_key, check_ttl
 from ._version import __version__
 from .errors import LockTimeout, StoreConfigError, StoreError
@@ -193,6 +193,12 @@ def _release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ls(args: argparse.Namespace) -> int:
+    found = lister.rows(_admin(_open_store(args.url)), args.prefix)
+    print(lister.as_json(found) if args.json else lister.as_table(found))
+    return 0 if found else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     return demo.main(args.processes, args.times, args.stampede, args.db)
 
@@ -301,6 +307,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "release":
             admin.add_argument("--force", action="store_true", help="really break the lock")
 
+    lister.add_command(commands, [store, verbose], _ls)
     show = commands.add_parser(
         "demo",
         parents=[verbose],

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 from ..errors import LimitConflict, StoreConfigError
 from .base import EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
 from .kept import MAX_RESULT_BYTES, KeptResults
+from .listing import PermitInfo
 from .shared.redact import redact, split_url
 from .shared.threaded import resolve
 
@@ -217,6 +218,19 @@ class MemoryStore(KeptResults):
             held = self._locks.pop(key, None)
             self._wake(("lock", key))
             return held is not None and held.expires_at > self._clock()
+
+    def iter_permits(self, prefix: str = "") -> Iterator[PermitInfo]:
+        """Every unexpired permit holder of the keys starting with ``prefix``."""
+        with self._mutex:
+            now = self._clock()
+            found = [
+                PermitInfo(key, permits.limit, held.token, held.fence, held.expires_at - now)
+                for key, permits in sorted(self._permits.items())
+                if key.startswith(prefix)
+                for held in sorted(permits.holders.values(), key=lambda h: h.fence)
+                if held.expires_at > now
+            ]
+        return iter(found)
 
     def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
         """The unexpired locks whose key starts with ``prefix``."""

@@ -13,11 +13,24 @@ refusal, so ``limit`` of them get in.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
+from ..listing import PermitInfo
 from . import permit_expressions as p
-from .common import PERMITS, Busy, Refused, micros, now_us, number, until
+from .common import (
+    PARTITION_KEY,
+    PERMITS,
+    Busy,
+    Refused,
+    micros,
+    now_us,
+    number,
+    numbers,
+    text,
+    until,
+)
+from .expressions import Request
 
 if TYPE_CHECKING:
     from .calls import Caller
@@ -124,6 +137,33 @@ class DynamoDBPermits:
         if len(live) < state.limit:
             return None
         return Busy(until(min(live.values()), self._skew_us))
+
+    def iter_permits(self, prefix: str = "") -> Iterator[PermitInfo]:
+        """Every unexpired permit holder of the keys starting with ``prefix`` (a Scan of
+        the table: for operators, not for hot paths)."""
+        found: list[PermitInfo] = []
+        start: dict[str, Any] | None = None
+        now = now_us()
+        while True:
+            params: dict[str, Any] = {
+                "ConsistentRead": True,
+                "FilterExpression": "begins_with(#pk, :p)",
+                "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+                "ExpressionAttributeValues": {":p": {"S": PERMITS + prefix}},
+            }
+            if start is not None:
+                params["ExclusiveStartKey"] = start
+            page = self._call("iter_permits", prefix, Request("scan", params))
+            for item in page.get("Items", []):
+                key = (text(item, PARTITION_KEY) or "")[len(PERMITS) :]
+                limit, fences = number(item, "lim") or 0, numbers(item, "fences")
+                for token, end in numbers(item, "holders").items():
+                    if end > now:
+                        info = PermitInfo(key, limit, token, fences.get(token), (end - now) / 1e6)
+                        found.append(info)
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return iter(sorted(found, key=lambda i: (i.key, i.fencing_token or 0)))
 
 
 __all__ = ["ROUNDS", "DynamoDBPermits"]

@@ -198,10 +198,21 @@ def busy_for(state: tuple[Any, ...] | None) -> float | None:
     return float(first_ends_in)
 
 
+# %(prefix)s  key prefix
+# returns: (key, limit, token, fencing token, seconds left) for every unexpired permit
+#          holder of the keys starting with the prefix, by key and fence
+LIST_PERMITS: Final[str] = f"""
+SELECT p.key, p.lim, h.key, (h.value->>0)::bigint, (h.value->>1)::float8 - {_NOW}
+  FROM {{permits}} AS p, jsonb_each(p.holders) AS h
+ WHERE starts_with(p.key, %(prefix)s) AND (h.value->>1)::float8 > {_NOW}
+ ORDER BY p.key, 4"""
+
+
 __all__ = [
     "ACQUIRE_PERMIT",
     "CREATE_PERMITS_TABLE",
     "EXTEND_PERMIT",
+    "LIST_PERMITS",
     "MIGRATE_PERMITS_TABLE",
     "PERMIT_HOLDERS",
     "PERMIT_STATE",

@@ -20,8 +20,10 @@ permit back returns ``True`` (a retry after a lost reply is not a loss).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeVar
 
+from ..listing import PermitInfo
 from . import sql as q
 from .busy import acquire_params
 from .permit_sql import busy_for, refused
@@ -95,6 +97,14 @@ class PostgresPermits:
             left = busy_for(self._permit_state("wait_permit", key))
             if left is not None:
                 woken.wait(pause(left, woken.listening, deadline))
+
+    def iter_permits(self, prefix: str = "") -> Iterator[PermitInfo]:
+        """Every unexpired permit holder of the keys starting with ``prefix`` (one query)."""
+        params = {"prefix": prefix}
+        statement = self._sql.list_permits
+        rows = self._step("iter_permits", prefix, lambda c: fetch_all(c, statement, params))
+        for key, limit, token, fence, left in rows:
+            yield PermitInfo(str(key), int(limit), str(token), int(fence), float(left))
 
     def _permit_state(self, step: str, key: str) -> Row | None:
         params = {"key": key}

@@ -58,6 +58,7 @@ from .permit_sql import (
     ACQUIRE_PERMIT,
     CREATE_PERMITS_TABLE,
     EXTEND_PERMIT,
+    LIST_PERMITS,
     MIGRATE_PERMITS_TABLE,
     PERMIT_HOLDERS,
     PERMIT_STATE,
@@ -270,6 +271,7 @@ class Statements(NamedTuple):
     extend_permit: sql.Composed
     permit_holders: sql.Composed
     permit_state: sql.Composed
+    list_permits: sql.Composed
     put_result: sql.Composed
     get_result: sql.Composed
 
@@ -337,6 +339,7 @@ def statements(schema: str | None, table: str) -> Statements:
         extend_permit=compose(EXTEND_PERMIT),
         permit_holders=compose(PERMIT_HOLDERS),
         permit_state=compose(PERMIT_STATE),
+        list_permits=compose(LIST_PERMITS),
         put_result=compose(PUT_RESULT),
         get_result=compose(GET_RESULT),
     )

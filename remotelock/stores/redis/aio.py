@@ -327,6 +327,11 @@ class AsyncRedisStore(AsyncRedisPermits):
         for key in sorted(found):
             yield found[key]
 
+    async def waiting(self, key: str) -> int:
+        """The tokens waiting in line for ``key`` (dead ones leave within the grace)."""
+        with translate(self, "waiting", key):
+            return int(await self.client.zcard(f"{base_name(self.prefix, key)}:queue"))
+
     # -- lifecycle ------------------------------------------------------------------
 
     def as_async(self) -> AsyncStore:

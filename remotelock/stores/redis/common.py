@@ -139,12 +139,13 @@ class Look:
         return BUSY
 
 
-def key_of(redis_key: str, prefix: str) -> str | None:
-    """The lock key a ``...:lock`` Redis key belongs to (``None`` if it is not one)."""
-    head = prefix + ":{"
-    if not (redis_key.startswith(head) and redis_key.endswith("}:lock")):
+def key_of(redis_key: str, prefix: str, suffix: str = "lock") -> str | None:
+    """The lock key a ``...:lock`` (or ``...:<suffix>``) Redis key belongs to (``None``
+    if it is not one)."""
+    head, tail = prefix + ":{", "}:" + suffix
+    if not (redis_key.startswith(head) and redis_key.endswith(tail)):
         return None
-    return redis_key[len(head) : -len("}:lock")].replace("%7D", "}").replace("%25", "%")
+    return redis_key[len(head) : -len(tail)].replace("%7D", "}").replace("%25", "%")
 
 
 def ms(seconds: float) -> int:

@@ -17,13 +17,16 @@ moment the first held permit runs out, learnt from its last refused attempt.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rex
 
+from ..listing import PermitInfo
 from .common import (
     Refused,
     conflict,
+    key_of,
     listened,
     ms,
     permit_layout,
@@ -104,6 +107,27 @@ class RedisPermits:
                 return vacancy(self._run("permit_holders", [k.permits], []), limit)
 
             self._clients.doorbell().wait(permit_wait(k, refused, until), check)
+
+    def iter_permits(self, prefix: str = "") -> Iterator[PermitInfo]:
+        """Every unexpired permit holder of the keys starting with ``prefix`` (SCAN: not
+        a snapshot)."""
+        with translate(self, "iter_permits", prefix):
+            client = self._clients.client
+            seconds, micros = client.time()
+            now = int(seconds) * 1000 + int(micros) // 1000
+            keys = set()
+            for raw in client.scan_iter(match=f"{self.prefix}:{{*}}:permits", count=500):
+                key = key_of(text(raw) or "", self.prefix, "permits")
+                if key is not None and key.startswith(prefix):
+                    keys.add(key)
+            for key in sorted(keys):
+                k = permit_layout(self.prefix, key)
+                ends = client.zrangebyscore(k.permits, f"({now}", "+inf", withscores=True)
+                fences = {text(t): int(f) for t, f in (client.hgetall(k.fences)).items()}
+                limit = int(client.get(k.limit) or 0)
+                held = sorted((fences.get(text(t)) or 0, text(t) or "", end) for t, end in ends)
+                for fence, token, end in held:
+                    yield PermitInfo(key, limit, token, fence or None, (float(end) - now) / 1000)
 
 
 __all__ = ["RedisPermits"]

@@ -15,13 +15,16 @@ moment the first held permit runs out, learnt from its last refused attempt.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rex
 
+from ..listing import PermitInfo
 from .common import (
     Refused,
     conflict,
+    key_of,
     listened,
     ms,
     permit_layout,
@@ -102,6 +105,27 @@ class AsyncRedisPermits:
                 return vacancy(await self._run("permit_holders", [k.permits], []), limit)
 
             await self._clients.doorbell().wait(permit_wait(k, refused, until), check)
+
+    async def iter_permits(self, prefix: str = "") -> AsyncIterator[PermitInfo]:
+        """Every unexpired permit holder of the keys starting with ``prefix`` (SCAN: not
+        a snapshot)."""
+        with translate(self, "iter_permits", prefix):
+            client = self._clients.client
+            seconds, micros = await client.time()
+            now = int(seconds) * 1000 + int(micros) // 1000
+            keys = set()
+            async for raw in client.scan_iter(match=f"{self.prefix}:{{*}}:permits", count=500):
+                key = key_of(text(raw) or "", self.prefix, "permits")
+                if key is not None and key.startswith(prefix):
+                    keys.add(key)
+            for key in sorted(keys):
+                k = permit_layout(self.prefix, key)
+                ends = await client.zrangebyscore(k.permits, f"({now}", "+inf", withscores=True)
+                fences = {text(t): int(f) for t, f in (await client.hgetall(k.fences)).items()}
+                limit = int(await client.get(k.limit) or 0)
+                held = sorted((fences.get(text(t)) or 0, text(t) or "", end) for t, end in ends)
+                for fence, token, end in held:
+                    yield PermitInfo(key, limit, token, fence or None, (float(end) - now) / 1000)
 
 
 __all__ = ["AsyncRedisPermits"]

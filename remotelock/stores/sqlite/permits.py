@@ -12,10 +12,11 @@ used leave no rows.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from ...errors import LimitConflict
+from ..listing import PermitInfo
 from .schema import SWEEP_BATCH
 
 if TYPE_CHECKING:
@@ -133,6 +134,19 @@ class SQLitePermits:
                 (key, self._clock()),
             ).fetchall()
         return [str(row[0]) for row in rows]
+
+    def iter_permits(self, prefix: str = "") -> Iterator[PermitInfo]:
+        """Every unexpired permit holder of the keys starting with ``prefix``."""
+        with self._translate("iter_permits", prefix) as conn:
+            now = self._clock()
+            rows = conn.execute(
+                f"SELECT key, lim, token, fence, expires_at FROM {self._permit_table()} "
+                "WHERE expires_at > ? AND substr(key, 1, ?) = ? ORDER BY key, fence",
+                (now, len(prefix), prefix),
+            ).fetchall()
+        return iter(
+            [PermitInfo(r[0], int(r[1]), r[2], int(r[3]), float(r[4]) - now) for r in rows]
+        )
 
     def wait_permit(self, key: str, timeout: float) -> None:
         """Sleep until a permit of ``key`` frees (here or in another process), or timeout."""
