@@ -1,10 +1,10 @@
 """Scenario (o): what OpenTelemetry costs an uncontended acquire + release.
 
 Three ways, interleaved round by round so that the machine's noise hits them alike:
-telemetry off (as without ``opentelemetry-api``), the API with no SDK (its no-op
-spans: an application that installs the API but exports nothing), and an SDK tracer
-and meter provider whose spans go through a batch processor to an exporter that drops
-them (the cost of recording, without the network).
+telemetry off (as without ``opentelemetry-api``), the API with no provider set (an
+application that installs the API but exports nothing: remotelock only checks), and
+an SDK tracer and meter provider whose spans go through a batch processor to an
+exporter that drops them (the cost of recording, without the network).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def measure(url: str, rounds: int, cycles: int) -> dict[str, float]:
 
     ways: dict[str, Callable[[], None]] = {
         "telemetry off (no opentelemetry-api)": off,
-        "API, no SDK": api,
+        "API, no provider set": api,
         "SDK, spans and metrics recorded": sdk,
     }
     times: dict[str, list[float]] = {name: [] for name in ways}

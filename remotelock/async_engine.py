@@ -74,7 +74,7 @@ class AsyncEngine(Core):
 
     async def acquire(self, skip: Skip, stop: policy.StopStrategy, blocking: bool) -> Lease | None:
         """See :meth:`SyncEngine.acquire`; cancellation leaves no lock behind."""
-        if not telemetry.ENABLED:
+        if not telemetry.active():
             return await run(self.acquiring(skip, stop, blocking))
         with telemetry.acquiring(self.key, self.source) as note:
             note.lease = await run(self.acquiring(skip, stop, blocking))

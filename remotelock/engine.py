@@ -52,7 +52,7 @@ class SyncEngine(Core):
 
     def acquire(self, skip: Skip, stop: policy.StopStrategy, blocking: bool) -> Lease | None:
         """A lease, ``None`` if skipped (or busy, not blocking), or :class:`LockTimeout`."""
-        if not telemetry.ENABLED:
+        if not telemetry.active():
             return run(self.acquiring(skip, stop, blocking))
         with telemetry.acquiring(self.key, self.source) as note:
             note.lease = run(self.acquiring(skip, stop, blocking))

@@ -13,10 +13,10 @@ with ``remotelock.store`` and ``remotelock.outcome``; ``remotelock.key`` only af
 ``instrument(key_in_metrics=True)`` (one series per key can explode a metrics bill).
 
 Nothing to set up: the API's global providers are used, so whatever configures the
-application's SDK configures remotelock's telemetry too; with no SDK the API's no-op
-objects cost a few microseconds per acquisition; without the API, nothing at all. The
-API is imported at the first acquisition, not with remotelock (a Lambda cold start
-pays for it only when it locks).
+application's SDK configures remotelock's telemetry too. Until a provider is set,
+nothing is recorded and nothing is called but that check; without the API, not even
+it. The API is imported at the first acquisition, not with remotelock (a Lambda cold
+start pays for it only when it locks).
 """
 
 from __future__ import annotations
@@ -79,11 +79,31 @@ def instrument(
     _key_in_metrics = key_in_metrics
 
 
+def active() -> bool:
+    """Whether acquisitions are recorded now (the API is there and a provider is set)."""
+    return ENABLED and _get() is not None
+
+
 def _get() -> _Instruments | None:
+    """The instruments, once the application has configured an SDK (or called
+    :func:`instrument`); ``None`` until then, so that the API's no-op objects are not
+    even called: a lock costs the same with the API alone as without it."""
     global _instruments
-    if _instruments is None and ENABLED:
+    if _instruments is None and ENABLED and _configured():
         _instruments = _Instruments()
     return _instruments
+
+
+def _configured() -> bool:
+    """Whether a tracer or meter provider has been set globally (not the API's proxies)."""
+    from opentelemetry import metrics, trace
+
+    traced = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    metered = type(metrics.get_meter_provider()).__name__ not in _PROXY_METERS
+    return traced or metered
+
+
+_PROXY_METERS: Final = frozenset({"_ProxyMeterProvider", "NoOpMeterProvider"})
 
 
 def store_kind(store: object) -> str:
@@ -198,6 +218,7 @@ def _labels(kind: str, key: str, outcome: str) -> dict[str, str]:
 
 __all__ = [
     "ENABLED",
+    "active",
     "NAME",
     "Acquisition",
     "acquiring",

@@ -185,7 +185,20 @@ def test_without_the_api_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
         telemetry.instrument()
 
 
-def test_with_the_api_and_no_sdk_locks_work_and_record_nothing() -> None:
+def test_with_the_api_and_no_sdk_nothing_is_called() -> None:
     with RemoteLock("k", store=MemoryStore()) as lease:
-        assert lease.telemetry is not None  # a no-op span from the API's default provider
-    assert lease.telemetry is None
+        assert lease.telemetry is None  # no provider set: no span, not even a no-op one
+    assert telemetry._instruments is None
+
+
+def test_a_provider_set_later_is_picked_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import trace
+
+    got = Recorded()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: got.tracer_provider)
+    try:
+        with RemoteLock("k", store=MemoryStore()):
+            pass
+        assert [s["remotelock.outcome"] for s in got.span("remotelock.acquire")] == ["acquired"]
+    finally:
+        telemetry._instruments = None
