@@ -18,12 +18,13 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .stores.base import FAIR, NOTIFY, AsyncPermitStore, PermitStore
+from .stores.base import FAIR, AsyncPermitStore, PermitStore
 
-# A freed permit wakes a waiter, but a holder that releases and takes a permit again
-# at once often wins it back, and the woken waiter goes back to sleep. So permit
-# waiters keep the short polling bound of stores without wake-ups: a push is a bonus.
-_NOT_PERMITS = frozenset({FAIR, NOTIFY})
+# Permits are not queued (the first to try after a release gets it), but a store that
+# pushes lock releases pushes permit releases too: its waiters sleep until a release
+# rings, or the first held permit runs out, with the long wait of pushed stores (a
+# woken waiter that loses the freed permit sleeps again until the next release).
+_NOT_PERMITS = frozenset({FAIR})
 
 
 def _then(result: Any, then: Callable[[Any], Any]) -> Any:
