@@ -306,3 +306,38 @@ def test_remote_locked_is_unchanged_by_the_shared_code() -> None:
         @remote_locked("k", store=MemoryStore())
         def rows() -> Any:
             yield 1
+
+
+class _PutFailsOnce(MemoryStore):
+    """A memory store whose first put_result fails as an unreachable store would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def put_result(self, key: str, data: bytes, ttl: float) -> None:
+        if not self.failed:
+            self.failed = True
+            from remotelock import StoreUnavailable
+
+            raise StoreUnavailable("put_result: connection refused (simulated)")
+        super().put_result(key, data, ttl)
+
+
+def test_an_outcome_that_cannot_be_kept_costs_one_more_run_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = _PutFailsOnce()
+    runs: list[int] = []
+
+    @single_flight("k", store=store)
+    def fetch() -> int:
+        runs.append(1)
+        time.sleep(0.4)
+        return len(runs)
+
+    outcomes = together(4, fetch)
+    assert all(kind == "ok" for kind, _ in outcomes)  # nobody sees the store's hiccup...
+    assert len(runs) == 2  # ...but the waiters found no outcome: one of them ran it again
+    assert sorted(value for _, value in outcomes) == [1, 2, 2, 2]
+    assert "could not keep the outcome" in caplog.text
