@@ -218,10 +218,10 @@ def _labels(kind: str, key: str, outcome: str) -> dict[str, str]:
 
 __all__ = [
     "ENABLED",
-    "active",
     "NAME",
     "Acquisition",
     "acquiring",
+    "active",
     "instrument",
     "outcome",
     "released",
