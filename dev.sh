@@ -2,7 +2,9 @@
 # remotelock developer entry point. Needs only python3 (3.10+) and bash.
 #
 #   ./dev.sh demo    set up .venv, run the two flagship scenarios across processes
-#   ./dev.sh test    set up .venv, run lint, types and the full suite on real servers
+#   ./dev.sh test    set up .venv, run lint, types, the docs build and the full suite on
+#                    real servers
+#   ./dev.sh docs    set up .venv, build the documentation site into site/ (--strict)
 #   ./dev.sh bench   set up .venv, run the side-by-side benchmarks
 #   ./dev.sh lint    ruff + mypy only
 #   ./dev.sh chaos   set up .venv, run the safety run under network faults (a few minutes)
@@ -54,6 +56,11 @@ runtimes() {
     fi
 }
 
+docs() {
+    # The theme announces its successor on every build: one line of noise less in CI.
+    NO_MKDOCS_2_WARNING=1 "$VENV/bin/python" -m mkdocs build --strict --quiet -d site
+}
+
 lint() {
     "$VENV/bin/python" -m ruff check .
     "$VENV/bin/python" -m ruff format --check .
@@ -72,6 +79,7 @@ case "$command" in
         setup test,postgres
         runtimes
         lint
+        docs
         REMOTELOCK_REQUIRE_STORES=1 exec "$VENV/bin/python" -m pytest "$@"
         ;;
     bench)
@@ -83,15 +91,20 @@ case "$command" in
         setup test,postgres
         lint
         ;;
+    docs)
+        setup test,postgres
+        docs
+        echo "dev.sh: the documentation site is in site/ (open site/index.html)" >&2
+        ;;
     chaos)
         setup test,postgres
         runtimes
         exec "$VENV/bin/python" -m tests.chaos.run "$@"
         ;;
     help|-h|--help)
-        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
         ;;
     *)
-        die "unknown command '$command' (try: demo, test, bench, lint, chaos)"
+        die "unknown command '$command' (try: demo, test, docs, bench, lint, chaos)"
         ;;
 esac
