@@ -1,8 +1,8 @@
 """A protected resource that checks fencing tokens, shared by the chaos workers.
 
 It stands for the database or file service a lock usually protects, doing what the
-README asks of one: remember the largest fencing token it has accepted and refuse a
-lower one. A write with the largest token itself is accepted (the same holder writing
+documentation asks of one: remember the largest fencing token it has accepted and
+refuse a lower one. A write with the largest token itself is accepted (the same holder writing
 again). Every attempt is appended to a log, accepted or not, so the run can check
 afterwards that the resource never went backwards and count the refusals.
 
