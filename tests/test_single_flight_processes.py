@@ -115,11 +115,11 @@ def test_a_kept_result_serves_a_later_process(url: str, tmp_path: Path) -> None:
 
 def test_a_killed_leader_hands_the_flight_to_exactly_one_waiter(url: str, tmp_path: Path) -> None:
     runs, key = tmp_path / "runs", f"rates:{uuid.uuid4().hex}"
-    (leader,) = flyers(url, key, runs, 1, work=-1, ttl=2)
+    (leader,) = flyers(url, key, runs, 1, work=-1, ttl=1.5)
     assert json.loads(leader.stdout.readline()) == {"event": "calling"}
     assert json.loads(leader.stdout.readline()) == {"event": "running"}
-    waiters = flyers(url, key, runs, 3, threads=2, work=1, ttl=2)
-    for waiter in waiters:  # all six are calling: the lease has 2 s to run out yet
+    waiters = flyers(url, key, runs, 3, threads=2, work=0.5, ttl=1.5)
+    for waiter in waiters:  # all six are calling: its lease has up to 1.5 s left
         for _ in range(2):
             assert json.loads(waiter.stdout.readline()) == {"event": "calling"}
     os.kill(leader.pid, signal.SIGKILL)

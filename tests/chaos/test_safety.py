@@ -160,7 +160,7 @@ def test_chaos(store: str) -> None:
     _available(store)
     # Not in tmp_path: a failed run's records must outlive pytest's clean-up of old runs.
     # DynamoDB hands over by polling, not in turn: a worker may wait longer to come through.
-    report = run_chaos(store, seconds=8, calm=2, calm_limit=60 if store == "dynamodb" else 30)
+    report = run_chaos(store, seconds=5, calm=2, calm_limit=60 if store == "dynamodb" else 30)
     print(report.text())
     assert report.sections > 0
     assert report.ok, report.text() + f"\n  records and logs kept in {report.workdir}"
