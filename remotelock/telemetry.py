@@ -14,9 +14,9 @@ with ``remotelock.store`` and ``remotelock.outcome``; ``remotelock.key`` only af
 
 Nothing to set up: the API's global providers are used, so whatever configures the
 application's SDK configures remotelock's telemetry too. Until a provider is set,
-nothing is recorded and nothing is called but that check; without the API, not even
-it. The API is imported at the first acquisition, not with remotelock (a Lambda cold
-start pays for it only when it locks).
+nothing is recorded, and the API is only asked (at most once a second) whether one has
+been; without the API, not even that. The API is imported at the first acquisition,
+not with remotelock (a Lambda cold start pays for it only when it locks).
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ class _Instruments:
 
 _instruments: _Instruments | None = None
 _key_in_metrics = False
+_next_check = 0.0  # when to ask the API again whether a provider has been set
+
+RECHECK: Final = 1.0
+"""Seconds between two looks for a provider set after remotelock's first lock."""
 
 
 def instrument(
@@ -88,9 +92,14 @@ def _get() -> _Instruments | None:
     """The instruments, once the application has configured an SDK (or called
     :func:`instrument`); ``None`` until then, so that the API's no-op objects are not
     even called: a lock costs the same with the API alone as without it."""
-    global _instruments
-    if _instruments is None and ENABLED and _configured():
-        _instruments = _Instruments()
+    global _instruments, _next_check
+    if _instruments is None and ENABLED:
+        now = time.monotonic()
+        if now < _next_check:
+            return None
+        _next_check = now + RECHECK  # asking the API costs microseconds: once a second
+        if _configured():
+            _instruments = _Instruments()
     return _instruments
 
 
