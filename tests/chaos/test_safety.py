@@ -147,7 +147,7 @@ def _available(store: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)  # the run is bounded: faults, calm (30 s at most), stopping
+@pytest.mark.timeout(240)  # the run is bounded: faults, calm (90 s at most), stopping
 @pytest.mark.parametrize(
     "store",
     [
@@ -159,8 +159,10 @@ def _available(store: str) -> None:
 def test_chaos(store: str) -> None:
     _available(store)
     # Not in tmp_path: a failed run's records must outlive pytest's clean-up of old runs.
-    # DynamoDB hands over by polling, not in turn: a worker may wait longer to come through.
-    report = run_chaos(store, seconds=5, calm=2, calm_limit=60 if store == "dynamodb" else 30)
+    # DynamoDB hands over by polling, not in turn: a worker may wait longer to come through
+    # (a calm phase of about 50 s was seen on this 2-core machine; the limit only bounds
+    # a failing run, a passing one ends as soon as every worker has come through).
+    report = run_chaos(store, seconds=5, calm=2, calm_limit=90 if store == "dynamodb" else 30)
     print(report.text())
     assert report.sections > 0
     assert report.ok, report.text() + f"\n  records and logs kept in {report.workdir}"
