@@ -17,7 +17,7 @@ import argparse
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .stores.base import LockAdmin
@@ -57,10 +57,9 @@ def rows(admin: LockAdmin, prefix: str) -> list[Row]:
             for info in permits
         ]  # fmt: skip
     if isinstance(admin, WaiterCount):
-        counts = {key: admin.waiting(key) for key in {row.key for row in found}}
+        counts = {row.key: admin.waiting(row.key) for row in found if row.kind == "lock"}
         found = [
-            Row(**{**asdict(row), "waiters": counts[row.key]}) if row.kind == "lock" else row
-            for row in found
+            replace(row, waiters=counts[row.key]) if row.kind == "lock" else row for row in found
         ]
     return sorted(found, key=lambda row: (row.key, row.kind))
 
