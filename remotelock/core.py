@@ -323,7 +323,7 @@ class Core:
         :raises StoreError: the store could not be reached (the release is retried in
             the background until it succeeds or the lease has run out).
         """
-        if lease.leave():  # an inner entry of a reentrant lock: the outer one holds on
+        if lease.depth > 1 and lease.leave():  # a reentrant lock's inner entry: held on
             return not lease.lost
         if not lease.begin_release():
             return False
