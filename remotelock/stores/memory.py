@@ -8,23 +8,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
 from ..errors import LimitConflict, StoreConfigError
 from .base import EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
-from .kept import MAX_RESULT_BYTES, KeptResults
+from .kept import KeptResults
 from .listing import PermitInfo
+from .readers import WRITER_GRACE
 from .shared.redact import redact, split_url
-from .shared.threaded import resolve
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 Clock = Callable[[], float]
-# Waiters wait on a slot: ("lock", key) or ("permit", key).
+# Waiters wait on a slot: ("lock", key), ("shared", key) or ("permit", key).
 Slot = tuple[str, str]
 
 
@@ -46,8 +46,9 @@ class MemoryStore(KeptResults):
 
     - URL: ``memory://`` (the process-wide shared instance) or ``memory://NAME``
       (a named shared instance). ``MemoryStore()`` makes a private one.
-    - Layout: a dict ``key -> (token, fencing token, expiry)`` for locks and one of
-      permit sets for counted permits; released keys leave nothing behind. One counter
+    - Layout: a dict ``key -> (token, fencing token, expiry)`` for locks, one of
+      shared holders (and one of writers' marks) for shared locks, and one of permit
+      sets for counted permits; released keys leave nothing behind. One counter
       feeds every fencing token, so a key's tokens strictly increase even after its
       entry is gone.
     - Clock: the injectable ``clock`` (default :func:`time.monotonic`), so tests can
@@ -67,6 +68,8 @@ class MemoryStore(KeptResults):
         self._mutex = threading.Lock()
         self._locks: dict[str, _Held] = {}
         self._permits: dict[str, _Permits] = {}
+        self._readers: dict[str, dict[str, _Held]] = {}  # shared leases, by key
+        self._marks: dict[str, float] = {}  # until when a refused writer holds readers back
         self._fence = 0
         self._wakers: dict[Slot, list[Callable[[], None]]] = {}
         self._twin: AsyncMemoryStore | None = None
@@ -105,6 +108,13 @@ class MemoryStore(KeptResults):
                     return None
                 held.expires_at = now + ttl
                 return held.fence
+            if key in self._readers:
+                readers = self._live_readers(key, now)
+                if readers:  # refused by readers: new ones wait behind this writer
+                    until = max(reader.expires_at for reader in readers.values())
+                    self._marks[key] = max(self._marks.get(key, 0.0), until + WRITER_GRACE)
+                    return None
+            self._marks.pop(key, None)
             self._locks[key] = _Held(token, self._next_fence(), now + ttl)
             return self._fence
 
@@ -116,6 +126,7 @@ class MemoryStore(KeptResults):
                 return False
             del self._locks[key]
             self._wake(("lock", key))
+            self._wake(("shared", key))
             return held.expires_at > self._clock()
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
@@ -210,13 +221,79 @@ class MemoryStore(KeptResults):
             return None
         return permits
 
+    # -- shared locks (see stores.readers) ---------------------------------------------
+
+    def acquire_shared(self, key: str, token: str, ttl: float) -> int | None:
+        """Take a shared lease of ``key`` (see :class:`~remotelock.stores.readers.SharedStore`)."""
+        with self._mutex:
+            now = self._clock()
+            readers = self._live_readers(key, now)
+            held = readers.get(token) if readers else None
+            if held is not None:
+                held.expires_at = now + ttl
+                return held.fence
+            writer = self._locks.get(key)
+            if writer is not None and writer.expires_at > now:
+                return None
+            if self._marks.get(key, 0.0) > now:
+                return None
+            self._marks.pop(key, None)
+            fence = self._next_fence()
+            self._readers.setdefault(key, {})[token] = _Held(token, fence, now + ttl)
+            return fence
+
+    def release_shared(self, key: str, token: str) -> bool:
+        """Give back ``token``'s shared lease of ``key``; the last one wakes writers."""
+        with self._mutex:
+            readers = self._readers.get(key)
+            held = readers.pop(token, None) if readers is not None else None
+            if held is None:
+                return False
+            if not self._live_readers(key, self._clock()):
+                self._wake(("lock", key))
+            return held.expires_at > self._clock()
+
+    def extend_shared(self, key: str, token: str, ttl: float) -> bool:
+        """Reset ``token``'s shared lease of ``key`` if it still holds it."""
+        with self._mutex:
+            now = self._clock()
+            readers = self._live_readers(key, now)
+            held = readers.get(token) if readers else None
+            if held is None:
+                return False
+            held.expires_at = now + ttl
+            return True
+
+    def shared_holders(self, key: str) -> list[str]:
+        """The tokens holding a shared lease of ``key``."""
+        with self._mutex:
+            return list(self._live_readers(key, self._clock()))
+
+    def wait_shared(self, key: str, timeout: float) -> None:
+        """Sleep until a reader may enter ``key``, or ``timeout`` passes."""
+        self._wait(("shared", key), timeout)
+
+    def _live_readers(self, key: str, now: float) -> dict[str, _Held]:
+        """``key``'s shared holders without the expired ones (the entry goes once empty)."""
+        readers = self._readers.get(key)
+        if readers is None:
+            return {}
+        for token in [t for t, held in readers.items() if held.expires_at <= now]:
+            del readers[token]
+        if not readers:
+            del self._readers[key]
+        return readers
+
     # -- admin ----------------------------------------------------------------------
 
     def force_release(self, key: str) -> bool:
         """Delete ``key`` whoever holds it; ``True`` if an unexpired lease was there."""
         with self._mutex:
             held = self._locks.pop(key, None)
+            self._readers.pop(key, None)
+            self._marks.pop(key, None)
             self._wake(("lock", key))
+            self._wake(("shared", key))
             return held is not None and held.expires_at > self._clock()
 
     def iter_permits(self, prefix: str = "") -> Iterator[PermitInfo]:
@@ -264,9 +341,13 @@ class MemoryStore(KeptResults):
     def _busy_for(self, slot: Slot, now: float) -> float:
         """Seconds until ``slot`` frees on its own (<= 0: it is free now)."""
         kind, key = slot
-        if kind == "lock":
+        if kind != "permit":
             held = self._locks.get(key)
-            return 0.0 if held is None else held.expires_at - now
+            busy = 0.0 if held is None else held.expires_at - now
+            if kind == "shared":  # a reader also waits for the writers' mark to lapse
+                return max(busy, self._marks.get(key, 0.0) - now)
+            readers = self._live_readers(key, now) if key in self._readers else {}
+            return max([busy, *(reader.expires_at - now for reader in readers.values())])
         permits = self._live_permits(key, now)
         if permits is None or len(permits.holders) < permits.limit:
             return 0.0
@@ -298,97 +379,6 @@ class MemoryStore(KeptResults):
         return f"{type(self).__name__}(locks={len(self._locks)})"
 
 
-class AsyncMemoryStore:
-    """The asyncio face of a :class:`MemoryStore` (same locks, awaitable methods)."""
-
-    def __init__(self, store: MemoryStore) -> None:
-        self.sync = store
-        self.capabilities = store.capabilities
-
-    async def acquire(self, key: str, token: str, ttl: float) -> int | None:
-        """See :meth:`MemoryStore.acquire`."""
-        return self.sync.acquire(key, token, ttl)
-
-    async def release(self, key: str, token: str) -> bool:
-        """See :meth:`MemoryStore.release`."""
-        return self.sync.release(key, token)
-
-    async def extend(self, key: str, token: str, ttl: float) -> bool:
-        """See :meth:`MemoryStore.extend`."""
-        return self.sync.extend(key, token, ttl)
-
-    async def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
-        """See :meth:`MemoryStore.extend_many`."""
-        return self.sync.extend_many(leases)
-
-    async def owner(self, key: str) -> str | None:
-        """See :meth:`MemoryStore.owner`."""
-        return self.sync.owner(key)
-
-    async def wait(self, key: str, timeout: float) -> None:
-        """See :meth:`MemoryStore.wait`; releases from any thread wake this task."""
-        await self._wait(("lock", key), timeout)
-
-    async def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
-        """See :meth:`MemoryStore.acquire_permit`."""
-        return self.sync.acquire_permit(key, token, ttl, limit)
-
-    async def release_permit(self, key: str, token: str) -> bool:
-        """See :meth:`MemoryStore.release_permit`."""
-        return self.sync.release_permit(key, token)
-
-    async def extend_permit(self, key: str, token: str, ttl: float) -> bool:
-        """See :meth:`MemoryStore.extend_permit`."""
-        return self.sync.extend_permit(key, token, ttl)
-
-    async def permit_holders(self, key: str) -> list[str]:
-        """See :meth:`MemoryStore.permit_holders`."""
-        return self.sync.permit_holders(key)
-
-    async def wait_permit(self, key: str, timeout: float) -> None:
-        """See :meth:`MemoryStore.wait_permit`."""
-        await self._wait(("permit", key), timeout)
-
-    max_result_bytes = MAX_RESULT_BYTES
-
-    async def put_result(self, key: str, data: bytes, ttl: float) -> None:
-        """See :meth:`MemoryStore.put_result`."""
-        self.sync.put_result(key, data, ttl)
-
-    async def get_result(self, key: str) -> bytes | None:
-        """See :meth:`MemoryStore.get_result`."""
-        return self.sync.get_result(key)
-
-    async def _wait(self, slot: Slot, timeout: float) -> None:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        woken: asyncio.Future[None] = loop.create_future()
-
-        def waker() -> None:
-            loop.call_soon_threadsafe(resolve, woken)
-
-        bound = self.sync._register(slot, waker, timeout)
-        if bound <= 0:
-            return
-        try:
-            await asyncio.wait_for(woken, bound)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            self.sync._unregister(slot, waker)
-
-    async def force_release(self, key: str) -> bool:
-        """See :meth:`MemoryStore.force_release`."""
-        return self.sync.force_release(key)
-
-    async def iter_locks(self, prefix: str = "") -> AsyncIterator[LockInfo]:
-        """See :meth:`MemoryStore.iter_locks`."""
-        for info in self.sync.iter_locks(prefix):
-            yield info
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.sync!r})"
-
+from .memory_aio import AsyncMemoryStore  # noqa: E402  (the asyncio face)
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]

@@ -25,11 +25,13 @@ from .blocking import BlockingStore, blocking
 from .contract import StoreContract, needs
 from .permits import PermitContract
 from .results import ResultContract
+from .shared import SharedContract
 
 __all__ = [
     "BlockingStore",
     "PermitContract",
     "ResultContract",
+    "SharedContract",
     "StoreContract",
     "blocking",
     "needs",

@@ -16,6 +16,7 @@ from ..stores.base import (
     Handover,
     LockInfo,
 )
+from ..stores.readers import AsyncSharedStore
 
 T = TypeVar("T")
 
@@ -119,6 +120,28 @@ class _BlockingPermits:
         self.run(self.store.wait_permit(key, timeout))
 
 
+class _BlockingShared:
+    """Mixin: the shared locks of an async store, run to completion."""
+
+    store: Any
+    run: Any
+
+    def acquire_shared(self, key: str, token: str, ttl: float) -> int | None:
+        return self.run(self.store.acquire_shared(key, token, ttl))  # type: ignore[no-any-return]
+
+    def release_shared(self, key: str, token: str) -> bool:
+        return bool(self.run(self.store.release_shared(key, token)))
+
+    def extend_shared(self, key: str, token: str, ttl: float) -> bool:
+        return bool(self.run(self.store.extend_shared(key, token, ttl)))
+
+    def shared_holders(self, key: str) -> list[str]:
+        return list(self.run(self.store.shared_holders(key)))
+
+    def wait_shared(self, key: str, timeout: float) -> None:
+        self.run(self.store.wait_shared(key, timeout))
+
+
 class _BlockingResults:
     """Mixin: the kept results of an async store, run to completion."""
 
@@ -150,6 +173,8 @@ def blocking(store: AsyncStore) -> BlockingStore:
         mixins += (_BlockingAdmin,)
     if isinstance(store, AsyncResultStore):
         mixins += (_BlockingResults,)
+    if isinstance(store, AsyncSharedStore):
+        mixins += (_BlockingShared,)
     cls = _COMBINED.get(mixins)
     if cls is None:
         cls = _COMBINED[mixins] = type("BlockingStore", (*mixins, BlockingStore), {})
