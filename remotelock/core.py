@@ -157,7 +157,8 @@ class Core:
         self.store: Any = binding.store  # the configured store, its twin, or a permit view
         self.source = binding.source  # what the user configured
         self.queue: Any = binding.queue  # the store again if it queues waiters, else None
-        self.exclusive = settings.limit == 1
+        self.exclusive = settings.limit == 1  # one lease per owner (a lock, or a reader)
+        self.shared = settings.shared
         # Leases recorded per owner: to refuse a second entry, or to let it in.
         self.tracked = self.exclusive or settings.reentrant
 
@@ -192,10 +193,12 @@ class Core:
         """A lease; ``None`` if skipped (or busy, not blocking); or :class:`LockTimeout`."""
         owner = holders.current_owner(self.asynchronous)
         if self.settings.reentrant:
-            held: Lease | None = holders.reenter(self.source, self.key, owner)
+            held: Lease | None = holders.reenter(self.source, self.key, owner, self.shared)
             if held is not None:
                 return held
         elif self.exclusive:
+            if not self.shared:
+                holders.refuse_upgrade(self.source, self.key, owner)
             holders.refuse_if_held(self.source, self.key, owner)
         state = Attempts()
         try:

@@ -73,6 +73,7 @@ def remote_locked(
     raise_on_lost: bool = True,
     limit: int = 1,
     reentrant: bool = False,
+    shared: bool = False,
     lambda_margin: float | None = awslambda.DEFAULT_MARGIN,
 ) -> Callable[[F], F]:
     """Run the decorated function only while holding the lock named by ``key``.
@@ -103,6 +104,10 @@ def remote_locked(
         function calling itself, or another reentrant function of the same key) enters
         the held lease again instead of raising :class:`RuntimeError`; the lease is
         released when the outermost call returns.
+    :param shared: hold a shared (reader) lease: calls with ``shared=True`` run
+        together, and exclude (and are excluded by) the calls holding the same key
+        exclusively (the default). A waiting exclusive call stops new shared ones from
+        entering. Not with ``limit``.
     :param lambda_margin: when a call carries an AWS Lambda context (an argument with
         ``get_remaining_time_in_millis``), stop waiting this many seconds before the
         invocation ends, and keep the lease within the invocation's remaining time.
@@ -114,7 +119,7 @@ def remote_locked(
     """
     settings = LockSettings.build(
         store=store, ttl=ttl, wait=wait, stop=stop, on_lost=on_lost,
-        raise_on_lost=raise_on_lost, limit=limit, reentrant=reentrant,
+        raise_on_lost=raise_on_lost, limit=limit, reentrant=reentrant, shared=shared,
     )  # fmt: skip
     spec = checked_spec(key, settings, skip_if, lambda_margin)
 

@@ -61,10 +61,8 @@ def refuse_if_held(store: object, key: str, owner: object) -> None:
 
     :raises RuntimeError: naming the key (the lock is not reentrant).
     """
-    with _mutex:
-        entries = _held.get((id(store), key))
-        held = bool(entries) and any(holder is owner for holder, _ in entries or ())
-    if held:
+    lease = held_by(store, key, owner)
+    if lease is not None:
         raise RuntimeError(
             f"lock {key_preview(key)} is already held by this "
             f"{'thread' if isinstance(owner, _Thread) else 'task'}: "
@@ -82,16 +80,39 @@ def held_by(store: object, key: str, owner: object) -> Any:
     return None
 
 
-def reenter(store: object, key: str, owner: object) -> Any:
+def refuse_upgrade(store: object, key: str, owner: object) -> None:
+    """Raise if ``owner`` holds a shared lease of ``key`` and asks for it exclusively.
+
+    It would wait for its own shared lease forever: a writer waits for every reader.
+
+    :raises RuntimeError: naming the key.
+    """
+    lease = held_by(store, key, owner)
+    if lease is not None and lease._keeper.settings.shared:
+        raise RuntimeError(
+            f"lock {key_preview(key)} is held shared by this "
+            f"{'thread' if isinstance(owner, _Thread) else 'task'}: a shared lease cannot "
+            "be turned into an exclusive one (it would wait for itself); release it "
+            "first, or take the key exclusively from the start"
+        )
+
+
+def reenter(store: object, key: str, owner: object, shared: bool = False) -> Any:
     """The lease ``owner`` holds of ``key`` on ``store``, entered once more (a
     reentrant lock); ``None`` if it holds none (or it was released just now).
 
-    :raises RuntimeError: it was taken through a lock that is not reentrant.
+    An exclusive lease is entered again by a shared request too (its holder may read);
+    a shared lease is never entered by an exclusive request.
+
+    :raises RuntimeError: it was taken through a lock that is not reentrant, or it is
+        shared and the request exclusive.
     :raises LockLost: it was lost: the new entry would run without the lock.
     """
     held = held_by(store, key, owner)
     if held is None:
         return None
+    if not shared:
+        refuse_upgrade(store, key, owner)
     if not held._keeper.settings.reentrant:
         refuse_if_held(store, key, owner)
     if held.settle_deadline():
@@ -121,4 +142,12 @@ def remove(store: object, key: str, lease: Any) -> None:
             del _held[(id(store), key)]
 
 
-__all__ = ["add", "current_owner", "held_by", "reenter", "refuse_if_held", "remove"]
+__all__ = [
+    "add",
+    "current_owner",
+    "held_by",
+    "reenter",
+    "refuse_if_held",
+    "refuse_upgrade",
+    "remove",
+]

@@ -24,6 +24,7 @@ from .binding import async_binding, sync_binding
 from .engine import SyncEngine
 from .lease import Lease, OnLost
 from .stores.base import AsyncStore, Store
+from .stores.readers import AsyncSharedStore, SharedStore
 
 if TYPE_CHECKING:
     from .async_engine import AsyncEngine
@@ -55,6 +56,7 @@ class LockSettings:
     raise_on_lost: bool
     limit: int = 1  # at most this many holders at once (1: a plain lock)
     reentrant: bool = False  # the holding thread or task may enter again at once
+    shared: bool = False  # a shared (reader) lease: many at once, none with a writer
 
     @classmethod
     def build(
@@ -68,6 +70,7 @@ class LockSettings:
         raise_on_lost: object = True,
         limit: object = 1,
         reentrant: object = False,
+        shared: object = False,
     ) -> LockSettings:
         """Validate every argument, naming it in the error."""
         if store is not None and not isinstance(store, (Store, AsyncStore)):
@@ -85,6 +88,15 @@ class LockSettings:
             raise ValueError(
                 f"limit must be a whole number of holders from 1 to {MAX_LIMIT}, got {limit!r}"
             )
+        if not isinstance(shared, bool):
+            raise TypeError(f"shared must be True or False, got {shared!r}")
+        if shared and limit != 1:
+            raise ValueError("shared=True cannot be combined with limit: readers are unlimited")
+        if shared and store is not None and not isinstance(store, (SharedStore, AsyncSharedStore)):
+            raise TypeError(
+                f"shared=True needs a store with shared locks (memory, SQLite, Redis, "
+                f"PostgreSQL), and {type(store).__name__} has none"
+            )
         return cls(
             store=store,
             ttl=check_ttl(ttl),
@@ -94,6 +106,7 @@ class LockSettings:
             raise_on_lost=raise_on_lost,
             limit=limit,
             reentrant=reentrant,
+            shared=shared,
         )
 
 
@@ -135,6 +148,10 @@ class RemoteLock:
         take it again at once, through any reentrant lock object of the same key and
         store; each entry needs its release (or block exit). Other threads, tasks and
         processes wait as usual. A key held through a non-reentrant lock is refused.
+    :param shared: a shared (reader) lock: any number of shared holders at once, none
+        while an exclusive (default) holder of the same key holds it. A writer waiting
+        for the readers to leave stops new readers from entering. Fencing tokens rise
+        across both kinds. Not with ``limit``.
     """
 
     def __init__(
@@ -149,11 +166,12 @@ class RemoteLock:
         raise_on_lost: bool = True,
         limit: int = 1,
         reentrant: bool = False,
+        shared: bool = False,
     ) -> None:
         self.key = check_key(key)
         self.settings = LockSettings.build(
             store=store, ttl=ttl, wait=wait, stop=stop, on_lost=on_lost,
-            raise_on_lost=raise_on_lost, limit=limit, reentrant=reentrant,
+            raise_on_lost=raise_on_lost, limit=limit, reentrant=reentrant, shared=shared,
         )  # fmt: skip
         self._sync: SyncEngine | None = None
         self._async: AsyncEngine | None = None
@@ -182,7 +200,7 @@ class RemoteLock:
             return self._sync  # the common case: an explicit store, already bound
         store = config.resolve_store(self.settings.store)
         if self._sync is None or self._sync.source is not store:
-            binding = sync_binding(store, self.settings.limit)
+            binding = sync_binding(store, self.settings.limit, self.settings.shared)
             self._sync = SyncEngine(self.key, self.settings, binding)
         return self._sync
 
@@ -193,7 +211,7 @@ class RemoteLock:
 
         store = config.resolve_store(self.settings.store)
         if self._async is None or self._async.source is not store:
-            binding = async_binding(store, self.settings.limit)
+            binding = async_binding(store, self.settings.limit, self.settings.shared)
             self._async = AsyncEngine(self.key, self.settings, binding)
         return self._async
 
@@ -372,8 +390,10 @@ class RemoteLock:
         raise RuntimeError(f"lock {key_preview(self.key)}: __exit__ without a matching __enter__")
 
     def __repr__(self) -> str:
+        shared = ", shared=True" if self.settings.shared else ""
         return (
-            f"RemoteLock({key_preview(self.key)}, store={self.settings.store!r}, ttl={self.ttl:g})"
+            f"RemoteLock({key_preview(self.key)}, store={self.settings.store!r}, "
+            f"ttl={self.ttl:g}{shared})"
         )
 
 

@@ -27,6 +27,7 @@ def run_counter(
     count: int,
     work: float = 0.0,
     limit: int = 1,
+    mix: int = 0,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Start the workers, wait for them; return the final count and every section."""
     counter = tmp / "counter.txt"
@@ -42,6 +43,7 @@ def run_counter(
             "--out": out,
             "--work": work,
             "--limit": limit,
+            "--mix": mix,
         }
         argv = [str(part) for pair in options.items() for part in pair]
         procs.append(
@@ -128,6 +130,20 @@ def most_at_once(sections: list[dict[str, Any]]) -> int:
         inside += step
         peak = max(peak, inside)
     return peak
+
+
+def assert_readers_writers(sections: list[dict[str, Any]]) -> None:
+    """No exclusive section overlaps any other section, and fencing tokens increase in
+    the order the sections began (readers that overlap each other included)."""
+    for index, section in enumerate(sections):
+        if section["kind"] != "exclusive":
+            continue
+        for other in sections[:index] + sections[index + 1 :]:
+            apart = other["exit"] <= section["enter"] or other["enter"] >= section["exit"]
+            assert apart, f"overlap: {section} and {other}"
+    for before, after in itertools.pairwise(sections):
+        if before["kind"] == "exclusive" or after["kind"] == "exclusive":
+            assert after["fence"] > before["fence"], f"fence went back: {before} then {after}"
 
 
 def assert_exclusive(sections: list[dict[str, Any]]) -> None:

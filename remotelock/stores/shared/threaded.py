@@ -22,6 +22,7 @@ from ..base import (
     ResultStore,
     Store,
 )
+from ..readers import SharedStore
 
 if TYPE_CHECKING:
     import asyncio
@@ -126,6 +127,33 @@ class ThreadedPermits:
         await in_thread(self.sync.wait_permit, key, timeout)
 
 
+class ThreadedShared:
+    """Mixin: the shared locks of a :class:`~remotelock.stores.readers.SharedStore`,
+    in worker threads."""
+
+    sync: Any
+
+    async def acquire_shared(self, key: str, token: str, ttl: float) -> int | None:
+        """See :meth:`SharedStore.acquire_shared`."""
+        return await in_thread(self.sync.acquire_shared, key, token, ttl)
+
+    async def release_shared(self, key: str, token: str) -> bool:
+        """See :meth:`SharedStore.release_shared`."""
+        return bool(await in_thread(self.sync.release_shared, key, token))
+
+    async def extend_shared(self, key: str, token: str, ttl: float) -> bool:
+        """See :meth:`SharedStore.extend_shared`."""
+        return bool(await in_thread(self.sync.extend_shared, key, token, ttl))
+
+    async def shared_holders(self, key: str) -> list[str]:
+        """See :meth:`SharedStore.shared_holders`."""
+        return list(await in_thread(self.sync.shared_holders, key))
+
+    async def wait_shared(self, key: str, timeout: float) -> None:
+        """See :meth:`SharedStore.wait_shared`."""
+        await in_thread(self.sync.wait_shared, key, timeout)
+
+
 class ThreadedResults:
     """Mixin: the kept results of a :class:`ResultStore`, in worker threads."""
 
@@ -173,6 +201,8 @@ def threaded(store: Store) -> ThreadedAsyncStore:
         mixins += (ThreadedBatch,)
     if isinstance(store, ResultStore):
         mixins += (ThreadedResults,)
+    if isinstance(store, SharedStore):
+        mixins += (ThreadedShared,)
     if isinstance(store, LockAdmin):
         mixins += (ThreadedAdmin,)
     cls = _COMBINED.get(mixins)
