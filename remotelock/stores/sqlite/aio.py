@@ -9,18 +9,22 @@ from ..shared.threaded import (
     ThreadedBatch,
     ThreadedPermits,
     ThreadedResults,
+    ThreadedShared,
     resolve,
 )
 from .connections import BusyUntil, Slot
 from .store import SQLiteStore
 
 
-class AsyncSQLiteStore(ThreadedResults, ThreadedBatch, ThreadedPermits, ThreadedAsyncAdminStore):
+class AsyncSQLiteStore(
+    ThreadedShared, ThreadedResults, ThreadedBatch, ThreadedPermits, ThreadedAsyncAdminStore
+):
     """The asyncio twin of :class:`SQLiteStore`.
 
-    Steps run in worker threads (a busy file may block up to ``busy_timeout``).
-    ``wait`` runs on the event loop instead: it only reads, and WAL-mode reads never
-    wait for a writer, so a hundred waiting tasks do not occupy a hundred threads.
+    Steps (shared ones too) run in worker threads (a busy file may block up to
+    ``busy_timeout``). The waits (``wait``, ``wait_shared``, ``wait_permit``) run on the
+    event loop instead: they only read, and WAL-mode reads never wait for a writer, so
+    a hundred waiting tasks do not occupy a hundred threads.
     """
 
     sync: SQLiteStore
@@ -37,6 +41,11 @@ class AsyncSQLiteStore(ThreadedResults, ThreadedBatch, ThreadedPermits, Threaded
         """See :meth:`SQLiteStore.wait_permit`."""
         store = self.sync
         await self._await_on(("permit", key), lambda c: store._permits_busy_until(c, key), timeout)
+
+    async def wait_shared(self, key: str, timeout: float) -> None:
+        """See :meth:`SQLiteStore.wait_shared`; waits on the event loop, like :meth:`wait`."""
+        store = self.sync
+        await self._await_on(("shared", key), lambda c: store._shared_busy_until(c, key), timeout)
 
     async def _await_on(self, slot: Slot, busy_until: BusyUntil, timeout: float) -> None:
         import asyncio

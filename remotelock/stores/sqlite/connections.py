@@ -10,10 +10,10 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-# In-process waiters wait on a slot: ("lock", key) or ("permit", key).
+# In-process waiters wait on a slot: ("lock", key), ("shared", key) or ("permit", key).
 Slot = tuple[str, str]
 # Given a connection: the monotonic time a slot frees on its own, or None if free now.
 BusyUntil = Callable[[sqlite3.Connection], "float | None"]
@@ -56,6 +56,20 @@ def use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
             if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
                 raise
             time.sleep(random.uniform(0.001, 0.02))
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: taken with ``BEGIN IMMEDIATE`` (so two steps never both
+    read, then both write), committed when the block ends, even by ``return``, and
+    rolled back when it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 class Local:
@@ -121,4 +135,13 @@ def register(local: Local) -> None:
     _LOCALS.add(local)
 
 
-__all__ = ["MAX_IDLE", "BusyUntil", "Local", "Slot", "default_path", "register", "use_wal"]
+__all__ = [
+    "MAX_IDLE",
+    "BusyUntil",
+    "Local",
+    "Slot",
+    "default_path",
+    "immediate",
+    "register",
+    "use_wal",
+]

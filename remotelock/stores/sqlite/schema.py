@@ -19,10 +19,12 @@ def schema(table: str) -> Iterator[str]:
     file made by an earlier version gets what it lacks).
 
     ``<table>`` holds the held locks; ``<table>_meta``'s ``fence`` row feeds every
-    fencing token (of locks and permits), so tokens keep rising after rows are
-    deleted; ``<table>_permits`` holds one row per held permit; ``<table>_results`` the
-    values kept for ``single_flight``. The indexes on ``expires_at`` find rows that ran
-    out without a table scan.
+    fencing token (of locks, shared leases and permits), so tokens keep rising after
+    rows are deleted; ``<table>_permits`` holds one row per held permit;
+    ``<table>_readers`` one per held shared lease and ``<table>_marks`` the waiting
+    writers' marks (see :mod:`~remotelock.stores.sqlite.readers`); ``<table>_results``
+    the values kept for ``single_flight``. The indexes on the expiry columns find rows
+    that ran out without a table scan.
     """
     yield (
         f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, token TEXT NOT NULL, "
@@ -39,6 +41,17 @@ def schema(table: str) -> Iterator[str]:
         "lim INTEGER NOT NULL, PRIMARY KEY (key, token)) WITHOUT ROWID"
     )
     yield f"CREATE INDEX IF NOT EXISTS {table}_permits_expires ON {table}_permits (expires_at)"
+    yield (
+        f"CREATE TABLE IF NOT EXISTS {table}_readers (key TEXT NOT NULL, "
+        "token TEXT NOT NULL, fence INTEGER NOT NULL, expires_at REAL NOT NULL, "
+        "PRIMARY KEY (key, token)) WITHOUT ROWID"
+    )
+    yield f"CREATE INDEX IF NOT EXISTS {table}_readers_expires ON {table}_readers (expires_at)"
+    yield (
+        f"CREATE TABLE IF NOT EXISTS {table}_marks (key TEXT PRIMARY KEY, "
+        "until REAL NOT NULL) WITHOUT ROWID"
+    )
+    yield f"CREATE INDEX IF NOT EXISTS {table}_marks_until ON {table}_marks (until)"
     yield (
         f"CREATE TABLE IF NOT EXISTS {table}_results (key TEXT PRIMARY KEY, "
         "data BLOB NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID"

@@ -21,8 +21,18 @@ from urllib.parse import parse_qsl, unquote
 from ...errors import StoreConfigError, StoreError, StoreUnavailable
 from ..base import CROSS_PROCESS, EXPIRY, FENCING, NOTIFY, TOKEN_CHECKED, LockInfo
 from ..shared.redact import redact, split_url
-from .connections import MAX_IDLE, BusyUntil, Local, Slot, default_path, register, use_wal
+from .connections import (
+    MAX_IDLE,
+    BusyUntil,
+    Local,
+    Slot,
+    default_path,
+    immediate,
+    register,
+    use_wal,
+)
 from .permits import SQLitePermits
+from .readers import SQLiteReaders
 from .results import SQLiteResults
 from .schema import SWEEP_BATCH, schema
 
@@ -36,7 +46,7 @@ _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _MAX_BUSY_TIMEOUT: Final = 2_000_000.0
 
 
-class SQLiteStore(SQLiteResults, SQLitePermits):
+class SQLiteStore(SQLiteResults, SQLitePermits, SQLiteReaders):
     """Locks in a SQLite file: exclusion between the processes of one machine.
 
     - URL: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (SQLAlchemy's
@@ -48,9 +58,11 @@ class SQLiteStore(SQLiteResults, SQLitePermits):
       ``fence`` row feeds the fencing tokens of every key, so they keep increasing after
       a key's row is deleted. A release deletes the key's row; an acquire also deletes
       a few rows whose lease ran out (:data:`SWEEP_BATCH`, by an index on
-      ``expires_at``), so keys no longer used leave nothing behind. The file runs in
-      WAL mode with ``synchronous=NORMAL``: a crashed process loses nothing; a power
-      cut may lose the last few steps.
+      ``expires_at``), so keys no longer used leave nothing behind. Shared leases and
+      waiting writers' marks have tables of their own
+      (:mod:`~remotelock.stores.sqlite.readers`). The file runs in WAL mode with
+      ``synchronous=NORMAL``: a crashed process loses nothing; a power cut may lose the
+      last few steps.
     - Clock: expiry is **wall time** (``time.time``) of this machine, because several
       processes must agree on it. A wall-clock jump shortens or stretches leases.
     - Wake-ups: a release in this process wakes its waiters at once; waiters in other
@@ -115,7 +127,6 @@ class SQLiteStore(SQLiteResults, SQLitePermits):
             f"UPDATE {t} SET expires_at = ? WHERE key = ? AND token = ? AND expires_at > ?"
         )
         self._sql_owner: Final = f"SELECT token FROM {t} WHERE key = ? AND expires_at > ?"
-        self._sql_expiry: Final = f"SELECT expires_at FROM {t} WHERE key = ?"
         self._sql_sweep: Final = (  # leases that ran out, of keys no one takes again
             f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} "
             f"WHERE expires_at <= ? ORDER BY expires_at LIMIT {SWEEP_BATCH})"
@@ -236,6 +247,9 @@ class SQLiteStore(SQLiteResults, SQLitePermits):
                     conn.execute(self._sql_renew, (now + ttl, key))
                     fence = int(row[1])
                 else:
+                    if self._refused_by_readers(conn, key, now):
+                        conn.execute("COMMIT")  # keep the mark: new readers wait behind us
+                        return None
                     conn.execute(self._sql_bump)
                     fence = int(conn.execute(self._sql_fence).fetchone()[0])
                     conn.execute(self._sql_insert, (key, token, fence, now + ttl))
@@ -249,11 +263,11 @@ class SQLiteStore(SQLiteResults, SQLitePermits):
         """Delete ``key`` if ``token`` holds an unexpired lease on it."""
         with self._translate("release", key) as conn:
             if conn.execute(self._sql_release, (key, token, self._clock())).rowcount:
-                self._local.wake(("lock", key))
+                self._freed(key)
                 return True
             # Our lease had already run out: drop the stale row, but report the loss.
             if conn.execute(self._sql_drop, (key, token)).rowcount:
-                self._local.wake(("lock", key))
+                self._freed(key)
             return False
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
@@ -305,15 +319,17 @@ class SQLiteStore(SQLiteResults, SQLitePermits):
     # -- admin ----------------------------------------------------------------------
 
     def force_release(self, key: str) -> bool:
-        """Delete ``key`` whoever holds it; ``True`` if an unexpired lease was there."""
-        with self._translate("force_release", key) as conn:
+        """Delete ``key`` (and its readers) whoever holds it; ``True`` if an unexpired
+        exclusive lease was there."""
+        with self._translate("force_release", key) as conn, immediate(conn):
             now = self._clock()
             held = conn.execute(
                 f"DELETE FROM {self.table} WHERE key = ? AND expires_at > ?", (key, now)
             ).rowcount
             conn.execute(f"DELETE FROM {self.table} WHERE key = ?", (key,))
-            self._local.wake(("lock", key))
-            return bool(held)
+            self._drop_shared(conn, key)
+        self._freed(key)
+        return bool(held)
 
     def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
         """The unexpired locks whose key starts with ``prefix``."""
@@ -339,11 +355,6 @@ class SQLiteStore(SQLiteResults, SQLitePermits):
         self._local.close()
 
     # -- waiting helpers (shared with the async twin) ---------------------------------
-
-    def _lock_busy_until(self, conn: sqlite3.Connection, key: str) -> float | None:
-        """Monotonic time the holder's lease of ``key`` ends, or ``None`` if free."""
-        row = conn.execute(self._sql_expiry, (key,)).fetchone()
-        return None if row is None else self._monotonic(float(row[0]))
 
     def _monotonic(self, expires_at: float) -> float | None:
         """A stored (wall-clock) expiry as a local monotonic deadline; ``None`` if past."""
