@@ -47,6 +47,7 @@ from .common import (
 )
 from .connect_aio import AsyncClients
 from .permits_aio import AsyncRedisPermits
+from .readers_aio import AsyncRedisReaders
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class AsyncRedisStore(AsyncRedisPermits):
+class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
     """Locks in Redis: exclusion across processes and machines.
 
     - URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS),
@@ -76,7 +77,9 @@ class AsyncRedisStore(AsyncRedisPermits):
     - Layout (per lock key, one hash tag): ``<prefix>:{<key>}:lock`` (holder token,
       PX lease), ``:fence`` (the last fencing token), ``:queue``, ``:alive`` and
       ``:ttls`` (waiters, in arrival order), ``:listen`` (a plain ``wait`` is
-      listening) and ``:released`` (the last releasing token, for a minute). Every
+      listening) and ``:released`` (the last releasing token, for a minute); shared
+      leases in ``:readers`` and ``:rfences``, a waiting writer's mark ``:wmark``,
+      ``:rreleased`` (see :mod:`~remotelock.stores.redis.reader_lua`). Every
       key expires: a key that is no longer used leaves nothing after
       ``fence_retention`` (plus its last lease). Wake-ups are published on
       ``<prefix>:{<key>}:bell``.
@@ -85,7 +88,8 @@ class AsyncRedisStore(AsyncRedisPermits):
       restart without persistence: only a server clock stepping back by more than
       the time since the key's last token, while that state is gone, can hand out a
       smaller token (while ``:fence`` lives, a clock that steps back does no harm).
-      Permits alike (``:pcounter``). See :mod:`remotelock.stores.redis.lua`.
+      Permits alike (``:pcounter``); shared leases draw from the lock's ``:fence``,
+      one sequence for both kinds. See :mod:`remotelock.stores.redis.lua`.
     - Clock: the Redis server's (``PX`` expiry, ``TIME`` in scripts).
     - Wake-ups: a release hands the lock to the first waiter in line and publishes one
       message on the key's channel, only if someone waits. Each store keeps **one**
@@ -101,7 +105,11 @@ class AsyncRedisStore(AsyncRedisPermits):
     - Release: a repeated release by the token that released the key returns ``True``
       (for a minute, and unless it took the lock again), so a retry after a lost reply
       is not a loss; a token whose lease ran out, was taken over or force-released
-      gets ``False``. Permits alike.
+      gets ``False``. Permits and shared leases alike.
+    - Shared leases (:class:`~remotelock.stores.readers.SharedStore`): a writer refused
+      by readers queues as for a busy lock and marks the key, so new readers wait
+      behind it; the last reader's release hands the lock to the first in line, and
+      the exclusive release wakes waiting readers. See :class:`AsyncRedisReaders`.
     """
 
     capabilities: frozenset[str] = CAPABILITIES
@@ -125,6 +133,7 @@ class AsyncRedisStore(AsyncRedisPermits):
         self._refresh_every = options.waiter_grace / 3
         self._keeper = Keeper(self._refresh_every)
         self._permit_free_at: dict[str, Refused] = {}  # key -> its last refusal here
+        self._shared_free_at: dict[str, Refused] = {}  # key -> its last refused reader
         if self._clients.untimed():
             log.warning(
                 "%r: the Redis client has no socket_timeout; a frozen server can hang calls",

@@ -36,8 +36,11 @@ MAX_RESULT_BYTES: Final = 64 * 1024 * 1024
 """Longest kept result (a Redis string takes 512 MB, but one reply of it blocks the
 server and the connection while it travels)."""
 LEASE_STEPS: Final = frozenset(
-    {"release", "extend", "extend_many", "release_permit", "extend_permit"}
-)
+    {
+        "release", "extend", "extend_many", "release_permit", "extend_permit",
+        "release_shared", "extend_shared",
+    }
+)  # fmt: skip
 """Scripts that keep or end a lease already held: they run on the store's lease client
 (see :func:`lease_client_of`), never queued behind a crowd of acquires."""
 
@@ -111,11 +114,13 @@ class Keeper:
 
 
 class Look:
-    """Reads a PEEK reply (``[holder, fence, lease ms]``) for one wait.
+    """Reads a PEEK reply (``[holder, fence, lease ms]``, and with no holder the count
+    of shared leases) for one wait.
 
-    The lock held by the waiting token: it was handed over (a :class:`Handover`); free:
-    re-check (``None``). For callers that want any change of hands, a holder other than
-    the one first seen means a release happened (``None``); otherwise :data:`BUSY`.
+    The lock held by the waiting token: it was handed over (a :class:`Handover`); free
+    (no holder, no reader): re-check (``None``). For callers that want any change of
+    hands, a holder other than the one first seen means a release happened (``None``;
+    readers count as the holder ``""``); otherwise :data:`BUSY`.
     """
 
     __slots__ = ("first", "role", "token")
@@ -127,7 +132,7 @@ class Look:
 
     def __call__(self, reply: Any) -> object:
         holder = decode(reply[0])
-        if not holder:
+        if not holder and not (len(reply) > 3 and int(reply[3])):
             return None
         if holder == self.token:
             return Handover(int(reply[1]), max(int(reply[2]), 1) / 1000)
@@ -300,7 +305,8 @@ def conflict(exc: rex.ResponseError, key: str, asked: int) -> LimitConflict | No
 
 class Refused(NamedTuple):
     """What a refused request taught: when it was sent, when the first permit ends,
-    and the limit (a waiter can tell a free permit from the holder count)."""
+    and the limit (a waiter can tell a free permit from the holder count). For a
+    refused reader: when a reader may enter at the latest, and no limit (0)."""
 
     asked: float
     free_at: float
@@ -328,6 +334,12 @@ def listened(asked: float, reply: Any) -> Refused | None:
 def permit_wait(k: PermitLayout, refused: Refused, until: float) -> Wait:
     """The wait of ``wait_permit``: until a release, the first permit's end, or ``until``."""
     return Wait(k.bell, PERMIT, None, refused.asked, min(until, refused.free_at + 0.001))
+
+
+def shared_wait(bell: str, refused: Refused, until: float) -> Wait:
+    """The wait of ``wait_shared``: until a release of the exclusive lock (``LISTEN``
+    hears every change of hands), the end of what refused the reader, or ``until``."""
+    return Wait(bell, LISTEN, None, refused.asked, min(until, refused.free_at + 0.001))
 
 
 def vacancy(holders: Any, limit: int) -> object:
@@ -358,6 +370,7 @@ __all__ = [
     "permit_reply",
     "permit_wait",
     "refuse_url",
+    "shared_wait",
     "subscriber_of",
     "text",
     "translate",

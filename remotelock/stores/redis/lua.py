@@ -15,6 +15,10 @@ base name ``<prefix>:{<key>}``, from which they derive (same hash tag, same slot
   releases ring the bell for it too.
 - ``:released`` the token of the key's last release (for a minute): a repeated release
   by that token returns 1, so a retry after a lost reply is not mistaken for a lost lock.
+- ``:readers``, ``:rfences``, ``:wmark``, ``:rreleased`` the key's shared (reader)
+  leases, and the mark of a writer they refused: see
+  :mod:`remotelock.stores.redis.reader_lua`. The exclusive acquire reads them in the
+  same step, so a key is held by one writer or by readers, never both.
 
 Wake-ups are pub/sub messages on the channel ``<prefix>:{<key>}:bell`` (inside the hash
 tag too). A store keeps one subscriber connection per process and hands each message
@@ -29,7 +33,7 @@ time, never correctness. The scripts publish only when someone may listen (a que
   another round trip. That lease is at most the waiter grace: if the waiter died in
   line, the lock comes free again soon; a live one renews it straight away. Every
   local waiter that wants to hear of each release (``skip_if`` callers) wakes too.
-- ``r`` a release with nobody in line (for watchers and plain waiters).
+- ``r`` a release with nobody in line (for watchers, plain waiters and readers).
 - ``t<token>`` the lock is free and ``<token>`` is first in line: its turn has come.
 
 Passing one name instead of several keeps every call small: the arguments of a command
@@ -60,79 +64,8 @@ from __future__ import annotations
 from typing import Final
 
 from .permit_lua import PERMIT_SCRIPTS
-
-RELEASED_MS: Final = 60_000
-"""How long a release is remembered, so that its repeat (a retry) still returns 1."""
-
-# Shared names and helpers, prepended to the lock scripts (KEYS[1] the base name).
-_PRELUDE: Final = f"""
-local BASE = KEYS[1]
-local LOCK, FENCE, QUEUE = BASE .. ':lock', BASE .. ':fence', BASE .. ':queue'
-local ALIVE, TTLS, LISTEN = BASE .. ':alive', BASE .. ':ttls', BASE .. ':listen'
-local RELEASED, BELL = BASE .. ':released', BASE .. ':bell'
-local RELEASED_MS = {RELEASED_MS}
--- Integers as Redis arguments and messages (tostring would write 1.75e+15).
-local function int(x)
-  return string.format('%.0f', x)
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return t[1] * 1000 + math.floor(t[2] / 1000), t[1] * 1000000 + t[2]
-end
--- A wake-up is a hint: if this user may not publish (ACL channels), the step goes on.
-local function ring(message)
-  redis.pcall('PUBLISH', BELL, message)
-end
-local function forget(waiter)
-  redis.call('ZREM', QUEUE, waiter)
-  redis.call('ZREM', ALIVE, waiter)
-  redis.call('HDEL', TTLS, waiter)
-end
-local function prune(now)
-  for _, waiter in ipairs(redis.call('ZRANGEBYSCORE', ALIVE, '-inf', now)) do
-    forget(waiter)
-  end
-end
--- A new fencing token: the server's clock in microseconds, or the key's last token + 1
--- if that is larger (see the module docs). The :fence key keeps it until `retain` ms
--- after the end of the lease of `lease` ms.
-local function next_fence(lease, retain)
-  local _, now_us = now_ms()
-  local fence = math.max((tonumber(redis.call('GET', FENCE)) or 0) + 1, now_us)
-  redis.call('SET', FENCE, int(fence), 'PX', int(tonumber(lease) + retain))
-  return fence
-end
--- `token` holds the lock from now on, under a new fencing token. An earlier release
--- by the same token is history then: its repeat must not count as a success.
-local function take(token, lease, retain)
-  redis.call('SET', LOCK, token, 'PX', lease)
-  if redis.call('GET', RELEASED) == token then
-    redis.call('DEL', RELEASED)
-  end
-  return next_fence(lease, retain)
-end
--- The lock is free: give it to the first live waiter, and ring the bell (one message).
-local function hand_over(grace, retain)
-  if redis.call('EXISTS', QUEUE, LISTEN) == 0 then  -- nobody waits: the common case
-    return
-  end
-  prune(now_ms())
-  local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
-  if head then
-    local lease = math.min(tonumber(redis.call('HGET', TTLS, head)) or grace, grace)
-    local fence = take(head, lease, retain)
-    forget(head)
-    ring('g' .. int(fence) .. ':' .. int(lease) .. ':' .. head)
-  else
-    ring('r')
-  end
-end
-local function keep_queue(ms)
-  for _, name in ipairs({{QUEUE, ALIVE, TTLS}}) do
-    redis.call('PEXPIRE', name, ms)
-  end
-end
-"""
+from .prelude_lua import PRELUDE, READERS_LUA, RELEASED_MS
+from .reader_lua import READER_SCRIPTS
 
 # KEYS[1] the lock's base name
 # ARGV[1] token, ARGV[2] lease in ms, ARGV[3] waiter grace in ms, ARGV[4] fence
@@ -141,12 +74,16 @@ end
 # with a new fencing token in the same step. Re-acquiring with the holding token is
 # idempotent (and claims a lock handed over to `token`: its lease is reset to the full
 # length, and :fence kept as long); if :fence is gone (deleted by hand), the holder
-# gets a new, larger token.
+# gets a new, larger token. Shared leases (:readers) hold the key too: a writer they
+# refuse is queued as for a busy lock and marks the key (:wmark), so that no new
+# reader enters until it is in; the readers' last release hands the lock to the first
+# in line. The uncontended path asks one EXISTS whether any of that is there.
 # returns: the fencing token (> 0) if `token` holds the lock now; otherwise `token` is
-#          queued and the reply is minus the holder's remaining lease in ms (0 if free
-#          but another waiter is first in line).
+#          queued and the reply is minus the holder's remaining lease in ms (for
+#          readers: until the last of their leases ends; 0 if free but another waiter
+#          is first in line).
 ACQUIRE_SCRIPT: Final[str] = (
-    _PRELUDE
+    PRELUDE
     + """
 local token, retain = ARGV[1], tonumber(ARGV[4])
 local holder = redis.call('GET', LOCK)
@@ -157,15 +94,22 @@ if holder == token then
   end
   return next_fence(ARGV[2], retain)
 end
-if not holder and redis.call('EXISTS', QUEUE) == 0 then  -- free, nobody waiting
+if not holder and redis.call('EXISTS', QUEUE, READERS, WMARK) == 0 then  -- free, alone
   return take(token, ARGV[2], retain)
 end
+"""
+    + READERS_LUA
+    + """
 local now, now_us = now_ms()
 prune(now)
 local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
-if not holder then
+local readers = not holder and readers_until(now)
+if readers then
+  mark_writer(now, readers)  -- held by readers: new ones wait behind this writer
+elseif not holder then
   if not head or head == token then
     forget(token)
+    redis.call('DEL', WMARK)  -- a writer is in: no reader waits behind it any more
     return take(token, ARGV[2], retain)
   end
   ring('t' .. head)  -- free, but not our turn: tell the first in line
@@ -174,7 +118,9 @@ redis.call('ZADD', QUEUE, 'NX', now_us, token)
 redis.call('ZADD', ALIVE, now + tonumber(ARGV[3]), token)
 redis.call('HSET', TTLS, token, ARGV[2])
 keep_queue(ARGV[3])
-if not holder then
+if readers then
+  return -math.max(readers - now, 1)
+elseif not holder then
   return 0
 end
 return -math.max(redis.call('PTTL', LOCK), 0)
@@ -193,7 +139,7 @@ return -math.max(redis.call('PTTL', LOCK), 0)
 # returns: 1 if released (now or by this token's previous call), 0 if `token` did not
 #          hold the lock.
 RELEASE_SCRIPT: Final[str] = (
-    _PRELUDE
+    PRELUDE
     + """
 local token = ARGV[1]
 if redis.call('GET', LOCK) ~= token then
@@ -248,10 +194,11 @@ return reset
 # ARGV[1] token, ARGV[2] waiter grace in ms, ARGV[3] fence retention in ms
 # Takes `token` out of the queue (it gave up, or no longer needs the lock). If the lock
 # was handed to it meanwhile, it is passed on to the next waiter; if it was first in
-# line and the lock is free, the next waiter is told: its turn has come.
+# line and the lock is free, the next waiter is told: its turn has come. Once nobody
+# is in line, no writer waits: a writers' mark goes too (new readers may enter).
 # returns: 1 if `token` was queued or held the lock, else 0.
 LEAVE_SCRIPT: Final[str] = (
-    _PRELUDE
+    PRELUDE
     + """
 local token = ARGV[1]
 if redis.call('GET', LOCK) == token then
@@ -268,6 +215,9 @@ if head == token and redis.call('EXISTS', LOCK) == 0 then
     ring('t' .. next_head)
   end
 end
+if redis.call('EXISTS', QUEUE) == 0 then
+  redis.call('DEL', WMARK)
+end
 if queued then
   return 1
 end
@@ -281,7 +231,8 @@ return 0
 # store keeps all its waiters' places with one call (per slot), however many wait.
 # A lock found free with waiters in line had no release to wake them (it was handed
 # to a waiter that died, or its holder's lease ran out): the dead are dropped and the
-# first live waiter is told its turn has come.
+# first live waiter is told its turn has come (not while shared leases hold it: their
+# last release lets the first in line in).
 # returns: for each waiter, 1 if it is still queued, 0 if not (dropped, or handed the
 #          lock).
 REFRESH_SCRIPT: Final[str] = """
@@ -302,7 +253,8 @@ for base in pairs(lines) do
   for _, name in ipairs({queue, alive, ttls}) do
     redis.call('PEXPIRE', name, grace)
   end
-  if redis.call('EXISTS', base .. ':lock') == 0 then
+  local reading = redis.call('ZCOUNT', base .. ':readers', '(' .. now, '+inf')
+  if reading == 0 and redis.call('EXISTS', base .. ':lock') == 0 then
     for _, dead in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now)) do
       redis.call('ZREM', queue, dead)
       redis.call('ZREM', alive, dead)
@@ -320,13 +272,15 @@ return kept
 # KEYS[1] the lock's base name
 # A waiter's look at the lock when a wake-up may have been missed (its subscription
 # started after it queued) or cannot come (no subscriber): was the lock handed to it?
-# returns: {holder token or '', fencing counter, remaining lease in ms}
+# returns: {holder token or '', fencing counter, remaining lease in ms, and with no
+#          holder: how many shared leases hold the key (it is not free while any do)}
 PEEK_SCRIPT: Final[str] = (
-    _PRELUDE
+    PRELUDE
     + """
 local holder = redis.call('GET', LOCK)
 if not holder then
-  return {'', 0, 0}
+  local now = now_ms()
+  return {'', 0, 0, redis.call('ZCOUNT', READERS, '(' .. int(now), '+inf')}
 end
 return {holder, tonumber(redis.call('GET', FENCE)) or 0, redis.call('PTTL', LOCK)}
 """
@@ -336,34 +290,43 @@ return {holder, tonumber(redis.call('GET', FENCE)) or 0, redis.call('PTTL', LOCK
 # ARGV[1] the longest the caller will wait, in ms
 # A caller of the plain `wait` (which does not queue) asks releases to ring the bell
 # for as long as it may wait, and learns who holds the lock and for how long still.
-# returns: {the holder's remaining lease in ms, its token}, or {-1, ''} if free.
+# Shared leases hold it too: then the wait lasts until the last of them ends (their
+# last release rings the bell).
+# returns: {the holder's remaining lease in ms, its token ('' for readers)}, or
+#          {-1, ''} if free.
 LISTEN_SCRIPT: Final[str] = (
-    _PRELUDE
+    PRELUDE
+    + READERS_LUA
     + """
 local holder = redis.call('GET', LOCK)
 local left = redis.call('PTTL', LOCK)
 if not holder then
-  return {-1, ''}
+  local now = now_ms()
+  local last = readers_until(now)
+  if not last then
+    return {-1, ''}
+  end
+  holder, left = '', last - now
 end
 if left == -1 then  -- a lock without expiry (not set by us): wait for the caller's bound
   left = tonumber(ARGV[1])
 end
-local keep = math.min(left, tonumber(ARGV[1])) + 1000
-if redis.call('PTTL', LISTEN) < keep then
-  redis.call('SET', LISTEN, '1', 'PX', keep)
-end
+listen_for(math.min(left, tonumber(ARGV[1])))
 return {left, holder}
 """
 )
 
 # KEYS[1] the lock's base name
 # ARGV[1] waiter grace in ms, ARGV[2] fence retention in ms
-# Frees the lock whoever holds it (an operator breaking a stuck lock) and hands it over.
-# returns: 1 if a lock was there, else 0.
+# Frees the lock whoever holds it (an operator breaking a stuck lock) and hands it over;
+# shared leases and a writers' mark go too.
+# returns: 1 if an exclusive lock was there, else 0.
 FORCE_RELEASE_SCRIPT: Final[str] = (
-    _PRELUDE
+    PRELUDE
+    + READERS_LUA
     + """
 local held = redis.call('DEL', LOCK)
+redis.call('DEL', READERS, RFENCES, WMARK)
 hand_over(tonumber(ARGV[1]), tonumber(ARGV[2]))
 return held
 """
@@ -380,6 +343,7 @@ SCRIPTS: Final = {
     "listen": LISTEN_SCRIPT,
     "force_release": FORCE_RELEASE_SCRIPT,
     **PERMIT_SCRIPTS,
+    **READER_SCRIPTS,
 }
 
 __all__ = [

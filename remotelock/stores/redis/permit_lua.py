@@ -23,6 +23,23 @@ from typing import Final
 PRELEASED_MS: Final = 60_000
 PRELEASED_KEPT: Final = 1000
 
+RECALL: Final = f"""
+-- Releases remembered in the sorted set `set` (token -> when, ms; the last
+-- {PRELEASED_KEPT}, for a minute): a repeated release by a token that gave its lease
+-- back in the last minute returns 1 again (its first reply was lost).
+local function remember(set, token, now)
+  redis.call('ZADD', set, now, token)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now - {PRELEASED_MS})
+  redis.call('ZREMRANGEBYRANK', set, 0, -{PRELEASED_KEPT + 1})
+  redis.call('PEXPIRE', set, {PRELEASED_MS})
+end
+local function remembered(set, token, now)
+  local at = redis.call('ZSCORE', set, token)
+  return at and now - tonumber(at) < {PRELEASED_MS}
+end
+"""
+"""The release memory of permits and shared leases (appended to their preludes)."""
+
 _PERMIT_PRELUDE: Final = """
 local function now_ms()
   local t = redis.call('TIME')
@@ -110,15 +127,12 @@ return fence
 #          none, or its lease had already run out.
 RELEASE_PERMIT_SCRIPT: Final[str] = (
     _PERMIT_PRELUDE
-    + f"""
+    + RECALL
+    + """
 local now = now_ms()
 local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not ends then
-  local at = redis.call('ZSCORE', KEYS[4], ARGV[1])
-  if at and now - tonumber(at) < {PRELEASED_MS} then
-    return 1
-  end
-  return 0
+  return remembered(KEYS[4], ARGV[1], now) and 1 or 0
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -128,10 +142,7 @@ end
 if tonumber(ends) <= now then
   return 0
 end
-redis.call('ZADD', KEYS[4], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - {PRELEASED_MS})
-redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -{PRELEASED_KEPT + 1})
-redis.call('PEXPIRE', KEYS[4], {PRELEASED_MS})
+remember(KEYS[4], ARGV[1], now)
 return 1
 """
 )
@@ -199,6 +210,8 @@ __all__ = [
     "LISTEN_PERMIT_SCRIPT",
     "PERMIT_HOLDERS_SCRIPT",
     "PERMIT_SCRIPTS",
+    "PRELEASED_KEPT",
     "PRELEASED_MS",
+    "RECALL",
     "RELEASE_PERMIT_SCRIPT",
 ]

@@ -49,6 +49,7 @@ from .common import (
 )
 from .connect import Clients
 from .permits import RedisPermits
+from .readers import RedisReaders
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class RedisStore(RedisPermits):
+class RedisStore(RedisPermits, RedisReaders):
     """Locks in Redis: exclusion across processes and machines.
 
     - URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS),
@@ -78,7 +79,9 @@ class RedisStore(RedisPermits):
     - Layout (per lock key, one hash tag): ``<prefix>:{<key>}:lock`` (holder token,
       PX lease), ``:fence`` (the last fencing token), ``:queue``, ``:alive`` and
       ``:ttls`` (waiters, in arrival order), ``:listen`` (a plain ``wait`` is
-      listening) and ``:released`` (the last releasing token, for a minute). Every
+      listening) and ``:released`` (the last releasing token, for a minute); shared
+      leases in ``:readers`` and ``:rfences``, a waiting writer's mark ``:wmark``,
+      ``:rreleased`` (see :mod:`~remotelock.stores.redis.reader_lua`). Every
       key expires: a key that is no longer used leaves nothing after
       ``fence_retention`` (plus its last lease). Wake-ups are published on
       ``<prefix>:{<key>}:bell``.
@@ -87,7 +90,8 @@ class RedisStore(RedisPermits):
       restart without persistence: only a server clock stepping back by more than
       the time since the key's last token, while that state is gone, can hand out a
       smaller token (while ``:fence`` lives, a clock that steps back does no harm).
-      Permits alike (``:pcounter``). See :mod:`remotelock.stores.redis.lua`.
+      Permits alike (``:pcounter``); shared leases draw from the lock's ``:fence``,
+      one sequence for both kinds. See :mod:`remotelock.stores.redis.lua`.
     - Clock: the Redis server's (``PX`` expiry, ``TIME`` in scripts).
     - Wake-ups: a release hands the lock to the first waiter in line and publishes one
       message on the key's channel, only if someone waits. Each store keeps **one**
@@ -103,7 +107,11 @@ class RedisStore(RedisPermits):
     - Release: a repeated release by the token that released the key returns ``True``
       (for a minute, and unless it took the lock again), so a retry after a lost reply
       is not a loss; a token whose lease ran out, was taken over or force-released
-      gets ``False``. Permits alike.
+      gets ``False``. Permits and shared leases alike.
+    - Shared leases (:class:`~remotelock.stores.readers.SharedStore`): a writer refused
+      by readers queues as for a busy lock and marks the key, so new readers wait
+      behind it; the last reader's release hands the lock to the first in line, and
+      the exclusive release wakes waiting readers. See :class:`RedisReaders`.
     """
 
     capabilities: frozenset[str] = CAPABILITIES
@@ -127,6 +135,7 @@ class RedisStore(RedisPermits):
         self._refresh_every = options.waiter_grace / 3
         self._keeper = Keeper(self._refresh_every)
         self._permit_free_at: dict[str, Refused] = {}  # key -> its last refusal here
+        self._shared_free_at: dict[str, Refused] = {}  # key -> its last refused reader
         if self._clients.untimed():
             log.warning(
                 "%r: the Redis client has no socket_timeout; a frozen server can hang calls",

@@ -1,0 +1,133 @@
+"""The Lua every lock script of RedisStore starts with: the key's names and the helpers.
+
+Kept apart from the scripts so that both script modules, the exclusive lock's
+(:mod:`remotelock.stores.redis.lua`) and the shared leases'
+(:mod:`remotelock.stores.redis.reader_lua`), can build on the same text: a hand-over,
+a fencing token or a writers' mark is written once and means the same in both. The
+scripts get one key, ``KEYS[1]``: the lock's base name ``<prefix>:{<key>}``; every
+name below is derived from it, so all of them share one hash tag (one Cluster slot).
+See :mod:`remotelock.stores.redis.lua` for the layout.
+
+Every script defines the helpers it includes on each call (a closure each), so the
+helpers of shared leases are kept apart (:data:`READERS_LUA`): the exclusive lock's
+uncontended steps never define them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ..readers import WRITER_GRACE
+from .permit_lua import RECALL
+
+RELEASED_MS: Final = 60_000
+"""How long a release is remembered, so that its repeat (a retry) still returns 1."""
+
+PRELUDE: Final[str] = f"""
+local BASE = KEYS[1]
+local LOCK, FENCE, QUEUE = BASE .. ':lock', BASE .. ':fence', BASE .. ':queue'
+local ALIVE, TTLS, LISTEN = BASE .. ':alive', BASE .. ':ttls', BASE .. ':listen'
+local RELEASED, BELL = BASE .. ':released', BASE .. ':bell'
+local READERS, WMARK = BASE .. ':readers', BASE .. ':wmark'
+local RELEASED_MS = {RELEASED_MS}
+-- Integers as Redis arguments and messages (tostring would write 1.75e+15).
+local function int(x)
+  return string.format('%.0f', x)
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return t[1] * 1000 + math.floor(t[2] / 1000), t[1] * 1000000 + t[2]
+end
+-- A wake-up is a hint: if this user may not publish (ACL channels), the step goes on.
+local function ring(message)
+  redis.pcall('PUBLISH', BELL, message)
+end
+local function forget(waiter)
+  redis.call('ZREM', QUEUE, waiter)
+  redis.call('ZREM', ALIVE, waiter)
+  redis.call('HDEL', TTLS, waiter)
+end
+local function prune(now)
+  for _, waiter in ipairs(redis.call('ZRANGEBYSCORE', ALIVE, '-inf', now)) do
+    forget(waiter)
+  end
+end
+-- A new fencing token: the server's clock in microseconds, or the key's last token + 1
+-- if that is larger (see the module docs). The :fence key keeps it until `retain` ms
+-- after the end of the lease of `lease` ms.
+local function next_fence(lease, retain)
+  local _, now_us = now_ms()
+  local fence = math.max((tonumber(redis.call('GET', FENCE)) or 0) + 1, now_us)
+  redis.call('SET', FENCE, int(fence), 'PX', int(tonumber(lease) + retain))
+  return fence
+end
+-- `token` holds the lock from now on, under a new fencing token. An earlier release
+-- by the same token is history then: its repeat must not count as a success.
+local function take(token, lease, retain)
+  redis.call('SET', LOCK, token, 'PX', lease)
+  if redis.call('GET', RELEASED) == token then
+    redis.call('DEL', RELEASED)
+  end
+  return next_fence(lease, retain)
+end
+-- The lock is free: give it to the first live waiter, and ring the bell (one message).
+local function hand_over(grace, retain)
+  if redis.call('EXISTS', QUEUE, LISTEN) == 0 then  -- nobody waits: the common case
+    return
+  end
+  prune(now_ms())
+  local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+  if head then
+    local lease = math.min(tonumber(redis.call('HGET', TTLS, head)) or grace, grace)
+    redis.call('DEL', WMARK)  -- a writer is in: no reader waits behind it any more
+    local fence = take(head, lease, retain)
+    forget(head)
+    ring('g' .. int(fence) .. ':' .. int(lease) .. ':' .. head)
+  else
+    ring('r')
+  end
+end
+local function keep_queue(ms)
+  for _, name in ipairs({{QUEUE, ALIVE, TTLS}}) do
+    redis.call('PEXPIRE', name, ms)
+  end
+end
+"""
+"""Names and helpers, prepended to every lock script (``KEYS[1]`` the base name)."""
+
+READERS_LUA: Final[str] = (
+    f"""
+local RFENCES, RRELEASED = BASE .. ':rfences', BASE .. ':rreleased'
+local WRITER_GRACE_MS = {round(WRITER_GRACE * 1000)}
+-- Someone may wait up to `ms` more: releases ring the bell until a second after that.
+local function listen_for(ms)
+  local keep = ms + 1000
+  if redis.call('PTTL', LISTEN) < keep then
+    redis.call('SET', LISTEN, '1', 'PX', int(keep))
+  end
+end
+-- The shared leases: those that ran out are dropped, and the reply is when the last of
+-- the others ends (ms, the server's clock), or nil if none is left.
+local function readers_until(now)
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', READERS, '-inf', now)) do
+    redis.call('ZREM', READERS, gone)
+    redis.call('HDEL', RFENCES, gone)
+  end
+  return tonumber(redis.call('ZRANGE', READERS, -1, -1, 'WITHSCORES')[2])
+end
+-- A writer was refused by readers whose last lease ends at `last`: no new reader may
+-- enter until then and the writer's grace more. A mark only ever grows.
+local function mark_writer(now, last)
+  local left = last - now + WRITER_GRACE_MS
+  if redis.call('PTTL', WMARK) < left then
+    redis.call('SET', WMARK, '1', 'PX', int(left))
+  end
+end
+"""
+    + RECALL
+)
+"""Helpers of the steps that deal with shared leases, after :data:`PRELUDE`. Kept out
+of it so that the uncontended exclusive cycle defines none of them: the acquire script
+includes them after its fast path."""
+
+__all__ = ["PRELUDE", "READERS_LUA", "RELEASED_MS"]
