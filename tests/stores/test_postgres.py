@@ -195,6 +195,9 @@ def test_table_layout_and_fences_kept_by_the_row(
         ("fence", "bigint"),
         ("expires_at", "timestamp with time zone"),
         ("released_by", "text"),
+        ("readers", "jsonb"),  # shared leases live in the lock's row (stores.readers)
+        ("readers_released", "jsonb"),
+        ("writer_mark", "timestamp with time zone"),
     ]
     assert store.release("k", "a") is True
     query = sql.SQL("SELECT token, fence, released_by FROM {}").format(sql.Identifier(table))

@@ -38,7 +38,14 @@ def test_one_connection_is_kept_for_the_steps_that_hold_leases() -> None:
     assert count.give() == "acquire"
     assert count.lent == 2
     assert count.gives == 3
-    assert {"release", "extend", "release_permit", "extend_permit"} == MAINTENANCE
+    assert {
+        "release",
+        "extend",
+        "release_permit",
+        "extend_permit",
+        "release_shared",
+        "extend_shared",
+    } == MAINTENANCE
 
 
 def test_a_single_connection_serves_everyone() -> None:

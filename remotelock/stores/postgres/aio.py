@@ -32,6 +32,7 @@ from .connections_aio import AsyncConnected, Conn, Run
 from .guard import GUARD, GUARD_GRACE
 from .permits_aio import AsyncPostgresPermits
 from .queries_aio import Row, fetch_all, fetch_one, fetch_or_busy, rowcount
+from .readers_aio import AsyncPostgresReaders
 from .result_sql import MAX_RESULT_BYTES
 from .waiting import pause
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
+class AsyncPostgresStore(AsyncPostgresReaders, AsyncPostgresPermits, AsyncConnected):
     """Locks in a PostgreSQL table: exclusion across processes and machines.
 
     - URL: ``postgresql://[user[:password]@][host][:port][/dbname][?param=value&...]``
@@ -68,7 +69,10 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
               token       text,               -- NULL once released
               fence       bigint NOT NULL,    -- the key's last fencing token
               expires_at  timestamptz NOT NULL,  -- the lease's end, or the release's time
-              released_by text                -- the token whose release freed it last
+              released_by text,               -- the token whose release freed it last
+              readers          jsonb,         -- shared leases: {token: [fence, end]}
+              readers_released jsonb,         -- the tokens that gave one back last
+              writer_mark      timestamptz    -- a refused writer holds readers back
           )
 
       plus a sequence ``<table>_fence_seq`` behind the fencing tokens and an index
@@ -84,6 +88,9 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
       (started after its largest fence) and indexes on first use (which needs the
       table's owner); processes of an earlier version must not share a table with
       this one: they count fences per row, and would restart a deleted row's at 1.
+    - Shared leases (:class:`~remotelock.stores.readers.AsyncSharedStore`) live in the
+      key's row beside the exclusive one, so every step stays one statement, with
+      fences from the same sequence (see :mod:`remotelock.stores.postgres.reader_sql`).
     - Contention is never an error: an acquire that finds the key held reads the row
       without locking it, and one that finds the key being taken at that very moment
       waits at most half of ``timeout`` (0.5 s at most) for the row, then reports the
@@ -227,7 +234,8 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
     # -- the Store protocol -------------------------------------------------------------
 
     async def acquire(self, key: str, token: str, ttl: float) -> int | None:
-        """Take ``key`` if its row is absent, released or expired (one statement).
+        """Take ``key`` if its row is absent, released or expired, and no reader holds
+        it (one statement; refused by readers, it marks the key for this writer).
 
         ``None`` also when the key was being taken at that moment and the row lock did
         not come within the short lock wait: contention, never an outage.
@@ -237,7 +245,7 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
         row = await self._step(
             "acquire", key, lambda c: fetch_or_busy(c, self._sql.acquire, params)
         )
-        return None if row is None else int(row[0])
+        return None if row is None or row[0] is None else int(row[0])
 
     async def release(self, key: str, token: str) -> bool:
         """Free ``key`` if ``token`` holds an unexpired lease, and notify its waiters;
@@ -274,16 +282,33 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
         return None if row is None else str(row[0])
 
     async def wait(self, key: str, timeout: float) -> None:
-        """Sleep until a release of ``key`` is notified, its lease ends, or ``timeout``."""
-        deadline = time.monotonic() + timeout
-        with self._listener.waiter(q.payload(key), self.listen) as woken:
-            row = await self._holder("wait", key)
-            if row is not None:
-                await woken.wait(pause(float(row[1]), woken.listening, deadline))
+        """Sleep until a release of ``key`` is notified (the exclusive lease's, or the
+        last reader's), its lease and its readers' leases end, or ``timeout``."""
+        await self._wait_for("wait", key, self._sql.writer_busy_for, timeout)
 
     async def _holder(self, step: str, key: str) -> Row | None:
         params = {"key": key}
         return await self._step(step, key, lambda c: fetch_one(c, self._sql.holder, params))
+
+    async def _wait_for(
+        self, step: str, key: str, statement: Any, timeout: float, every: bool = False
+    ) -> None:
+        """Sleep until a release of ``key`` is notified, ``statement`` (the seconds until
+        the key frees for this kind of waiter) runs out, or ``timeout``. A waiter that
+        subscribed while the listener was still connecting (a store's first wait) sleeps
+        in short slices, reading the lock again after each, until LISTEN is active: so
+        even that wait never ends before the key frees or a release is notified."""
+        deadline, params = time.monotonic() + timeout, {"key": key}
+        with self._listener.waiter(q.payload(key), self.listen, every) as woken:
+            while True:
+                row = await self._step(step, key, lambda c: fetch_one(c, statement, params))
+                if row is None or row[0] is None or row[0] <= 0:
+                    return
+                warming = woken.warming
+                await woken.wait(pause(float(row[0]), woken.listening, deadline))
+                if not warming or woken.woken() or time.monotonic() >= deadline:
+                    return
+                woken.catch_up()
 
     def _notice(self, key: str, **params: Any) -> dict[str, Any]:
         return {"key": key, "channel": self._sql.channel, "payload": q.payload(key), **params}
@@ -308,10 +333,12 @@ class AsyncPostgresStore(AsyncPostgresPermits, AsyncConnected):
     # -- admin ----------------------------------------------------------------------------
 
     async def force_release(self, key: str) -> bool:
-        """Free ``key`` whoever holds it; ``True`` if an unexpired lease was there."""
+        """Free ``key`` whoever holds it, readers and writer mark too; ``True`` if an
+        unexpired exclusive lease was there."""
         params = self._notice(key)
         statement = self._sql.force_release
-        return await self._step("force_release", key, lambda c: rowcount(c, statement, params)) > 0
+        row = await self._step("force_release", key, lambda c: fetch_one(c, statement, params))
+        return row is not None and bool(row[0])
 
     async def iter_locks(self, prefix: str = "") -> AsyncIterator[LockInfo]:
         """The unexpired locks whose key starts with ``prefix`` (one query, a snapshot

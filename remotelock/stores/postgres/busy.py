@@ -93,7 +93,9 @@ def full_pause(exc: BaseException, attempt: int, deadline: float) -> float | Non
     return min(left, most, first * 2.0 ** min(attempt, 16)) * (0.5 + random.random() / 2)
 
 
-MAINTENANCE: Final = frozenset({"release", "extend", "release_permit", "extend_permit"})
+MAINTENANCE: Final = frozenset(
+    {"release", "extend", "release_permit", "extend_permit", "release_shared", "extend_shared"}
+)
 """Steps that keep or end a lease already held. They may take the connection kept back
 from the others, so a crowd of waiters trying to acquire can never make a holder's
 release or renewal queue behind them (and its lease run out meanwhile)."""

@@ -46,11 +46,14 @@ class Waiter(Subscription[threading.Event]):
 
     __slots__ = ()
 
-    def __init__(self, listener: Listener | None, topic: str) -> None:
-        super().__init__(listener, topic, threading.Event())
+    def __init__(self, listener: Listener | None, topic: str, every: bool = False) -> None:
+        super().__init__(listener, topic, threading.Event(), every)
 
     def wait(self, seconds: float) -> None:
         self.wake.wait(seconds)
+
+    def woken(self) -> bool:
+        return self.wake.is_set()
 
 
 class Listener:
@@ -80,14 +83,15 @@ class Listener:
         self.waiters: Waiters[threading.Event] = Waiters()
         self.run: _Run | None = None
 
-    def waiter(self, topic: str, enabled: bool) -> Waiter:
-        """A waiter on ``topic`` (use it as a context manager); a poller if not ``enabled``."""
-        return Waiter(self if enabled else None, topic)
+    def waiter(self, topic: str, enabled: bool, every: bool = False) -> Waiter:
+        """A waiter on ``topic`` (use it as a context manager); a poller if not ``enabled``;
+        woken by every notification of ``topic`` if ``every`` (see :class:`Waiters`)."""
+        return Waiter(self if enabled else None, topic, every)
 
-    def subscribe(self, topic: str, wake: threading.Event) -> bool:
+    def subscribe(self, topic: str, wake: threading.Event, every: bool = False) -> bool:
         """Register a waiter; ``True`` if LISTEN is active, so no release can be missed."""
         with self.mutex:
-            self.waiters.add(topic, wake)
+            self.waiters.add(topic, wake, every)
             if self.run is None:
                 self.run = _Run()
                 threading.Thread(
@@ -98,6 +102,11 @@ class Listener:
     def unsubscribe(self, topic: str, wake: threading.Event) -> None:
         with self.mutex:
             self.waiters.discard(topic, wake)
+
+    def is_ready(self) -> bool:
+        """Whether LISTEN is active (a subscription made now cannot miss a release)."""
+        run = self.run
+        return run is not None and run.ready
 
     def tried(self, key: str, payload: Callable[[str], str]) -> None:
         """A step of this process tried the lock of ``key``, whose topic is
@@ -110,7 +119,7 @@ class Listener:
             self.waiters.tried(payload(key))
 
     def _wake(self, topic: str | None = None) -> None:
-        """Wake the next waiter of ``topic`` (every waiter when ``None``)."""
+        """Wake the next waiter of ``topic`` and its ``every`` waiters (all when ``None``)."""
         with self.mutex:  # set under the mutex: the next notification sees it woken
             if topic is None:
                 events = self.waiters.of(None)

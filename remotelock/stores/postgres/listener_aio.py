@@ -40,9 +40,9 @@ class _Loop:
         self.task: asyncio.Task[None] | None = None
         self.ready = False  # LISTEN is active on the listener's connection
 
-    def subscribe(self, topic: str, wake: asyncio.Future[None]) -> bool:
+    def subscribe(self, topic: str, wake: asyncio.Future[None], every: bool = False) -> bool:
         """Register a waiter; ``True`` if LISTEN is active, so no release can be missed."""
-        self.waiters.add(topic, wake)
+        self.waiters.add(topic, wake, every)
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self.start(self))
         return self.ready
@@ -50,8 +50,12 @@ class _Loop:
     def unsubscribe(self, topic: str, wake: asyncio.Future[None]) -> None:
         self.waiters.discard(topic, wake)
 
+    def is_ready(self) -> bool:
+        """Whether LISTEN is active (a subscription made now cannot miss a release)."""
+        return self.ready
+
     def wake(self, topic: str | None = None) -> None:
-        """Wake the next waiter of ``topic`` (every waiter when ``None``)."""
+        """Wake the next waiter of ``topic`` and its ``every`` waiters (all when ``None``)."""
         if topic is None:
             futures = self.waiters.of(None)
         else:
@@ -77,11 +81,14 @@ class AsyncWaiter(Subscription["asyncio.Future[None]"]):
 
     __slots__ = ()
 
-    def __init__(self, listener: _Loop | None, topic: str) -> None:
-        super().__init__(listener, topic, asyncio.get_running_loop().create_future())
+    def __init__(self, listener: _Loop | None, topic: str, every: bool = False) -> None:
+        super().__init__(listener, topic, asyncio.get_running_loop().create_future(), every)
 
     async def wait(self, seconds: float) -> None:
         await asyncio.wait((self.wake,), timeout=seconds)
+
+    def woken(self) -> bool:
+        return self.wake.done()
 
 
 class AsyncListener:
@@ -103,9 +110,10 @@ class AsyncListener:
         self._listen = listen
         self._loops = PerLoop(lambda: _Loop(self._run))
 
-    def waiter(self, topic: str, enabled: bool) -> AsyncWaiter:
-        """A waiter on ``topic`` (use it as a context manager); a poller if not ``enabled``."""
-        return AsyncWaiter(self._loops.get() if enabled else None, topic)
+    def waiter(self, topic: str, enabled: bool, every: bool = False) -> AsyncWaiter:
+        """A waiter on ``topic`` (use it as a context manager); a poller if not ``enabled``;
+        woken by every notification of ``topic`` if ``every`` (see :class:`Waiters`)."""
+        return AsyncWaiter(self._loops.get() if enabled else None, topic, every)
 
     def ready(self) -> bool:
         """Whether LISTEN is active for the running event loop."""

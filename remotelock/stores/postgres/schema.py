@@ -21,18 +21,29 @@ from typing import Final
 # transaction that holds LOCK_DDL, so that processes starting at once create it one
 # after the other. `released_by` is the token whose release freed the key last (see
 # RELEASE); NULL until a token releases it, and again once that token takes it anew.
+# `readers`, `readers_released` and `writer_mark` are the key's shared leases, the
+# tokens that gave one back last, and a waiting writer's mark (see reader_sql.py):
+# NULL for a key that never had a reader.
 CREATE_TABLE: Final[str] = """
 CREATE TABLE IF NOT EXISTS {table} (
-    key         text PRIMARY KEY,
-    token       text,
-    fence       bigint NOT NULL,
-    expires_at  timestamptz NOT NULL,
-    released_by text
+    key              text PRIMARY KEY,
+    token            text,
+    fence            bigint NOT NULL,
+    expires_at       timestamptz NOT NULL,
+    released_by      text,
+    readers          jsonb,
+    readers_released jsonb,
+    writer_mark      timestamptz
 )"""
 
 # No parameters, no result. Run after CREATE_TABLE: brings a table made before
-# `released_by` existed up to date (a no-op for a table CREATE_TABLE just made).
-MIGRATE_TABLE: Final[str] = "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS released_by text"
+# `released_by` or the shared leases' columns existed up to date (a no-op for a table
+# CREATE_TABLE just made; nullable columns without a default: no table rewrite).
+MIGRATE_TABLE: Final[str] = """
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS released_by text,
+                    ADD COLUMN IF NOT EXISTS readers jsonb,
+                    ADD COLUMN IF NOT EXISTS readers_released jsonb,
+                    ADD COLUMN IF NOT EXISTS writer_mark timestamptz"""
 
 # No parameters, no result. The permit table's `expires_at`: no permit of the row ends
 # later (acquires and extends only push it on), so a row past it and its retention
@@ -84,8 +95,9 @@ SELECT 1 FROM pg_catalog.pg_namespace AS n
           JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid
          WHERE c.relnamespace = n.oid AND NOT a.attisdropped
            AND (c.relname, a.attname) IN ((%(table)s, 'released_by'),
-               (%(permits)s, 'released'), (%(permits)s, 'expires_at'),
-               (%(results)s, 'data'))) = 4
+               (%(table)s, 'readers'), (%(table)s, 'readers_released'),
+               (%(table)s, 'writer_mark'), (%(permits)s, 'released'),
+               (%(permits)s, 'expires_at'), (%(results)s, 'data'))) = 7
    AND (SELECT count(*) FROM pg_catalog.pg_class AS c
          WHERE c.relnamespace = n.oid AND c.relname = ANY (%(relations)s)) = 5"""
 

@@ -3,11 +3,13 @@
 The lease table keeps a row per held key, and for a while (``%(retention)s``, a minute
 by default) the row of a key released or expired: the release clears the row's token
 and sets ``expires_at`` to its own time. Once a row's ``expires_at`` is older than the
-retention, the next acquire or release of another key deletes it (a few rows per
-statement, oldest first, skipping rows another session has locked): keys that are no
-longer used leave nothing behind. Every statement reads the time from ``now()`` on the
-server (the start of the statement's own transaction, one value for the whole
-statement), so client clocks never decide whether a lease has run out.
+retention (and no writer's mark is live on it), the next acquire or release of
+another key deletes it (a few rows per statement, oldest first, skipping rows another
+session has locked): keys that are no longer used leave nothing behind. The row also
+holds the key's shared leases (see :mod:`remotelock.stores.postgres.reader_sql`).
+Every statement reads the time from ``now()`` on the server (the start of the
+statement's own transaction, one value for the whole statement), so client clocks
+never decide whether a lease has run out.
 
 Fencing tokens come from the table's sequence (see
 :mod:`remotelock.stores.postgres.schema`): a new token is ``nextval``, and never less
@@ -49,7 +51,6 @@ the statement's result.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final, NamedTuple
 
 from psycopg import sql
@@ -65,6 +66,18 @@ from .permit_sql import (
     RELEASE_PERMIT,
     RELEASED_MARGIN,
     SWEEP_BATCH,
+)
+from .reader_sql import (
+    ACQUIRE_SHARED,
+    EXTEND_SHARED,
+    READER_BUSY_FOR,
+    RELEASE_SHARED,
+    SHARED_HOLDERS,
+    WRITER_BUSY_FOR,
+    new_mark,
+    readers_hold,
+    sweep,
+    writer_marked,
 )
 from .result_sql import CREATE_RESULTS_TABLE, GET_RESULT, PUT_RESULT
 from .schema import (
@@ -83,21 +96,7 @@ from .schema import (
     relations,
     results_table,
 )
-
-_PAST: Final = "now() - make_interval(secs => %(retention)s)"
-
-# A CTE's body: deletes up to SWEEP_BATCH rows of other keys whose `expires_at` (the
-# lease's end, or the release's time) is older than the retention, locking only rows
-# no one else has locked. {gate} is an extra condition (the busy acquire's skip).
-# The outer WHERE repeats the age test: it is re-checked on the row's latest version.
-_SWEEP: Final = f"""
-    DELETE FROM {{{{table}}}} AS gone
-     WHERE gone.key IN (
-           SELECT old.key FROM {{{{table}}}} AS old
-            WHERE old.expires_at < {_PAST} AND old.key <> %(key)s{{gate}}
-            ORDER BY old.expires_at LIMIT {SWEEP_BATCH}
-              FOR UPDATE SKIP LOCKED)
-       AND gone.expires_at < {_PAST}"""
+from .waiting import channel, payload, permit_payload
 
 # %(key)s        lock key
 # %(token)s      the acquiring token
@@ -105,24 +104,31 @@ _SWEEP: Final = f"""
 # %(lock_wait)s  how long it may wait for the row lock, in milliseconds (text)
 # %(retention)s  seconds a released or expired row is kept (float)
 # `busy` reads the row from the statement's snapshot, taking no lock: while it shows
-# another token's unexpired lease, the INSERT gets no row to insert, so the statement
-# neither locks nor waits nor sweeps (a busy acquire costs no one anything). Otherwise
-# the upsert takes the key if its row is absent, released or expired, deciding on the
-# row's latest version under the row lock (ON CONFLICT DO UPDATE re-reads it), with a
-# fence above the row's: two acquirers can never both win or reuse a fence, whatever
-# their snapshots showed. The holding token re-acquiring an unexpired lease keeps its
-# fence and gets a fresh lease (idempotent). An acquire clears `released_by` only if it
-# names this very token (a token taking the key again is no longer "the one that
-# released it"; another token taking the key leaves the record to RELEASE).
-# set_config runs before the row to insert exists, so the shorter lock wait applies
-# to every lock the upsert may wait for; a wait that runs out raises
-# LockNotAvailable, which the store reports as busy.
-# returns: one row (fence) if `token` holds the key now, else no row.
+# another token's unexpired lease (or readers whose writer mark already covers them),
+# the INSERT gets no row to insert, so the statement neither locks nor waits nor
+# sweeps (a busy acquire costs no one anything). Otherwise the upsert takes the key if
+# its row is absent, released or expired and has no live reader, deciding on the row's
+# latest version under the row lock (ON CONFLICT DO UPDATE re-reads it), with a fence
+# above the row's: two acquirers can never both win or reuse a fence, whatever their
+# snapshots showed. The holding token re-acquiring an unexpired lease keeps its fence
+# and gets a fresh lease (idempotent). A win clears the readers' leftovers and the
+# writer mark (see reader_sql.py); refused by live readers, the upsert only raises
+# the mark to their end + grace, and returns a NULL fence.
+# An acquire clears `released_by` only if it names this very token (a token taking
+# the key again is no longer "the one that released it"; another token taking the key
+# leaves the record to RELEASE). set_config runs before the row to insert exists, so
+# the shorter lock wait applies to every lock the upsert may wait for; a wait that
+# runs out raises LockNotAvailable, which the store reports as busy. A key that never
+# had readers pays a few column tests, and no subquery.
+# returns: one row (fence) if `token` holds the key now; one row (NULL) if readers
+#          refused it; else no row.
+_READ: Final = readers_hold("held")
 ACQUIRE: Final[str] = f"""
 WITH busy AS (
     SELECT FROM {{table}} AS seen
-     WHERE seen.key = %(key)s AND seen.token <> %(token)s AND seen.expires_at > now()
-), swept AS ({_SWEEP.format(gate=" AND NOT EXISTS (SELECT FROM busy)")}
+     WHERE seen.key = %(key)s
+       AND (seen.token <> %(token)s AND seen.expires_at > now() OR {writer_marked("seen")})
+), swept AS ({sweep(" AND NOT EXISTS (SELECT FROM busy)")}
 )
 INSERT INTO {{table}} AS held (key, token, fence, expires_at)
 SELECT %(key)s::text, %(token)s::text, nextval({{fences}}),
@@ -130,13 +136,16 @@ SELECT %(key)s::text, %(token)s::text, nextval({{fences}}),
  WHERE NOT EXISTS (SELECT FROM busy)
    AND set_config('lock_timeout', %(lock_wait)s, true) IS NOT NULL
 ON CONFLICT (key) DO UPDATE
-   SET token = excluded.token,
-       fence = CASE WHEN held.token = excluded.token AND held.expires_at > now()
+   SET token = CASE WHEN {_READ} THEN held.token ELSE excluded.token END,
+       fence = CASE WHEN {_READ} OR held.token = excluded.token AND held.expires_at > now()
                     THEN held.fence ELSE greatest(held.fence + 1, excluded.fence) END,
-       expires_at = excluded.expires_at,
-       released_by = nullif(held.released_by, excluded.token)
+       expires_at = CASE WHEN {_READ} THEN held.expires_at ELSE excluded.expires_at END,
+       released_by = CASE WHEN {_READ} THEN held.released_by
+                          ELSE nullif(held.released_by, excluded.token) END,
+       readers = CASE WHEN {_READ} THEN held.readers END,
+       writer_mark = CASE WHEN {_READ} THEN {new_mark("held")} END
  WHERE held.token IS NULL OR held.expires_at <= now() OR held.token = excluded.token
-RETURNING held.fence"""
+RETURNING CASE WHEN held.readers IS NULL THEN held.fence END"""
 
 _HOLDS: Final = "(held.token = %(token)s AND held.expires_at > now())"
 
@@ -163,22 +172,28 @@ WITH done AS (
            released_by = CASE WHEN {_HOLDS} THEN held.token ELSE held.released_by END
      WHERE held.key = %(key)s AND ({_HOLDS} OR held.released_by = %(token)s)
     RETURNING held.key
-), swept AS ({_SWEEP.format(gate="")}
+), swept AS ({sweep("")}
 )
 SELECT pg_notify(%(channel)s, %(payload)s) FROM done"""
 
 # %(key)s, %(channel)s, %(payload)s  as for RELEASE
-# Frees the key whoever holds it (an operator breaking a stuck lock) and notifies. The
-# row stays for the retention, like a released one (the holder's token never released
-# it: a release by it gets no row).
-# returns: one row if an unexpired lease was there, else no row.
+# Frees the key whoever holds it (an operator breaking a stuck lock), readers and
+# writer mark included, and notifies. The row stays for the retention, like a released
+# one (the holders' tokens never released it: a release by one gets no row). `was`
+# locks the row and reads its latest version before the UPDATE overwrites it.
+# returns: one row (whether an unexpired exclusive lease was there) if anything was
+#          held or marked, else no row.
 FORCE_RELEASE: Final[str] = """
-WITH freed AS (
-    UPDATE {table} SET token = NULL, expires_at = now()
-     WHERE key = %(key)s AND token IS NOT NULL AND expires_at > now()
-    RETURNING key
+WITH was AS (
+    SELECT key, token IS NOT NULL AND expires_at > now() AS held FROM {table}
+     WHERE key = %(key)s AND expires_at > now() FOR UPDATE
+), freed AS (
+    UPDATE {table} AS row SET token = NULL, expires_at = now(), readers = NULL,
+                              writer_mark = NULL
+      FROM was WHERE row.key = was.key
+    RETURNING was.held
 )
-SELECT pg_notify(%(channel)s, %(payload)s) FROM freed"""
+SELECT freed.held, pg_notify(%(channel)s, %(payload)s) FROM freed"""
 
 # %(key)s, %(token)s, %(ttl)s  as for ACQUIRE
 # Resets the lease only if `token` still holds an unexpired one.
@@ -221,30 +236,6 @@ SET_TIMEOUTS: Final[str] = (
     " set_config('lock_timeout', %(timeout)s, false)"
 )
 
-_PAYLOAD_LIMIT: Final = 1000  # bytes; PostgreSQL refuses payloads of 8000 or more
-
-
-def payload(key: str) -> str:
-    """What a NOTIFY carries for ``key``: the key itself, or a digest of a long key.
-
-    Two keys sharing a payload only cost a spurious wake-up (``wait`` may return
-    early), never a missed one.
-    """
-    if len(key.encode()) <= _PAYLOAD_LIMIT:
-        return key
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-
-
-def channel(schema: str | None, table: str) -> str:
-    """The NOTIFY channel of a table: its qualified name, or a digest if that is too long.
-
-    Channel names are identifiers, at most 63 bytes.
-    """
-    name = f"{schema}.{table}" if schema else table
-    if len(name) <= 63:
-        return name
-    return f"{table[:40]}_{hashlib.sha256(name.encode()).hexdigest()[:16]}"
-
 
 class Statements(NamedTuple):
     """Every statement of one store, composed once for its table."""
@@ -274,6 +265,12 @@ class Statements(NamedTuple):
     list_permits: sql.Composed
     put_result: sql.Composed
     get_result: sql.Composed
+    writer_busy_for: sql.Composed
+    acquire_shared: sql.Composed
+    release_shared: sql.Composed
+    extend_shared: sql.Composed
+    shared_holders: sql.Composed
+    reader_busy_for: sql.Composed
 
 
 def statements(schema: str | None, table: str) -> Statements:
@@ -342,12 +339,13 @@ def statements(schema: str | None, table: str) -> Statements:
         list_permits=compose(LIST_PERMITS),
         put_result=compose(PUT_RESULT),
         get_result=compose(GET_RESULT),
+        writer_busy_for=compose(WRITER_BUSY_FOR),
+        acquire_shared=compose(ACQUIRE_SHARED),
+        release_shared=compose(RELEASE_SHARED),
+        extend_shared=compose(EXTEND_SHARED),
+        shared_holders=compose(SHARED_HOLDERS),
+        reader_busy_for=compose(READER_BUSY_FOR),
     )
-
-
-def permit_payload(key: str) -> str:
-    """What a NOTIFY carries for a permit of ``key`` (apart from the lock's of ``key``)."""
-    return payload("permit:" + key)
 
 
 __all__ = [

@@ -5,11 +5,13 @@ can never slip between the two; it then sleeps until it is woken, the holder's l
 ends, or its own deadline passes. The listeners that wake waiters (a thread in
 :mod:`remotelock.stores.postgres.connections`, a task per event loop in
 :mod:`remotelock.stores.postgres.connections_aio`) differ in kind, so each side
-hand-writes its own; the bookkeeping and the arithmetic they have in common live here.
+hand-writes its own; the bookkeeping and the arithmetic they have in common live here,
+and the names a notification carries (the table's channel, a key's payload).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
@@ -27,6 +29,38 @@ LISTEN_IDLE: Final = 30.0
 BACKOFF_FIRST: Final = 0.05
 BACKOFF_MAX: Final = 2.0
 """A listener that lost its connection reconnects after these pauses, doubling."""
+
+# -- what a notification names ----------------------------------------------------------
+
+_PAYLOAD_LIMIT: Final = 1000  # bytes; PostgreSQL refuses payloads of 8000 or more
+
+
+def payload(key: str) -> str:
+    """What a NOTIFY carries for ``key``: the key itself, or a digest of a long key.
+
+    Two keys sharing a payload only cost a spurious wake-up (``wait`` may return
+    early), never a missed one.
+    """
+    if len(key.encode()) <= _PAYLOAD_LIMIT:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def channel(schema: str | None, table: str) -> str:
+    """The NOTIFY channel of a table: its qualified name, or a digest if that is too long.
+
+    Channel names are identifiers, at most 63 bytes.
+    """
+    name = f"{schema}.{table}" if schema else table
+    if len(name) <= 63:
+        return name
+    return f"{table[:40]}_{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def permit_payload(key: str) -> str:
+    """What a NOTIFY carries for a permit of ``key`` (apart from the lock's of ``key``)."""
+    return payload("permit:" + key)
+
 
 W = TypeVar("W")
 W_contra = TypeVar("W_contra", contravariant=True)
@@ -66,36 +100,49 @@ class Waiters(Generic[W]):
     waiter is woken. Other processes wake one of theirs each, so a release costs a
     statement or two per waiting process.
 
+    Waiters added with ``every=True`` (readers waiting for a writer to leave) are all
+    woken by each notification of their payload, beside that one: readers do not
+    exclude each other, so the writer's release lets every one of them in. They never
+    take the one wake-up (a reader's try does not call :meth:`tried`).
+
     Not locked: the sync listener guards it with its mutex; an event loop's waiters
     are only touched from that loop.
     """
 
-    __slots__ = ("_by_topic", "_due")
+    __slots__ = ("_by_topic", "_due", "_every")
 
     def __init__(self) -> None:
         self._by_topic: dict[str, dict[W, None]] = {}  # in order of arrival
+        self._every: dict[str, dict[W, None]] = {}  # woken all at once
         self._due: dict[str, float] = {}  # topic -> when its woken waiter must have tried
 
-    def add(self, topic: str, wake: W) -> None:
-        self._by_topic.setdefault(topic, {})[wake] = None
+    def add(self, topic: str, wake: W, every: bool = False) -> None:
+        (self._every if every else self._by_topic).setdefault(topic, {})[wake] = None
 
     def discard(self, topic: str, wake: W) -> None:
-        wakes = self._by_topic.get(topic)
-        if wakes is not None:
-            wakes.pop(wake, None)
-            if not wakes:
-                del self._by_topic[topic]
-                self._due.pop(topic, None)
+        for table in (self._by_topic, self._every):
+            wakes = table.get(topic)
+            if wakes is not None:
+                wakes.pop(wake, None)
+                if not wakes:
+                    del table[topic]
+        if topic not in self._by_topic:
+            self._due.pop(topic, None)
 
     def of(self, topic: str | None) -> list[W]:
         """The wake-ups of ``topic``, or of every waiter when ``None`` (a copy)."""
+        tables = (self._by_topic, self._every)
         if topic is not None:
-            return list(self._by_topic.get(topic, ()))
-        return [wake for wakes in self._by_topic.values() for wake in wakes]
+            return [wake for table in tables for wake in table.get(topic, ())]
+        return [wake for table in tables for wakes in table.values() for wake in wakes]
 
     def notified(self, topic: str, now: float, woken: Callable[[W], bool]) -> list[W]:
-        """The wake-up to set for a notification of ``topic``: its longest waiter not
-        already woken (none if all are)."""
+        """The wake-ups to set for a notification of ``topic``: its longest waiter not
+        already woken (none if all are), and every ``every`` waiter."""
+        every = [wake for wake in self._every.get(topic, ()) if not woken(wake)]
+        return self._next(topic, now, woken) + every
+
+    def _next(self, topic: str, now: float, woken: Callable[[W], bool]) -> list[W]:
         for wake in self._by_topic.get(topic, ()):
             if not woken(wake):
                 self._due[topic] = now + PASS_ON
@@ -115,7 +162,7 @@ class Waiters(Generic[W]):
         """The wake-ups to pass on: the next waiter of each topic whose woken waiter
         did not try in time."""
         late = [topic for topic, due in self._due.items() if due <= now]
-        return [wake for topic in late for wake in self.notified(topic, now, woken)]
+        return [wake for topic in late for wake in self._next(topic, now, woken)]
 
     def next_due(self, now: float, most: float) -> float:
         """Seconds until the next pass-on falls due, at most ``most``."""
@@ -124,15 +171,17 @@ class Waiters(Generic[W]):
         return max(0.001, min(most, min(self._due.values()) - now))
 
     def __bool__(self) -> bool:
-        return bool(self._by_topic)
+        return bool(self._by_topic) or bool(self._every)
 
 
 class Listening(Protocol[W_contra]):
     """What a :class:`Subscription` needs of its listener."""
 
-    def subscribe(self, topic: str, wake: W_contra) -> bool: ...
+    def subscribe(self, topic: str, wake: W_contra, every: bool = False) -> bool: ...
 
     def unsubscribe(self, topic: str, wake: W_contra) -> None: ...
+
+    def is_ready(self) -> bool: ...
 
 
 class Subscription(Generic[W]):
@@ -141,25 +190,39 @@ class Subscription(Generic[W]):
     ``listening`` is ``True`` when LISTEN was active as the waiter subscribed, so a
     release cannot go unnoticed and the waiter may sleep until the lease ends. A
     subscription without a listener (``listen=False``) never listens: the waiter
-    polls. Each side adds ``wait(seconds)``, sleeping on its kind of wake-up.
+    polls. ``every``: woken by every notification of ``topic`` (see :class:`Waiters`).
+    Each side adds ``wait(seconds)``, sleeping on its kind of wake-up.
     """
 
-    __slots__ = ("listener", "listening", "topic", "wake")
+    __slots__ = ("every", "listener", "listening", "topic", "wake")
 
-    def __init__(self, listener: Listening[W] | None, topic: str, wake: W) -> None:
+    def __init__(
+        self, listener: Listening[W] | None, topic: str, wake: W, every: bool = False
+    ) -> None:
         self.listener = listener
         self.topic = topic
         self.wake = wake
+        self.every = every
         self.listening = False
 
     def __enter__(self) -> Self:
         if self.listener is not None:
-            self.listening = self.listener.subscribe(self.topic, self.wake)
+            self.listening = self.listener.subscribe(self.topic, self.wake, self.every)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self.listener is not None:
             self.listener.unsubscribe(self.topic, self.wake)
+
+    @property
+    def warming(self) -> bool:
+        """Subscribed while its listener was still connecting: a release may go unheard
+        until LISTEN is active, so the waiter sleeps in short slices and reads again."""
+        return self.listener is not None and not self.listening
+
+    def catch_up(self) -> None:
+        """After a slice: listening from now on if LISTEN has become active."""
+        self.listening = self.listener is not None and self.listener.is_ready()
 
 
 __all__ = [
@@ -171,6 +234,9 @@ __all__ = [
     "Listening",
     "Subscription",
     "Waiters",
+    "channel",
     "next_backoff",
     "pause",
+    "payload",
+    "permit_payload",
 ]

@@ -1,0 +1,96 @@
+# Generated from remotelock/stores/postgres/readers_aio.py by tools/unasync.py.
+# Do not edit: edit the source, then run the tool.
+"""Shared (reader) leases for the PostgreSQL stores: the mixin of PostgresStore.
+
+Written once, for asyncio; ``tools/unasync.py`` writes the sync mixin, in
+:mod:`remotelock.stores.postgres.readers`, from it. Each step is one statement from
+:mod:`remotelock.stores.postgres.reader_sql` (see there why a key's readers live in its
+lease row, beside the exclusive lease). The rules of the lock steps hold here too: an
+acquire that runs out of time waiting for the row lock reports the key busy
+(contention, not an outage), a repeated release by the token that gave its lease back
+returns ``True`` (a retry after a lost reply is not a loss), and releases and renewals
+may use the connection kept back for them.
+
+Readers wait on the key's own NOTIFY payload, as writers do, but every waiting reader
+of the process wakes on each notification (a writer's release lets them all in), and
+a reader's try never uses up the one wake-up a waiting writer is owed.
+"""
+
+# The generated module's first line names its source and runs past the line limit
+# (in the source the rule is unused, hence RUF100).
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import sql as q
+from .busy import acquire_params
+from .queries import fetch_all, fetch_or_busy, rowcount
+
+if TYPE_CHECKING:
+    from .connections import Run
+    from .listener import Listener
+    from .sql import Statements
+
+T = TypeVar("T")
+
+
+class PostgresReaders:
+    """The shared leases of PostgresStore
+    (:class:`~remotelock.stores.readers.AsyncSharedStore`)."""
+
+    if TYPE_CHECKING:  # provided by PostgresStore
+        _sql: Statements
+        _listener: Listener
+        listen: bool
+        timeout: float
+        retention: float
+
+        def _step(self, step: str, key: str, run: Run[T]) -> T: ...
+
+        def _wait_for(
+            self, step: str, key: str, statement: Any, timeout: float, every: bool = False
+        ) -> None: ...
+
+    def acquire_shared(self, key: str, token: str, ttl: float) -> int | None:
+        """Take a shared lease of ``key`` unless an exclusive lease holds it or a writer
+        waits for it (one statement; see :class:`~remotelock.stores.readers.SharedStore`)."""
+        params = acquire_params(key, token, ttl, self.timeout, retention=self.retention)
+        statement = self._sql.acquire_shared
+        row = self._step("acquire_shared", key, lambda c: fetch_or_busy(c, statement, params))
+        return None if row is None else int(row[0])
+
+    def release_shared(self, key: str, token: str) -> bool:
+        """Give back ``token``'s shared lease of ``key`` (the last one notifies the
+        waiting writers); ``True`` too if ``token`` gave it back before (a retry)."""
+        params = {
+            "key": key,
+            "token": token,
+            "channel": self._sql.channel,
+            "payload": q.payload(key),
+            "retention": self.retention,
+        }
+        statement = self._sql.release_shared
+        return self._step("release_shared", key, lambda c: rowcount(c, statement, params)) > 0
+
+    def extend_shared(self, key: str, token: str, ttl: float) -> bool:
+        """Reset ``token``'s shared lease of ``key`` if it still holds it."""
+        params = {"key": key, "token": token, "ttl": float(ttl)}
+        statement = self._sql.extend_shared
+        return self._step("extend_shared", key, lambda c: rowcount(c, statement, params)) > 0
+
+    def shared_holders(self, key: str) -> list[str]:
+        """The tokens holding a shared lease of ``key``, oldest first."""
+        params = {"key": key}
+        statement = self._sql.shared_holders
+        rows = self._step("shared_holders", key, lambda c: fetch_all(c, statement, params))
+        return [str(row[0]) for row in rows]
+
+    def wait_shared(self, key: str, timeout: float) -> None:
+        """Sleep until the exclusive release of ``key`` is notified, its lease and the
+        writer's mark end, or ``timeout``."""
+        statement = self._sql.reader_busy_for
+        self._wait_for("wait_shared", key, statement, timeout, every=True)
+
+
+__all__ = ["PostgresReaders"]
