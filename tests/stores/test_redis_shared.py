@@ -20,7 +20,7 @@ import redis
 
 from remotelock.stores.base import Handover
 from remotelock.stores.readers import WRITER_GRACE
-from remotelock.stores.redis.common import base_name, layout
+from remotelock.stores.redis.common import REFUSALS_KEPT, base_name, layout
 from remotelock.stores.redis.lua import RELEASED_MS
 from remotelock.stores.redis.store import RedisStore
 from tests.servers.redis import RedisCluster, RedisServer
@@ -285,3 +285,17 @@ def test_shared_leases_on_a_cluster(redis_cluster: RedisCluster) -> None:
             assert store.release_shared(key, "b") is True
     finally:
         store.close()
+
+
+def test_refusals_remembered_stay_bounded(redis_store: RedisStore) -> None:
+    """A refused caller that never waits leaves a note for its next wait; a store
+    refused on many keys keeps a bounded number of them."""
+    holder = "holder"
+    for index in range(REFUSALS_KEPT + 200):
+        key = f"bounded:{index}"
+        assert redis_store.acquire(key, holder, 30) is not None
+        assert redis_store.acquire_shared(key, "reader", 30) is None
+        assert redis_store.acquire_permit(f"p:{key}", holder, 30, 1) is not None
+        assert redis_store.acquire_permit(f"p:{key}", "other", 30, 1) is None
+    assert len(redis_store._shared_free_at) <= REFUSALS_KEPT
+    assert len(redis_store._permit_free_at) <= REFUSALS_KEPT

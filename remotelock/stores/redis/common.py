@@ -313,13 +313,29 @@ class Refused(NamedTuple):
     limit: int
 
 
+REFUSALS_KEPT: Final = 1024
+"""Refusals remembered per store: a refused caller that never waits leaves one behind."""
+
+
+def note_refusal(refused: dict[str, Refused], key: str, what: Refused) -> None:
+    """Remember ``what`` for ``key``'s next wait, forgetting the stale ones when many
+    keys were refused and never waited for (memory stays bounded however many keys)."""
+    refused[key] = what
+    if len(refused) > REFUSALS_KEPT:
+        now = time.monotonic()
+        for name in [name for name, old in refused.items() if old.free_at < now]:
+            del refused[name]
+        while len(refused) > REFUSALS_KEPT // 2:  # all still fresh: drop the oldest
+            del refused[next(iter(refused))]
+
+
 def permit_reply(
     reply: int, key: str, asked: float, limit: int, refused: dict[str, Refused]
 ) -> int | None:
     """A fencing token, or ``None`` after noting what the refusal taught."""
     if reply > 0:
         return reply
-    refused[key] = Refused(asked, time.monotonic() - reply / 1000, limit)
+    note_refusal(refused, key, Refused(asked, time.monotonic() - reply / 1000, limit))
     return None
 
 

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .bells import BUSY
-from .common import Refused, layout, ms, shared_wait, text, translate
+from .common import Refused, layout, ms, note_refusal, shared_wait, text, translate
 
 if TYPE_CHECKING:
     from .connect_aio import AsyncClients
@@ -46,7 +46,8 @@ class AsyncRedisReaders:
         if reply > 0:
             return reply
         if reply < 0:  # else the key is closed for as long as a lock without expiry
-            self._shared_free_at[key] = Refused(asked, time.monotonic() - reply / 1000, 0)
+            refused = Refused(asked, time.monotonic() - reply / 1000, 0)
+            note_refusal(self._shared_free_at, key, refused)
         return None
 
     async def release_shared(self, key: str, token: str) -> bool:
