@@ -95,7 +95,7 @@ class LockSettings:
         if shared and store is not None and not isinstance(store, (SharedStore, AsyncSharedStore)):
             raise TypeError(
                 f"shared=True needs a store with shared locks (memory, SQLite, Redis, "
-                f"PostgreSQL), and {type(store).__name__} has none"
+                f"PostgreSQL, DynamoDB), and {type(store).__name__} has none"
             )
         return cls(
             store=store,

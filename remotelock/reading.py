@@ -64,7 +64,7 @@ def shared_view(store: object, *, asynchronous: bool) -> SharedView:
     if not isinstance(store, kind):
         raise TypeError(
             f"{store!r} has no shared locks, so shared=True cannot be used with it; "
-            "use a store that has them (memory, SQLite, Redis, PostgreSQL)"
+            "use a store that has them (memory, SQLite, Redis, PostgreSQL, DynamoDB)"
         )
     with _views_mutex:
         try:

@@ -1,8 +1,9 @@
 """AsyncDynamoDBStore: the asyncio twin of the DynamoDB store (:mod:`.store`).
 
-Each step runs the sync store's step in a worker thread (boto3 blocks; see the sync
-store's docs for why there is no aioboto3 side). Waiting is the exception: it sleeps
-on the event loop and sends only its polls to a thread, so a thousand tasks waiting
+Each step (shared ones too) runs the sync store's step in a worker thread (boto3
+blocks; see the sync store's docs for why there is no aioboto3 side). Waiting
+(``wait``, ``wait_shared``, ``wait_permit``) is the exception: it sleeps on the event
+loop and sends only its polls to a thread, so a thousand tasks waiting
 for locks hold no thread between their polls.
 """
 
@@ -12,13 +13,22 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from ..shared.threaded import ThreadedAsyncAdminStore, ThreadedPermits, ThreadedResults, in_thread
+from ..shared.threaded import (
+    ThreadedAsyncAdminStore,
+    ThreadedPermits,
+    ThreadedResults,
+    ThreadedShared,
+    in_thread,
+)
 from .common import LOCK, PERMITS, Busy
+from .readers import SHARED
 from .store import DynamoDBStore
 from .waiting import steps
 
 
-class AsyncDynamoDBStore(ThreadedResults, ThreadedPermits, ThreadedAsyncAdminStore):
+class AsyncDynamoDBStore(
+    ThreadedShared, ThreadedResults, ThreadedPermits, ThreadedAsyncAdminStore
+):
     """The asyncio twin of :class:`DynamoDBStore`, sharing its client and options.
 
     Get it with ``DynamoDBStore(...).as_async()``, or build it the same ways:
@@ -42,6 +52,11 @@ class AsyncDynamoDBStore(ThreadedResults, ThreadedPermits, ThreadedAsyncAdminSto
         """See :meth:`DynamoDBStore.wait`; sleeps on the event loop between polls."""
         store = self.sync
         await self._wait_on(LOCK + key, timeout, lambda: store._lock_busy(store._read(key)))
+
+    async def wait_shared(self, key: str, timeout: float) -> None:
+        """See :meth:`DynamoDBStore.wait_shared`; sleeps on the event loop between polls."""
+        store = self.sync
+        await self._wait_on(SHARED + key, timeout, lambda: store._shared_busy(store._read(key)))
 
     async def wait_permit(self, key: str, timeout: float) -> None:
         """See :meth:`DynamoDBStore.wait_permit`."""

@@ -7,8 +7,11 @@ docstring says what the condition admits and what comes back.
 
 Lock item (``pk = "lock:<key>"``): ``token`` (S, absent once released), ``lease`` (N,
 the lease end in microseconds of the writer's wall clock), ``fence`` (N, the last
-fencing token handed out), ``released`` (SS, the token whose release freed it last)
-and ``expires`` (N, the TTL attribute, in epoch seconds).
+fencing token handed out, to exclusive and shared holders alike), ``released`` (SS, the
+token whose release freed it last) and ``expires`` (N, the TTL attribute, in epoch
+seconds). Shared (reader) leases live in the same item, so that the exclusive take's
+condition sees them: ``readers``, ``rfences``, ``rend``, ``mark`` and ``rgone`` (see
+:mod:`remotelock.stores.dynamodb.reader_expressions`).
 
 Times are microseconds of this client's clock (``now``); ``cut`` is ``now`` less the
 clock-skew margin: a lease counts as run out for *other* tokens only once it ended
@@ -35,24 +38,44 @@ _NAMES: Final = {
     "#f": "fence",
     "#r": "released",
     "#x": "expires",
+    "#pk": PARTITION_KEY,
+    "#rd": "readers",
+    "#rf": "rfences",
+    "#re": "rend",
+    "#m": "mark",
+    "#rg": "rgone",
 }
-_ALL_OLD: Final = {"ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+_EMPTY: Final[dict[str, Any]] = {"M": {}}
+_ALL_OLD: Final[dict[str, Any]] = {"ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
 
 
 def lock_key(key: str) -> dict[str, Any]:
     return {PARTITION_KEY: S(LOCK + key)}
 
 
-def _update(
-    key: str, update: str, condition: str, names: str, values: dict[str, Any], **more: Any
+def update(
+    key: str,
+    expression: str,
+    condition: str,
+    names: str,
+    values: dict[str, Any],
+    *,
+    paths: dict[str, str] | None = None,
+    **more: Any,
 ) -> Request:
+    """An ``UpdateItem`` of ``key``'s lock item. ``names`` lists the placeholders of
+    the item's attributes used (``"#t #l"``); ``paths`` adds placeholders of map keys
+    (tokens, slots), which are never written into an expression itself."""
     params: dict[str, Any] = {
         "Key": lock_key(key),
-        "UpdateExpression": update,
-        "ConditionExpression": condition,
+        "UpdateExpression": expression,
         "ExpressionAttributeNames": {name: _NAMES[name] for name in names.split()},
         **more,
     }
+    if condition:
+        params["ConditionExpression"] = condition
+    if paths:
+        params["ExpressionAttributeNames"].update(paths)
     if values:  # DynamoDB refuses an empty map here
         params["ExpressionAttributeValues"] = values
     return Request("update_item", params)
@@ -60,25 +83,36 @@ def _update(
 
 def take(key: str, token: str, lease_us: int, now: int, cut: int) -> Request:
     """Acquire: admits a missing or released item, a lease that ran out more than the
-    skew margin ago, or ``token``'s own lease that ran out by its clock. Bumps the
-    fence (seeded from the clock if the item is new, or was deleted by TTL), takes
-    ``token`` off the ``released`` record. Returns ``UPDATED_NEW`` (the new fence);
-    on failure the old item, whose holder and lease end the waiter then uses."""
+    skew margin ago, or ``token``'s own lease that ran out by its clock; and only while
+    no shared lease may be live: no reader entry, or ``rend`` (the bound of every
+    reader's lease end) passed more than the margin ago. Bumps the fence (seeded from
+    the clock if the item is new, or was deleted by TTL), takes ``token`` off the
+    ``released`` record, empties the readers' maps (what is left in them ran out) and
+    drops ``rend`` and the writers' ``mark``. Returns ``UPDATED_NEW`` (the new fence);
+    on failure the old item, whose holder, readers and lease ends the waiter then uses.
+
+    The maps are emptied rather than removed so that the next reader's request finds
+    them (a reader cannot add a key to a map that does not exist); ``rgone`` is kept."""
     end = now + lease_us
-    return _update(
+    return update(
         key,
-        "SET #t = :t, #l = :l, #f = if_not_exists(#f, :seed) + :one, #x = :x DELETE #r :ts",
-        "attribute_not_exists(#t) OR #l < :cut OR (#t = :t AND #l <= :now)",
-        "#t #l #f #x #r",
+        "SET #t = :t, #l = :l, #f = if_not_exists(#f, :seed) + :one, #x = :x, "
+        "#rd = :empty, #rf = :empty, #rg = if_not_exists(#rg, :empty) "
+        "REMOVE #re, #m DELETE #r :ts",
+        "(attribute_not_exists(#t) OR #l < :cut OR (#t = :t AND #l <= :now)) "
+        "AND (attribute_not_exists(#rd) OR size(#rd) = :zero OR #re < :cut)",
+        "#t #l #f #x #r #rd #rf #re #m #rg",
         {
             ":t": S(token),
             ":l": N(end),
             ":seed": N(now),
             ":one": N(1),
+            ":zero": N(0),
             ":x": N(expires(end)),
             ":ts": {"SS": [token]},
             ":cut": N(cut),
             ":now": N(now),
+            ":empty": _EMPTY,
         },
         ReturnValues="UPDATED_NEW",
         **_ALL_OLD,
@@ -89,7 +123,7 @@ def renew(key: str, token: str, lease_us: int, now: int) -> Request:
     """Re-acquire by the holder (a retry after a lost reply): a fresh lease, the same
     fence. Admits only ``token``'s unexpired lease; returns ``ALL_NEW``."""
     end = now + lease_us
-    return _update(
+    return update(
         key,
         "SET #l = :l, #x = :x",
         "#t = :t AND #l > :now",
@@ -103,7 +137,7 @@ def release(key: str, token: str, now: int) -> Request:
     """Release: admits ``token``'s unexpired lease; clears the holder and records
     ``token`` as the releaser. On failure the old item tells a retried release (its
     ``released`` names ``token``) from a lost lease."""
-    return _update(
+    return update(
         key,
         "SET #r = :ts, #x = :x REMOVE #t",
         "#t = :t AND #l > :now",
@@ -116,7 +150,7 @@ def release(key: str, token: str, now: int) -> Request:
 def extend(key: str, token: str, lease_us: int, now: int) -> Request:
     """Extend: admits ``token``'s unexpired lease; moves its end (and the TTL)."""
     end = now + lease_us
-    return _update(
+    return update(
         key,
         "SET #l = :l, #x = :x",
         "#t = :t AND #l > :now",
@@ -126,17 +160,26 @@ def extend(key: str, token: str, lease_us: int, now: int) -> Request:
 
 
 def force_release(key: str) -> Request:
-    """Clear the holder whoever it is; returns ``ALL_OLD`` (was its lease running?)."""
-    return _update(key, "REMOVE #t", "attribute_exists(#t)", "#t", {}, ReturnValues="ALL_OLD")
+    """Clear the holder whoever it is, and every reader and the writers' mark (admits
+    any existing item); returns ``ALL_OLD`` (was the exclusive lease running?)."""
+    return update(
+        key,
+        "SET #rd = :empty, #rf = :empty, #rg = if_not_exists(#rg, :empty) REMOVE #t, #re, #m",
+        "attribute_exists(#pk)",
+        "#pk #t #rd #rf #rg #re #m",
+        {":empty": _EMPTY},
+        ReturnValues="ALL_OLD",
+    )
 
 
 def holder(key: str) -> Request:
-    """A strongly consistent read of the holder and its lease end."""
+    """A strongly consistent read of what keeps others out: the holder and its lease
+    end, the readers' lease ends and the writers' mark."""
     params = {
         "Key": lock_key(key),
         "ConsistentRead": True,
-        "ProjectionExpression": "#t, #l",
-        "ExpressionAttributeNames": {"#t": "token", "#l": "lease"},
+        "ProjectionExpression": "#t, #l, #rd, #m",
+        "ExpressionAttributeNames": {name: _NAMES[name] for name in ("#t", "#l", "#rd", "#m")},
     }
     return Request("get_item", params)
 
@@ -164,4 +207,5 @@ __all__ = [
     "renew",
     "scan",
     "take",
+    "update",
 ]

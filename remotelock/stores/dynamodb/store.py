@@ -39,9 +39,9 @@ from .common import (
     number,
     strings,
     text,
-    until,
 )  # fmt: skip
 from .permits import DynamoDBPermits
+from .readers import ROUNDS, DynamoDBReaders
 from .results import DynamoDBResults
 from .table import Table
 from .waiting import steps
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from .aio import AsyncDynamoDBStore
 
 
-class DynamoDBStore(DynamoDBResults, DynamoDBPermits):
+class DynamoDBStore(DynamoDBReaders, DynamoDBResults, DynamoDBPermits):
     """Locks in a DynamoDB table: exclusion across processes, machines and Lambdas.
 
     - URL: ``dynamodb://TABLE?region=eu-west-1``; ``&endpoint_url=http://127.0.0.1:8000``
@@ -74,10 +74,12 @@ class DynamoDBStore(DynamoDBResults, DynamoDBPermits):
       on first use if missing (on-demand billing, TTL enabled), idempotently when many
       processes start at once; a table made by infrastructure code is used as it is.
       One item per lock key (``lock:<key>``: ``token``, ``lease``, ``fence``,
-      ``released``) and one per permit key (``permits:<key>``), each kept at least a
-      day after its last lease (TTL), so fences keep growing across releases and
-      expiries; a key whose item TTL deleted seeds its fence from the clock in
-      microseconds, larger than any it handed out.
+      ``released``, and its shared leases: ``readers``, ``rfences``, ``rend``,
+      ``mark``, ``rgone``, see :mod:`.reader_expressions`) and one per permit key
+      (``permits:<key>``), each kept at least a day after its last lease (TTL), so
+      fences keep growing across releases and expiries (one counter per key feeds
+      exclusive and shared leases alike); a key whose item TTL deleted seeds its
+      fence from the clock in microseconds, larger than any it handed out.
     - Clock: DynamoDB has no clock a condition can read, so **client clocks decide
       expiry**: a lease ends at the holder's wall-clock time plus ``ttl``, and another
       client takes the key only once its own clock is ``skew`` past that end. Set
@@ -88,6 +90,9 @@ class DynamoDBStore(DynamoDBResults, DynamoDBPermits):
     - Cost: acquire, release and extend are one write request each (1 write request
       unit; a refused conditional write costs the same); a holder renews about every
       ttl/3. Waiting is polled: see :mod:`remotelock.stores.dynamodb.waiting`.
+      Shared leases (``acquire_shared`` and its kin) cost the same in the common
+      case; a writer refused by readers costs 2 writes when it has to move the
+      writers' mark (see :mod:`remotelock.stores.dynamodb.readers`).
     - Failures: see :mod:`remotelock.stores.dynamodb.calls` (throttling is retried
       within ``timeout``; network errors are :class:`~remotelock.errors.StoreUnavailable`;
       credentials, permissions and region are :class:`~remotelock.errors.StoreConfigError`).
@@ -169,20 +174,25 @@ class DynamoDBStore(DynamoDBResults, DynamoDBPermits):
     # -- the Store protocol -------------------------------------------------------------
 
     def acquire(self, key: str, token: str, ttl: float) -> int | None:
-        """Take ``key`` if it is free, or its lease ran out (one conditional write; a
-        second only when ``token`` holds it already: a fresh lease, the same fence)."""
-        now = now_us()
-        try:
-            reply = self._call(
-                "acquire", key, x.take(key, token, micros(ttl), now, now - self._skew_us)
-            )
-        except Refused as refused:
-            holder, lease = text(refused.item, "token"), number(refused.item, "lease") or 0
-            if holder == token:
-                return self._renew(key, token, ttl)
-            self._refusals.note(LOCK + key, Busy(until(lease, self._skew_us)))
-            return None
-        return number(reply["Attributes"], "fence")
+        """Take ``key`` if it is free, or its lease ran out, and no shared lease is live
+        (one conditional write; a second when ``token`` holds it already: a fresh
+        lease, the same fence; or when live readers refused it: the writers' mark, see
+        :mod:`.readers`)."""
+        for _ in range(ROUNDS):
+            now = now_us()
+            try:
+                reply = self._call(
+                    "acquire", key, x.take(key, token, micros(ttl), now, now - self._skew_us)
+                )
+            except Refused as refused:
+                holder, lease = text(refused.item, "token"), number(refused.item, "lease") or 0
+                if holder == token and lease > now:
+                    return self._renew(key, token, ttl)
+                if self._refused_by_readers(key, token, refused.item, now):
+                    continue  # only readers whose leases ran out were in the way
+                return None
+            return number(reply["Attributes"], "fence")
+        return None
 
     def _renew(self, key: str, token: str, ttl: float) -> int | None:
         try:
@@ -211,22 +221,21 @@ class DynamoDBStore(DynamoDBResults, DynamoDBPermits):
         return True
 
     def owner(self, key: str) -> str | None:
-        """The token holding ``key``, until its lease ended more than ``skew`` ago."""
+        """The token holding ``key`` (exclusively: readers are no owners), until its
+        lease ended more than ``skew`` ago."""
         item = self._call("owner", key, x.holder(key)).get("Item") or {}
-        return text(item, "token") if self._lock_busy(item) is not None else None
+        lease = number(item, "lease")
+        if lease is None or lease < now_us() - self._skew_us:
+            return None
+        return text(item, "token")
 
     def wait(self, key: str, timeout: float) -> None:
-        """Poll until ``key`` looks free, its lease ends (plus ``skew``), or ``timeout``."""
+        """Poll until ``key`` looks free, its lease (or its readers' last lease) ends,
+        plus ``skew``, or ``timeout``."""
         self._wait_on(LOCK + key, key, timeout, lambda: self._lock_busy(self._read(key)))
 
     def _read(self, key: str) -> dict[str, Any]:
         return self._call("wait", key, x.holder(key)).get("Item") or {}
-
-    def _lock_busy(self, item: dict[str, Any]) -> Busy | None:
-        lease = number(item, "lease")
-        if text(item, "token") is None or lease is None or lease < now_us() - self._skew_us:
-            return None
-        return Busy(until(lease, self._skew_us))
 
     def _wait_on(
         self, slot: str, key: str, timeout: float, look: Callable[[], Busy | None]
@@ -249,12 +258,14 @@ class DynamoDBStore(DynamoDBResults, DynamoDBPermits):
     # -- admin ----------------------------------------------------------------------------
 
     def force_release(self, key: str) -> bool:
-        """Free ``key`` whoever holds it; ``True`` if an unexpired lease was there."""
+        """Free ``key`` whoever holds it, readers too (and drop the writers' mark);
+        ``True`` if an unexpired exclusive lease was there."""
         try:
             reply = self._call("force_release", key, x.force_release(key))
         except Refused:
-            return False
-        return (number(reply.get("Attributes") or {}, "lease") or 0) > now_us()
+            return False  # no item
+        old = reply.get("Attributes") or {}
+        return text(old, "token") is not None and (number(old, "lease") or 0) > now_us()
 
     def iter_locks(self, prefix: str = "") -> Iterator[LockInfo]:
         """The unexpired locks whose key starts with ``prefix`` (a Scan of the table:
