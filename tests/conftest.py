@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
@@ -50,6 +50,33 @@ STORE_KINDS: list[Any] = [
     pytest.param("dynamodb", marks=pytest.mark.dynamodb),
 ]
 ASYNC_KINDS = STORE_KINDS
+
+
+# Run alone, after the rest (``./dev.sh test`` runs the rest on two workers): tests of
+# how closely a wait keeps its deadline, and tests that start many processes or keep
+# a core busy, which a neighbouring worker would slow down enough to fail or flake.
+SERIAL_MODULES: Final = (
+    "tests/chaos/",
+    "tests/test_deadlines.py",
+    "tests/test_told_in_time.py",
+    "tests/stores/test_batch_renewal.py",
+    "tests/stores/test_redis_scale.py",
+    "tests/stores/test_postgres_scale.py",
+)
+SERIAL_NAMES: Final = ("closely", "overrun")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that must not share the machine with another worker ``serial``."""
+    root = Path(__file__).resolve().parent.parent
+    for item in items:
+        where = item.path.resolve().relative_to(root).as_posix()
+        if (
+            item.get_closest_marker("slow") is not None
+            or where.startswith(SERIAL_MODULES)
+            or any(name in item.name for name in SERIAL_NAMES)
+        ):
+            item.add_marker(pytest.mark.serial)
 
 
 def unavailable(what: str, why: str) -> None:
