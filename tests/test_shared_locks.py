@@ -89,6 +89,37 @@ def test_a_writer_waits_for_the_readers_then_new_readers_wait_for_it(
     assert order == ["writer", "late reader"]
 
 
+def test_a_stream_of_readers_does_not_starve_a_writer(shared_store: Store, key: str) -> None:
+    """Readers that overlap without pause would keep the key shared forever; a waiting
+    writer stops new ones from entering, so it gets in once those inside have left."""
+    stop = threading.Event()
+    overlap = threading.Semaphore(0)
+
+    def stream() -> int:
+        entries = 0
+        while not stop.is_set():
+            with reader(key, shared_store):
+                entries += 1
+                overlap.release()
+                time.sleep(0.1)
+        return entries
+
+    with ThreadPoolExecutor(4) as pool:
+        readers = [pool.submit(stream) for _ in range(4)]
+        for _ in range(8):  # the stream is flowing: readers overlap
+            assert overlap.acquire(timeout=20)
+        try:
+            started = time.monotonic()
+            with writer(key, shared_store, stop=tenacity.stop_after_delay(15)) as lease:
+                waited = time.monotonic() - started
+                assert shared_store.shared_holders(key) == []  # type: ignore[attr-defined]
+                assert lease.fencing_token > 0
+        finally:
+            stop.set()
+        assert all(done.result(timeout=30) > 0 for done in readers)
+    assert waited < 15
+
+
 def test_a_writer_excludes_readers_until_it_releases(shared_store: Store, key: str) -> None:
     with held_elsewhere(writer(key, shared_store)) as lease:
         with pytest.raises(LockTimeout):
