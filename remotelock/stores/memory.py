@@ -23,6 +23,8 @@ from .shared.redact import redact, split_url
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from .memory_aio import AsyncMemoryStore
+
 Clock = Callable[[], float]
 # Waiters wait on a slot: ("lock", key), ("shared", key) or ("permit", key).
 Slot = tuple[str, str]
@@ -323,6 +325,8 @@ class MemoryStore(KeptResults):
     def as_async(self) -> AsyncMemoryStore:
         """The async view of this store; it shares the same locks."""
         if self._twin is None:
+            from .memory_aio import AsyncMemoryStore  # a sync program never loads it
+
             self._twin = AsyncMemoryStore(self)
         return self._twin
 
@@ -379,6 +383,4 @@ class MemoryStore(KeptResults):
         return f"{type(self).__name__}(locks={len(self._locks)})"
 
 
-from .memory_aio import AsyncMemoryStore  # noqa: E402  (the asyncio face)
-
-__all__ = ["AsyncMemoryStore", "MemoryStore"]
+__all__ = ["MemoryStore"]
