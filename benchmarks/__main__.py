@@ -117,7 +117,7 @@ def median_requests(runs: list[scenarios.Contention] | list[scenarios.Stampede])
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev.sh bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--only", default="abcdefgho", help="scenarios to run, e.g. 'a' or 'bc'")
+    parser.add_argument("--only", default="abcdefghio", help="scenarios to run, e.g. 'a' or 'bc'")
     parser.add_argument("--libraries", default=",".join(ALL), help="comma-separated adapters")
     args = parser.parse_args(argv)
     binary = redis_server_binary()
@@ -327,6 +327,9 @@ class Run:
     def crowd(self) -> None:
         crowd.report(self)
 
+    def idle(self) -> None:
+        crowd.report_idle(self)
+
     def held(self) -> None:
         held.report(self)
 
@@ -345,6 +348,7 @@ def run(stores: scenarios.Stores, kinds: list[str], only: str, quick: bool) -> i
         "f": bench.crowd,
         "g": bench.leftovers,
         "h": bench.held,
+        "i": bench.idle,
         "o": bench.telemetry,
     }
     for letter, step in steps.items():

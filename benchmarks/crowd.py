@@ -1,4 +1,8 @@
-"""Scenario (f): a crowd of threads in one process waiting on one Redis key.
+"""Scenarios (f) and (i): threads of one process waiting on one Redis key.
+
+(f) is a crowd: a thousand waiters, their connections, errors and pass-through time.
+(i) is idle waiting: one, ten and a hundred waiters measured over half a minute, long
+enough to include every periodic call a library makes while it waits.
 
 The main thread holds the lock while ``waiters`` threads ask for it; once they all
 wait, the scenario counts, over a few seconds of waiting, the requests the process
@@ -63,7 +67,7 @@ def _count_requests() -> list[int]:
     return sent
 
 
-def crowd(kind: str, url: str, waiters: int) -> dict[str, Any]:
+def crowd(kind: str, url: str, waiters: int, idle: float = IDLE) -> dict[str, Any]:
     """In the crowd's process: the measurements of one library."""
     from benchmarks.adapters import make
 
@@ -92,8 +96,8 @@ def crowd(kind: str, url: str, waiters: int) -> dict[str, Any]:
     asked.wait()
     time.sleep(2.0)  # everyone has asked once and waits
     before = sent[0]
-    time.sleep(IDLE)
-    idle = sent[0] - before
+    time.sleep(idle)
+    idle_sent = sent[0] - before
     connections = _stat(admin, "clients", "connected_clients") - baseline - 1  # ours
     released = time.monotonic()
     try:
@@ -108,15 +112,15 @@ def crowd(kind: str, url: str, waiters: int) -> dict[str, Any]:
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
         "connections": connections,
-        "idle_per_waiter": idle / waiters / IDLE,
+        "idle_per_waiter": idle_sent / waiters / idle,
         "drain_s": time.monotonic() - released,
         "holder_released": holder_released,
     }
 
 
-def run(name: str, kind: str, url: str, waiters: int) -> Crowd:
+def run(name: str, kind: str, url: str, waiters: int, idle: float = IDLE) -> Crowd:
     """One library's crowd, in a process of its own."""
-    command = [sys.executable, "-m", "benchmarks.crowd", kind, url, str(waiters)]
+    command = [sys.executable, "-m", "benchmarks.crowd", kind, url, str(waiters), str(idle)]
     done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return Crowd(name=name, waiters=waiters, **report)
@@ -150,5 +154,33 @@ def report(bench: Any) -> None:
         ))  # fmt: skip
 
 
+IDLE_LONG = 32.0
+"""Seconds of waiting measured by (i): more than two of remotelock's 15 s place-keeping
+periods, and a 30 s lease's end."""
+
+
+def report_idle(bench: Any) -> None:
+    """Scenario (i): round trips per waiter per second while nothing happens."""
+    sizes = (1, 10) if bench.quick else (1, 10, 100)
+    wanted = ("remotelock", "redis-py", "python-redis-lock")
+    kinds = [kind for kind in bench.kinds if kind in wanted]
+    rows, ours = [], []
+    for kind in kinds:
+        cells = []
+        for size in sizes:
+            result = run(name_of(kind), kind, bench.url(kind), size, IDLE_LONG)
+            cells.append(f"{result.idle_per_waiter:.3f}")
+            if kind == "remotelock":
+                ours.append((size, result.idle_per_waiter))
+        rows.append([name_of(kind), *cells])
+    print(f"### (i) Idle waiting on one Redis key ({IDLE_LONG:.0f} s measured)\n")
+    headers = ["library", *(f"round trips / waiter / s, {n} waiting" for n in sizes)]
+    print(table(headers, rows) + "\n", flush=True)
+    if ours:
+        worst = max(per for _, per in ours)
+        text = f"(i) idle waiting: at most {worst:.3f} round trips per waiter per second"
+        bench.targets.append(check(worst < 0.1, text))
+
+
 if __name__ == "__main__":
-    print(json.dumps(crowd(sys.argv[1], sys.argv[2], int(sys.argv[3]))))
+    print(json.dumps(crowd(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))))

@@ -24,7 +24,9 @@ from remotelock import (
     remote_locked,
 )
 from remotelock.stores import AsyncRedisStore, RedisStore, store_from_url
+from remotelock.stores.redis.clients import WAITER_GRACE
 from remotelock.stores.redis.common import key_of, layout, permit_layout
+from remotelock.stores.redis.prelude_lua import HANDOVER_MS
 from tests.helpers.crossproc import (
     assert_exclusive,
     kill_holder_and_take_over,
@@ -184,6 +186,27 @@ def test_a_dead_waiter_holds_a_handed_lock_only_briefly(redis_server: RedisServe
     store.release("k", "A")  # the lock goes to the ghost...
     assert store.owner("k") == "ghost"
     lease = RemoteLock("k", store=store).acquire(timeout=10)  # ...for half a second at most
+    assert store.owner("k") == lease.token
+    lease.release()
+    store.close()
+
+
+def test_a_dead_waiter_costs_at_most_the_hand_over_lease_with_the_default_grace(
+    redis_server: RedisServer,
+) -> None:
+    """The default grace is long (waiting stays quiet: one round trip every 15 s for a
+    lone waiter), yet a waiter that died in line delays the line by 3 s at most."""
+    store = RedisStore.from_url(f"{redis_server.url}?prefix=dead45-{uuid.uuid4().hex[:8]}")
+    assert store.waiter_grace == WAITER_GRACE == 45
+    assert store._refresh_every == 15
+    store.acquire("k", "A", 30)
+    store.acquire("k", "ghost", 30)  # queued, then dies without a word
+    released = time.monotonic()
+    store.release("k", "A")  # the lock goes to the ghost, its place still kept...
+    assert store.owner("k") == "ghost"
+    assert store.client.pttl(layout(store.prefix, "k").lock) <= HANDOVER_MS
+    lease = RemoteLock("k", store=store).acquire(timeout=10)  # ...for 3 s at most
+    assert time.monotonic() - released < HANDOVER_MS / 1000 + 1
     assert store.owner("k") == lease.token
     lease.release()
     store.close()

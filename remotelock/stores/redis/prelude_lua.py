@@ -23,13 +23,19 @@ from .permit_lua import RECALL
 RELEASED_MS: Final = 60_000
 """How long a release is remembered, so that its repeat (a retry) still returns 1."""
 
+HANDOVER_MS: Final = 3_000
+"""The longest lease a release hands to the first waiter in line. A live waiter claims
+it at once (renewing it to its full length); one that died in line since it last kept
+its place (within ``waiter_grace``) holds the lock this long at most, whatever the
+grace: a long grace keeps waiting quiet without making a dead waiter costly."""
+
 PRELUDE: Final[str] = f"""
 local BASE = KEYS[1]
 local LOCK, FENCE, QUEUE = BASE .. ':lock', BASE .. ':fence', BASE .. ':queue'
 local ALIVE, TTLS, LISTEN = BASE .. ':alive', BASE .. ':ttls', BASE .. ':listen'
 local RELEASED, BELL = BASE .. ':released', BASE .. ':bell'
 local READERS, WMARK = BASE .. ':readers', BASE .. ':wmark'
-local RELEASED_MS = {RELEASED_MS}
+local RELEASED_MS, HANDOVER_MS = {RELEASED_MS}, {HANDOVER_MS}
 -- Integers as Redis arguments and messages (tostring would write 1.75e+15).
 local function int(x)
   return string.format('%.0f', x)
@@ -78,7 +84,8 @@ local function hand_over(grace, retain)
   prune(now_ms())
   local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
   if head then
-    local lease = math.min(tonumber(redis.call('HGET', TTLS, head)) or grace, grace)
+    local asked = tonumber(redis.call('HGET', TTLS, head)) or grace
+    local lease = math.min(asked, grace, HANDOVER_MS)
     redis.call('DEL', WMARK)  -- a writer is in: no reader waits behind it any more
     local fence = take(head, lease, retain)
     forget(head)
@@ -130,4 +137,4 @@ end
 of it so that the uncontended exclusive cycle defines none of them: the acquire script
 includes them after its fast path."""
 
-__all__ = ["PRELUDE", "READERS_LUA", "RELEASED_MS"]
+__all__ = ["HANDOVER_MS", "PRELUDE", "READERS_LUA", "RELEASED_MS"]

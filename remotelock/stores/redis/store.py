@@ -30,7 +30,7 @@ from redis.client import NEVER_DECODE
 
 from ..base import AsyncStore, Handover, LockInfo
 from .bells import LISTEN, TURN, WATCH, Wait
-from .clients import FENCE_RETENTION, check_options
+from .clients import FENCE_RETENTION, WAITER_GRACE, check_options
 from .common import (
     CAPABILITIES,
     LEASE_STEPS,
@@ -64,9 +64,9 @@ class RedisStore(RedisPermits, RedisReaders):
       ``unix:///path/redis.sock``, ``redis+sentinel://host:26379[,host:port]/service[/db]``,
       ``redis+cluster://host:port[,host:port]``. Query options: ``prefix`` (key
       namespace, default ``remotelock``), ``waiter_grace`` (seconds a queued waiter
-      keeps its place without coming back, default 3), ``fence_retention`` (seconds
-      a key's fencing state outlives its last lease, default 86400), plus any redis-py option
-      (``socket_timeout``, ``db``, ...). Clients built from a URL get 5 s connect and
+      keeps its place without coming back, default 45), ``fence_retention`` (seconds
+      a key's fencing state outlives its last lease, default 86400), plus any redis-py
+      option (``socket_timeout``, ``db``, ...). Clients built from a URL get 5 s connect and
       read timeouts and retry a broken connection once.
     - Or pass a client: ``RedisStore(redis.Redis(...))``, a Sentinel
       ``master_for`` client, or a ``RedisCluster``. Give it a ``socket_timeout``, or a
@@ -121,7 +121,7 @@ class RedisStore(RedisPermits, RedisReaders):
         client: Any,
         *,
         prefix: str = "remotelock",
-        waiter_grace: float = 3.0,
+        waiter_grace: float = WAITER_GRACE,
         fence_retention: float = FENCE_RETENTION,
     ) -> None:
         options = check_options(prefix, waiter_grace, fence_retention)
