@@ -7,6 +7,7 @@ timeout remotelock's URL-built clients use, so nobody wins by waiting less caref
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -23,6 +24,10 @@ class Adapter(Protocol):
 
 def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
+WAIT_LIMIT = int(float(os.environ.get("REMOTELOCK_BENCH_WAIT_LIMIT", "60")))
+"""Seconds any library waits for a lock before giving up (the idle scenario raises it)."""
 
 
 class RemoteLockAdapter:
@@ -45,7 +50,7 @@ class RemoteLockAdapter:
             lock = self._locks[key] = self._lock_class(
                 key, store=self.store, ttl=30, limit=self.limit
             )
-        return lock.acquire(timeout=60)
+        return lock.acquire(timeout=WAIT_LIMIT)
 
     def release(self, handle: Any) -> None:
         handle.release()
@@ -81,7 +86,7 @@ class RedisPyAdapter:
         self.sleep = sleep
 
     def acquire(self, key: str) -> Any:
-        lock = self.client.lock(key, timeout=30, sleep=self.sleep, blocking_timeout=60)
+        lock = self.client.lock(key, timeout=30, sleep=self.sleep, blocking_timeout=WAIT_LIMIT)
         if not lock.acquire():
             raise TimeoutError(key)
         return lock
@@ -101,8 +106,9 @@ class PythonRedisLockAdapter:
         self._lock_class = redis_lock.Lock
 
     def acquire(self, key: str) -> Any:
-        lock = self._lock_class(self.client, key, expire=60)
-        if not lock.acquire(blocking=True, timeout=60):
+        # Its wait may not outlast its expiry.
+        lock = self._lock_class(self.client, key, expire=max(60, WAIT_LIMIT))
+        if not lock.acquire(blocking=True, timeout=WAIT_LIMIT):
             raise TimeoutError(key)
         return lock
 
@@ -122,7 +128,7 @@ class PotteryAdapter:
 
     def acquire(self, key: str) -> Any:
         lock = self._lock_class(key=key, masters={self.client}, auto_release_time=30)
-        if not lock.acquire(blocking=True, timeout=60):
+        if not lock.acquire(blocking=True, timeout=WAIT_LIMIT):
             raise TimeoutError(key)
         return lock
 

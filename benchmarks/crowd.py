@@ -1,21 +1,22 @@
 """Scenarios (f) and (i): threads of one process waiting on one Redis key.
 
 (f) is a crowd: a thousand waiters, their connections, errors and pass-through time.
-(i) is idle waiting: one, ten and a hundred waiters measured over half a minute, long
-enough to include every periodic call a library makes while it waits.
+(i) is idle waiting: one and a hundred waiters measured over half a minute, long enough
+to include every periodic call a library makes while it waits.
 
 The main thread holds the lock while ``waiters`` threads ask for it; once they all
 wait, the scenario counts, over a few seconds of waiting, the requests the process
 sends (round trips: every command or script call written to a socket, counted in
-redis-py's connection class) and the connections it holds; then it releases the lock
-and times how long the crowd takes to pass through, one at a time, counting the
-errors. Each library runs in a process of its own (``python -m benchmarks.crowd``),
-with the client the other scenarios give it.
+redis-py's connection class, except the holder's own calls and its renewals) and the
+connections it holds; then it releases the lock and times how long the crowd takes to
+pass through, one at a time, counting the errors. Each library runs in a process of
+its own (``python -m benchmarks.crowd``), with the client the other scenarios give it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -60,14 +61,19 @@ def _count_requests() -> list[int]:
     send = redis.connection.AbstractConnection.send_packed_command
 
     def counted(self: Any, command: Any, check_health: bool = True) -> None:
-        sent[0] += 1
+        # The holder's own calls and its lease's renewals are not the cost of waiting.
+        name = threading.current_thread().name
+        if name != "MainThread" and not name.startswith("remotelock-renew"):
+            sent[0] += 1
         send(self, command, check_health)
 
     redis.connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
     return sent
 
 
-def crowd(kind: str, url: str, waiters: int, idle: float = IDLE) -> dict[str, Any]:
+def crowd(
+    kind: str, url: str, waiters: int, *, idle: float = IDLE, settle: float = 2.0
+) -> dict[str, Any]:
     """In the crowd's process: the measurements of one library."""
     from benchmarks.adapters import make
 
@@ -94,7 +100,7 @@ def crowd(kind: str, url: str, waiters: int, idle: float = IDLE) -> dict[str, An
     for thread in threads:
         thread.start()
     asked.wait()
-    time.sleep(2.0)  # everyone has asked once and waits
+    time.sleep(settle)  # everyone has asked once and waits (and set up what it needs)
     before = sent[0]
     time.sleep(idle)
     idle_sent = sent[0] - before
@@ -118,10 +124,14 @@ def crowd(kind: str, url: str, waiters: int, idle: float = IDLE) -> dict[str, An
     }
 
 
-def run(name: str, kind: str, url: str, waiters: int, idle: float = IDLE) -> Crowd:
+def run(
+    name: str, kind: str, url: str, waiters: int, *, idle: float = IDLE, settle: float = 2.0
+) -> Crowd:
     """One library's crowd, in a process of its own."""
-    command = [sys.executable, "-m", "benchmarks.crowd", kind, url, str(waiters), str(idle)]
-    done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    command = [sys.executable, "-m", "benchmarks.crowd", kind, url, str(waiters)]
+    command += [str(idle), str(settle)]
+    limit = {**os.environ, "REMOTELOCK_BENCH_WAIT_LIMIT": str(max(60.0, settle + idle + 30))}
+    done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, env=limit)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return Crowd(name=name, waiters=waiters, **report)
 
@@ -154,26 +164,32 @@ def report(bench: Any) -> None:
         ))  # fmt: skip
 
 
-IDLE_LONG = 32.0
-"""Seconds of waiting measured by (i): more than two of remotelock's 15 s place-keeping
-periods, and a 30 s lease's end."""
+IDLE_LONG = 25.0
+"""Seconds of waiting measured by (i): longer than remotelock's 15 s place-keeping
+period and its waiters' 10-20 s safety-net wake-ups, and over before the peers' 30 s
+locks (which nothing renews) run out."""
+SETTLE_LONG = 2.0
+"""Seconds of waiting before (i) counts: everyone has asked once."""
 
 
 def report_idle(bench: Any) -> None:
     """Scenario (i): round trips per waiter per second while nothing happens."""
-    sizes = (1, 10) if bench.quick else (1, 10, 100)
+    sizes = (1, 100)
     wanted = ("remotelock", "redis-py", "python-redis-lock")
     kinds = [kind for kind in bench.kinds if kind in wanted]
     rows, ours = [], []
     for kind in kinds:
         cells = []
         for size in sizes:
-            result = run(name_of(kind), kind, bench.url(kind), size, IDLE_LONG)
+            result = run(
+                name_of(kind), kind, bench.url(kind), size, idle=IDLE_LONG, settle=SETTLE_LONG
+            )
             cells.append(f"{result.idle_per_waiter:.3f}")
             if kind == "remotelock":
                 ours.append((size, result.idle_per_waiter))
         rows.append([name_of(kind), *cells])
-    print(f"### (i) Idle waiting on one Redis key ({IDLE_LONG:.0f} s measured)\n")
+    print(f"### (i) Idle waiting on one Redis key ({IDLE_LONG:.0f} s measured after "
+          f"{SETTLE_LONG:.0f} s)\n")  # fmt: skip
     headers = ["library", *(f"round trips / waiter / s, {n} waiting" for n in sizes)]
     print(table(headers, rows) + "\n", flush=True)
     if ours:
@@ -183,4 +199,5 @@ def report_idle(bench: Any) -> None:
 
 
 if __name__ == "__main__":
-    print(json.dumps(crowd(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))))
+    idle, settle = float(sys.argv[4]), float(sys.argv[5])
+    print(json.dumps(crowd(sys.argv[1], sys.argv[2], int(sys.argv[3]), idle=idle, settle=settle)))
