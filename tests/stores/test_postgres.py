@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -67,13 +66,6 @@ class Target(NamedTuple):
 @pytest.fixture
 def target(postgres_server: PostgresServer) -> Target:
     return Target(postgres_server.url, fresh_table())
-
-
-@pytest.fixture
-def admin(postgres_server: PostgresServer) -> Iterator[psycopg.Connection[Any]]:
-    """A plain connection for looking at (and tampering with) the tables."""
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        yield conn
 
 
 def acquire_patiently(store: Any, key: str) -> float:

@@ -43,12 +43,6 @@ def store(postgres_server: PostgresServer, table: str) -> Iterator[PostgresStore
     store.close()
 
 
-@pytest.fixture
-def admin(postgres_server: PostgresServer) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        yield conn
-
-
 def lock_row(admin: psycopg.Connection[Any], table: str, key: str) -> None:
     """Take the row lock of ``key`` in ``admin``'s open transaction (held until it ends)."""
     query = sql.SQL("SELECT 1 FROM {} WHERE key = %s FOR UPDATE").format(sql.Identifier(table))

@@ -24,7 +24,7 @@ from psycopg import sql
 
 from remotelock.stores import AsyncPostgresStore, PostgresStore
 from remotelock.stores.postgres.busy import MAINTENANCE
-from remotelock.stores.postgres.sql import RELEASED_MARGIN, channel, permits_table
+from remotelock.stores.postgres.sql import RELEASED_MARGIN, channel
 from remotelock.stores.postgres.waiting import PASS_ON, Waiters
 from remotelock.stores.readers import WRITER_GRACE
 from tests.faults.proxy import FaultProxy
@@ -35,21 +35,6 @@ pytestmark = pytest.mark.postgres
 RETENTION = 1.0  # the shortest the store allows
 TIMEOUT = 4.0  # each step's bound: a wait for a row lock that lasted this long fails
 NEVER = 30.0  # a waiter that is not woken sleeps this long
-
-
-@pytest.fixture
-def admin(postgres_server: PostgresServer) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-def table(admin: psycopg.Connection[Any]) -> Iterator[str]:
-    """A table of the test's own, dropped after it (with its sequence and indexes)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-    for dropped in (permits_table(name), name):
-        admin.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(dropped)))
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,21 +34,6 @@ def rising(fences: list[int | None]) -> bool:
     """Whether every acquire got a fencing token, each larger than the one before."""
     pairs = itertools.pairwise(fences)
     return all(a is not None and b is not None and a < b for a, b in pairs)
-
-
-@pytest.fixture
-def admin(postgres_server: PostgresServer) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-def table(admin: psycopg.Connection[Any]) -> Iterator[str]:
-    """A table of the test's own, dropped after it (with its sequence and indexes)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-    for dropped in (permits_table(name), name):
-        admin.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(dropped)))
 
 
 @pytest.fixture

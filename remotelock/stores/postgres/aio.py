@@ -251,14 +251,23 @@ class AsyncPostgresStore(AsyncPostgresReaders, AsyncPostgresPermits, AsyncConnec
         """Free ``key`` if ``token`` holds an unexpired lease, and notify its waiters;
         ``True`` too if ``token``'s own release freed it before (a retried release)."""
         params = self._notice(key, token=token, retention=self.retention)
-        return (
-            await self._step("release", key, lambda c: rowcount(c, self._sql.release, params)) > 0
-        )
+        return await self._changed("release", key, params)
 
     async def extend(self, key: str, token: str, ttl: float) -> bool:
         """Reset the lease if ``token`` still holds ``key``."""
-        params = {"key": key, "token": token, "ttl": float(ttl)}
-        return await self._step("extend", key, lambda c: rowcount(c, self._sql.extend, params)) > 0
+        return await self._changed("extend", key, {"key": key, "token": token, "ttl": float(ttl)})
+
+    async def _changed(self, step: str, key: str, params: dict[str, Any]) -> bool:
+        """Run the statement named ``step``: whether it changed a row (the lock steps,
+        the permit steps and the shared steps that give back or renew a lease)."""
+        statement = getattr(self._sql, step)
+        return await self._step(step, key, lambda c: rowcount(c, statement, params)) > 0
+
+    async def _tokens(self, step: str, key: str) -> list[str]:
+        """Run the statement named ``step`` for ``key``: the tokens it lists."""
+        statement = getattr(self._sql, step)
+        rows = await self._step(step, key, lambda c: fetch_all(c, statement, {"key": key}))
+        return [str(row[0]) for row in rows]
 
     async def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
         """:meth:`extend` for each ``(key, token, ttl)`` in one statement (one round

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..listing import PermitInfo
 from . import sql as q
 from .busy import acquire_params
 from .permit_sql import busy_for, refused
-from .queries import Row, fetch_all, fetch_one, fetch_or_busy, rowcount
+from .queries import Row, fetch_all, fetch_one, fetch_or_busy
 from .waiting import pause
 
 if TYPE_CHECKING:
@@ -49,6 +49,10 @@ class PostgresPermits:
         retention: float
 
         def _step(self, step: str, key: str, run: Run[T]) -> T: ...
+
+        def _changed(self, step: str, key: str, params: dict[str, Any]) -> bool: ...
+
+        def _tokens(self, step: str, key: str) -> list[str]: ...
 
     def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
         """Take one of ``limit`` permits of ``key`` (one statement; see :class:`PermitStore`)."""
@@ -73,21 +77,15 @@ class PostgresPermits:
             "payload": q.permit_payload(key),
             "retention": self.retention,
         }
-        statement = self._sql.release_permit
-        return self._step("release_permit", key, lambda c: rowcount(c, statement, params)) > 0
+        return self._changed("release_permit", key, params)
 
     def extend_permit(self, key: str, token: str, ttl: float) -> bool:
         """Reset ``token``'s permit of ``key`` if it still holds it."""
-        params = {"key": key, "token": token, "ttl": float(ttl)}
-        statement = self._sql.extend_permit
-        return self._step("extend_permit", key, lambda c: rowcount(c, statement, params)) > 0
+        return self._changed("extend_permit", key, {"key": key, "token": token, "ttl": float(ttl)})
 
     def permit_holders(self, key: str) -> list[str]:
         """The tokens holding a permit of ``key``, oldest first."""
-        params = {"key": key}
-        statement = self._sql.permit_holders
-        rows = self._step("permit_holders", key, lambda c: fetch_all(c, statement, params))
-        return [str(row[0]) for row in rows]
+        return self._tokens("permit_holders", key)
 
     def wait_permit(self, key: str, timeout: float) -> None:
         """Sleep until a release of a permit of ``key`` is notified, one runs out, or

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..listing import PermitInfo
 from . import sql as q
 from .busy import acquire_params
 from .permit_sql import busy_for, refused
-from .queries_aio import Row, fetch_all, fetch_one, fetch_or_busy, rowcount
+from .queries_aio import Row, fetch_all, fetch_one, fetch_or_busy
 from .waiting import pause
 
 if TYPE_CHECKING:
@@ -47,6 +47,10 @@ class AsyncPostgresPermits:
         retention: float
 
         async def _step(self, step: str, key: str, run: Run[T]) -> T: ...
+
+        async def _changed(self, step: str, key: str, params: dict[str, Any]) -> bool: ...
+
+        async def _tokens(self, step: str, key: str) -> list[str]: ...
 
     async def acquire_permit(self, key: str, token: str, ttl: float, limit: int) -> int | None:
         """Take one of ``limit`` permits of ``key`` (one statement; see :class:`PermitStore`)."""
@@ -73,23 +77,17 @@ class AsyncPostgresPermits:
             "payload": q.permit_payload(key),
             "retention": self.retention,
         }
-        statement = self._sql.release_permit
-        return (
-            await self._step("release_permit", key, lambda c: rowcount(c, statement, params)) > 0
-        )
+        return await self._changed("release_permit", key, params)
 
     async def extend_permit(self, key: str, token: str, ttl: float) -> bool:
         """Reset ``token``'s permit of ``key`` if it still holds it."""
-        params = {"key": key, "token": token, "ttl": float(ttl)}
-        statement = self._sql.extend_permit
-        return await self._step("extend_permit", key, lambda c: rowcount(c, statement, params)) > 0
+        return await self._changed(
+            "extend_permit", key, {"key": key, "token": token, "ttl": float(ttl)}
+        )
 
     async def permit_holders(self, key: str) -> list[str]:
         """The tokens holding a permit of ``key``, oldest first."""
-        params = {"key": key}
-        statement = self._sql.permit_holders
-        rows = await self._step("permit_holders", key, lambda c: fetch_all(c, statement, params))
-        return [str(row[0]) for row in rows]
+        return await self._tokens("permit_holders", key)
 
     async def wait_permit(self, key: str, timeout: float) -> None:
         """Sleep until a release of a permit of ``key`` is notified, one runs out, or

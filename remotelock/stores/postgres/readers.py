@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import sql as q
 from .busy import acquire_params
-from .queries import fetch_all, fetch_or_busy, rowcount
+from .queries import fetch_or_busy
 
 if TYPE_CHECKING:
     from .connections import Run
@@ -47,6 +47,10 @@ class PostgresReaders:
         retention: float
 
         def _step(self, step: str, key: str, run: Run[T]) -> T: ...
+
+        def _changed(self, step: str, key: str, params: dict[str, Any]) -> bool: ...
+
+        def _tokens(self, step: str, key: str) -> list[str]: ...
 
         def _wait_for(
             self, step: str, key: str, statement: Any, timeout: float, every: bool = False
@@ -70,21 +74,15 @@ class PostgresReaders:
             "payload": q.payload(key),
             "retention": self.retention,
         }
-        statement = self._sql.release_shared
-        return self._step("release_shared", key, lambda c: rowcount(c, statement, params)) > 0
+        return self._changed("release_shared", key, params)
 
     def extend_shared(self, key: str, token: str, ttl: float) -> bool:
         """Reset ``token``'s shared lease of ``key`` if it still holds it."""
-        params = {"key": key, "token": token, "ttl": float(ttl)}
-        statement = self._sql.extend_shared
-        return self._step("extend_shared", key, lambda c: rowcount(c, statement, params)) > 0
+        return self._changed("extend_shared", key, {"key": key, "token": token, "ttl": float(ttl)})
 
     def shared_holders(self, key: str) -> list[str]:
         """The tokens holding a shared lease of ``key``, oldest first."""
-        params = {"key": key}
-        statement = self._sql.shared_holders
-        rows = self._step("shared_holders", key, lambda c: fetch_all(c, statement, params))
-        return [str(row[0]) for row in rows]
+        return self._tokens("shared_holders", key)
 
     def wait_shared(self, key: str, timeout: float) -> None:
         """Sleep until the exclusive release of ``key`` is notified, its lease and the

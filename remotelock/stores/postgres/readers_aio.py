@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import sql as q
 from .busy import acquire_params
-from .queries_aio import fetch_all, fetch_or_busy, rowcount
+from .queries_aio import fetch_or_busy
 
 if TYPE_CHECKING:
     from .connections_aio import Run
@@ -45,6 +45,10 @@ class AsyncPostgresReaders:
         retention: float
 
         async def _step(self, step: str, key: str, run: Run[T]) -> T: ...
+
+        async def _changed(self, step: str, key: str, params: dict[str, Any]) -> bool: ...
+
+        async def _tokens(self, step: str, key: str) -> list[str]: ...
 
         async def _wait_for(
             self, step: str, key: str, statement: Any, timeout: float, every: bool = False
@@ -70,23 +74,17 @@ class AsyncPostgresReaders:
             "payload": q.payload(key),
             "retention": self.retention,
         }
-        statement = self._sql.release_shared
-        return (
-            await self._step("release_shared", key, lambda c: rowcount(c, statement, params)) > 0
-        )
+        return await self._changed("release_shared", key, params)
 
     async def extend_shared(self, key: str, token: str, ttl: float) -> bool:
         """Reset ``token``'s shared lease of ``key`` if it still holds it."""
-        params = {"key": key, "token": token, "ttl": float(ttl)}
-        statement = self._sql.extend_shared
-        return await self._step("extend_shared", key, lambda c: rowcount(c, statement, params)) > 0
+        return await self._changed(
+            "extend_shared", key, {"key": key, "token": token, "ttl": float(ttl)}
+        )
 
     async def shared_holders(self, key: str) -> list[str]:
         """The tokens holding a shared lease of ``key``, oldest first."""
-        params = {"key": key}
-        statement = self._sql.shared_holders
-        rows = await self._step("shared_holders", key, lambda c: fetch_all(c, statement, params))
-        return [str(row[0]) for row in rows]
+        return await self._tokens("shared_holders", key)
 
     async def wait_shared(self, key: str, timeout: float) -> None:
         """Sleep until the exclusive release of ``key`` is notified, its lease and the
