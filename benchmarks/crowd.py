@@ -136,6 +136,15 @@ def run(
     return Crowd(name=name, waiters=waiters, **report)
 
 
+def _rows(results: list[Crowd]) -> list[list[str]]:
+    return [
+        [r.name, f"{r.got:,}", f"{r.errors:,}", r.first_error or "-",
+         "went through" if r.holder_released else "failed", str(r.connections),
+         f"{r.idle_per_waiter:.3f}", f"{r.drain_s:.1f}"]
+        for r in results
+    ]  # fmt: skip
+
+
 def report(bench: Any) -> None:
     """Run the scenario for ``bench`` (a ``benchmarks.__main__.Run``) and print its table."""
     waiters = 200 if bench.quick else 1000
@@ -146,22 +155,26 @@ def report(bench: Any) -> None:
         if kind in wanted
     ]
     print(f"### (f) {waiters:,} threads of one process waiting on one Redis key\n")
-    rows = [
-        [r.name, f"{r.got:,}", f"{r.errors:,}", r.first_error or "-",
-         "went through" if r.holder_released else "failed", str(r.connections),
-         f"{r.idle_per_waiter:.3f}", f"{r.drain_s:.1f}"]
-        for r in results
-    ]  # fmt: skip
+    rows = _rows(results)
     headers = ["library", "got the lock", "errors", "first error", "holder's release",
                "connections", "requests / waiter / s, waiting", "all through (s)"]  # fmt: skip
     print(table(headers, rows) + "\n", flush=True)
-    ours = next((r for r in results if r.name == name_of("remotelock")), None)
-    if ours is not None:
-        bench.targets.append(check(
-            ours.errors == 0 and ours.connections <= 10 and ours.idle_per_waiter < 0.1,
-            f"(f) {waiters:,} waiters: {ours.errors} errors, {ours.connections} connections, "
-            f"{ours.idle_per_waiter:.3f} requests per waiter per second",
-        ))  # fmt: skip
+    from benchmarks import tasks  # the asyncio half of the scenario
+
+    in_tasks = [
+        tasks.run(name_of(kind), kind, bench.url(kind), waiters)
+        for kind in bench.kinds
+        if kind in ("remotelock", "redis-py")
+    ]
+    print(f"### (f) {waiters:,} asyncio tasks of one event loop waiting on one Redis key\n")
+    print(table(headers, _rows(in_tasks)) + "\n", flush=True)
+    for what, found in (("threads", results), ("tasks", in_tasks)):
+        for ours in [r for r in found if r.name == name_of("remotelock")]:
+            bench.targets.append(check(
+                ours.errors == 0 and ours.connections <= 10 and ours.idle_per_waiter < 0.1,
+                f"(f) {waiters:,} waiting {what}: {ours.errors} errors, {ours.connections} "
+                f"connections, {ours.idle_per_waiter:.3f} requests per waiter per second",
+            ))  # fmt: skip
 
 
 IDLE_LONG = 25.0
