@@ -92,7 +92,7 @@ class Keeper:
     """When a store keeps its waiters' places in line: all of them in one call.
 
     Each queued waiter must tell the server it is alive every ``waiter_grace / 3``. One
-    call per waiter would cost every waiter a round trip a second; instead the first
+    call per waiter would cost every waiter a round trip a period; instead the first
     waiter whose turn comes refreshes every token the store has in line, and the others
     whose turn comes within half a period count themselves kept by that call and align
     their next turn with it. A process then sends about one call per period, however
