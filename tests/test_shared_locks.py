@@ -213,17 +213,18 @@ def test_the_decorator(shared_store: Store, key: str) -> None:
 def test_async_readers_and_writer(shared_store: Store, key: str) -> None:
     async def main() -> list[str]:
         events: list[str] = []
-        together = asyncio.Barrier(3) if hasattr(asyncio, "Barrier") else None
+        all_in = asyncio.Event()  # the writer comes once the three readers hold together
 
         async def read(name: str) -> None:
             async with reader(key, shared_store):
                 events.append(name)
-                if together is not None:
-                    await asyncio.wait_for(together.wait(), 20)
+                if len(events) == 3:
+                    all_in.set()
+                await asyncio.wait_for(all_in.wait(), 20)
                 await asyncio.sleep(0.1)
 
         async def write() -> None:
-            await asyncio.sleep(0.05)
+            await asyncio.wait_for(all_in.wait(), 20)
             async with writer(key, shared_store):
                 events.append("writer")
 
