@@ -197,9 +197,7 @@ class Core:
             if held is not None:
                 return held
         elif self.exclusive:
-            if not self.shared:
-                holders.refuse_upgrade(self.source, self.key, owner)
-            holders.refuse_if_held(self.source, self.key, owner)
+            holders.refuse_if_held(self.source, self.key, owner, self.shared)
         state = Attempts()
         try:
             outcome: Outcome = yield from self._attempt(state, skip)

@@ -56,19 +56,31 @@ def current_owner(asynchronous: bool) -> object:
         return owner
 
 
-def refuse_if_held(store: object, key: str, owner: object) -> None:
-    """Raise if ``owner`` already holds ``key`` on ``store``.
+def refuse_if_held(store: object, key: str, owner: object, shared: bool = False) -> None:
+    """Raise if ``owner`` already holds ``key`` on ``store`` (asking for it ``shared``
+    or not): one look in the registry, whichever the message.
 
-    :raises RuntimeError: naming the key (the lock is not reentrant).
+    :raises RuntimeError: naming the key.
     """
     lease = held_by(store, key, owner)
     if lease is not None:
+        _refuse(key, owner, lease, shared)
+
+
+def _refuse(key: str, owner: object, lease: Any, shared: bool) -> None:
+    """Raise for ``owner``, which holds ``lease`` of ``key``, asking for it again."""
+    who = "thread" if isinstance(owner, _Thread) else "task"
+    if lease._keeper.settings.shared and not shared:  # a writer waits for every reader
         raise RuntimeError(
-            f"lock {key_preview(key)} is already held by this "
-            f"{'thread' if isinstance(owner, _Thread) else 'task'}: "
-            "remotelock locks are not reentrant, and waiting for yourself could only "
-            "time out; release it first, or take it in another thread or task"
+            f"lock {key_preview(key)} is held shared by this {who}: a shared lease cannot "
+            "be turned into an exclusive one (it would wait for itself); release it "
+            "first, or take the key exclusively from the start"
         )
+    raise RuntimeError(
+        f"lock {key_preview(key)} is already held by this {who}: "
+        "remotelock locks are not reentrant, and waiting for yourself could only "
+        "time out; release it first, or take it in another thread or task"
+    )
 
 
 def held_by(store: object, key: str, owner: object) -> Any:
@@ -78,23 +90,6 @@ def held_by(store: object, key: str, owner: object) -> Any:
             if holder is owner:
                 return lease
     return None
-
-
-def refuse_upgrade(store: object, key: str, owner: object) -> None:
-    """Raise if ``owner`` holds a shared lease of ``key`` and asks for it exclusively.
-
-    It would wait for its own shared lease forever: a writer waits for every reader.
-
-    :raises RuntimeError: naming the key.
-    """
-    lease = held_by(store, key, owner)
-    if lease is not None and lease._keeper.settings.shared:
-        raise RuntimeError(
-            f"lock {key_preview(key)} is held shared by this "
-            f"{'thread' if isinstance(owner, _Thread) else 'task'}: a shared lease cannot "
-            "be turned into an exclusive one (it would wait for itself); release it "
-            "first, or take the key exclusively from the start"
-        )
 
 
 def reenter(store: object, key: str, owner: object, shared: bool = False) -> Any:
@@ -111,10 +106,8 @@ def reenter(store: object, key: str, owner: object, shared: bool = False) -> Any
     held = held_by(store, key, owner)
     if held is None:
         return None
-    if not shared:
-        refuse_upgrade(store, key, owner)
-    if not held._keeper.settings.reentrant:
-        refuse_if_held(store, key, owner)
+    if not held._keeper.settings.reentrant or (held._keeper.settings.shared and not shared):
+        _refuse(key, owner, held, shared)
     if held.settle_deadline():
         held.run_on_lost()
     if held.lost:
@@ -148,6 +141,5 @@ __all__ = [
     "held_by",
     "reenter",
     "refuse_if_held",
-    "refuse_upgrade",
     "remove",
 ]
