@@ -121,6 +121,28 @@ _ORPHANED: list[sqlite3.Connection] = []
 _LOCALS: weakref.WeakSet[Local] = weakref.WeakSet()
 
 
+def renew_row(
+    conn: sqlite3.Connection, table: str, key: str, token: str, *, ttl: float, now: float
+) -> bool:
+    """Move ``token``'s unexpired lease of ``key`` in ``table`` (permits, readers) to end
+    ``ttl`` seconds from ``now``; whether it still held one."""
+    return bool(
+        conn.execute(
+            f"UPDATE {table} SET expires_at = ? WHERE key = ? AND token = ? AND expires_at > ?",
+            (now + ttl, key, token, now),
+        ).rowcount
+    )
+
+
+def live_tokens(conn: sqlite3.Connection, table: str, key: str, now: float) -> list[str]:
+    """The tokens holding an unexpired lease of ``key`` in ``table``, oldest first."""
+    rows = conn.execute(
+        f"SELECT token FROM {table} WHERE key = ? AND expires_at > ? ORDER BY fence",
+        (key, now),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
 def _after_fork_in_child() -> None:
     for local in list(_LOCALS):
         local.forget_after_fork()

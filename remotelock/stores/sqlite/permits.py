@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import LimitConflict
 from ..listing import PermitInfo
+from .connections import live_tokens, renew_row
 from .schema import SWEEP_BATCH
 
 if TYPE_CHECKING:
@@ -114,26 +115,13 @@ class SQLitePermits:
 
     def extend_permit(self, key: str, token: str, ttl: float) -> bool:
         """Reset ``token``'s permit of ``key`` if it still holds it."""
-        t = self._permit_table()
         with self._translate("extend_permit", key) as conn:
-            now = self._clock()
-            return bool(
-                conn.execute(
-                    f"UPDATE {t} SET expires_at = ? "
-                    "WHERE key = ? AND token = ? AND expires_at > ?",
-                    (now + ttl, key, token, now),
-                ).rowcount
-            )
+            return renew_row(conn, self._permit_table(), key, token, ttl=ttl, now=self._clock())
 
     def permit_holders(self, key: str) -> list[str]:
         """The tokens holding a permit of ``key``, oldest first."""
-        t = self._permit_table()
         with self._translate("permit_holders", key) as conn:
-            rows = conn.execute(
-                f"SELECT token FROM {t} WHERE key = ? AND expires_at > ? ORDER BY fence",
-                (key, self._clock()),
-            ).fetchall()
-        return [str(row[0]) for row in rows]
+            return live_tokens(conn, self._permit_table(), key, self._clock())
 
     def iter_permits(self, prefix: str = "") -> Iterator[PermitInfo]:
         """Every unexpired permit holder of the keys starting with ``prefix``."""

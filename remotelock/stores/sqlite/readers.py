@@ -27,7 +27,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ..readers import WRITER_GRACE
-from .connections import immediate
+from .connections import immediate, live_tokens, renew_row
 from .schema import SWEEP_BATCH
 
 if TYPE_CHECKING:
@@ -155,24 +155,12 @@ class SQLiteReaders:
     def extend_shared(self, key: str, token: str, ttl: float) -> bool:
         """Reset ``token``'s shared lease of ``key`` if it still holds it."""
         with self._translate("extend_shared", key) as conn:
-            now = self._clock()
-            return bool(
-                conn.execute(
-                    f"UPDATE {self.table}_readers SET expires_at = ? "
-                    "WHERE key = ? AND token = ? AND expires_at > ?",
-                    (now + ttl, key, token, now),
-                ).rowcount
-            )
+            return renew_row(conn, f"{self.table}_readers", key, token, ttl=ttl, now=self._clock())
 
     def shared_holders(self, key: str) -> list[str]:
         """The tokens holding a shared lease of ``key``, oldest first."""
         with self._translate("shared_holders", key) as conn:
-            rows = conn.execute(
-                f"SELECT token FROM {self.table}_readers "
-                "WHERE key = ? AND expires_at > ? ORDER BY fence",
-                (key, self._clock()),
-            ).fetchall()
-        return [str(row[0]) for row in rows]
+            return live_tokens(conn, f"{self.table}_readers", key, self._clock())
 
     def wait_shared(self, key: str, timeout: float) -> None:
         """Sleep until a reader may enter ``key`` (here or in another process), or timeout."""
