@@ -125,10 +125,18 @@ def crowd(
 
 
 def run(
-    name: str, kind: str, url: str, waiters: int, *, idle: float = IDLE, settle: float = 2.0
+    name: str,
+    kind: str,
+    url: str,
+    waiters: int,
+    *,
+    idle: float = IDLE,
+    settle: float = 2.0,
+    module: str = "benchmarks.crowd",
 ) -> Crowd:
-    """One library's crowd, in a process of its own."""
-    command = [sys.executable, "-m", "benchmarks.crowd", kind, url, str(waiters)]
+    """One library's crowd, in a process of its own (``module``: threads, or
+    :mod:`benchmarks.tasks` for asyncio tasks)."""
+    command = [sys.executable, "-m", module, kind, url, str(waiters)]
     command += [str(idle), str(settle)]
     limit = {**os.environ, "REMOTELOCK_BENCH_WAIT_LIMIT": str(max(60.0, settle + idle + 30))}
     done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, env=limit)
@@ -159,10 +167,8 @@ def report(bench: Any) -> None:
     headers = ["library", "got the lock", "errors", "first error", "holder's release",
                "connections", "requests / waiter / s, waiting", "all through (s)"]  # fmt: skip
     print(table(headers, rows) + "\n", flush=True)
-    from benchmarks import tasks  # the asyncio half of the scenario
-
-    in_tasks = [
-        tasks.run(name_of(kind), kind, bench.url(kind), waiters)
+    in_tasks = [  # the asyncio half of the scenario
+        run(name_of(kind), kind, bench.url(kind), waiters, module="benchmarks.tasks")
         for kind in bench.kinds
         if kind in ("remotelock", "redis-py")
     ]

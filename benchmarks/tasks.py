@@ -6,14 +6,14 @@ process sends (every command or script call, counted in redis-py's asyncio conne
 class, except the holder's own calls and renewals) and its connections are counted;
 then the holder releases and the crowd passes through one at a time. remotelock runs
 on ``AsyncRedisStore``, redis-py on its asyncio ``Lock``; python-redis-lock has no
-asyncio side. Each library runs in a process of its own (``python -m benchmarks.tasks``).
+asyncio side. Each library runs in a process of its own (``python -m benchmarks.tasks``,
+started by :func:`benchmarks.crowd.run`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -23,8 +23,6 @@ import redis
 import redis.asyncio
 
 from benchmarks.adapters import WAIT_LIMIT
-from benchmarks.crowd import IDLE, Crowd
-from benchmarks.scenarios import ROOT
 
 HOLDER = "holder"
 """The holder task's name: its own requests are not the cost of waiting."""
@@ -76,7 +74,7 @@ class _RedisPy:
         await handle.release()
 
 
-async def _crowd(kind: str, url: str, waiters: int) -> dict[str, Any]:
+async def _crowd(kind: str, url: str, waiters: int, idle: float, settle: float) -> dict[str, Any]:
     sent = _count_requests()
     adapter: Any = _Ours(url) if kind == "remotelock" else _RedisPy(url)
     admin = redis.Redis.from_url(url)
@@ -94,10 +92,10 @@ async def _crowd(kind: str, url: str, waiters: int) -> dict[str, Any]:
             errors.append(f"{type(exc).__name__}: {exc}"[:120])
 
     crowd = [asyncio.create_task(wait_in_line()) for _ in range(waiters)]
-    await asyncio.sleep(2.0)  # everyone has asked once and waits
+    await asyncio.sleep(settle)  # everyone has asked once and waits
     before = sent[0]
-    await asyncio.sleep(IDLE)
-    idle = sent[0] - before
+    await asyncio.sleep(idle)
+    idle_sent = sent[0] - before
     connections = int(admin.info("clients")["connected_clients"]) - baseline - 1  # ours
     released = time.monotonic()
     try:
@@ -112,19 +110,13 @@ async def _crowd(kind: str, url: str, waiters: int) -> dict[str, Any]:
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
         "connections": connections,
-        "idle_per_waiter": idle / waiters / IDLE,
+        "idle_per_waiter": idle_sent / waiters / idle,
         "drain_s": time.monotonic() - released,
         "holder_released": holder_released,
     }
 
 
-def run(name: str, kind: str, url: str, waiters: int) -> Crowd:
-    """One library's crowd of tasks, in a process of its own."""
-    command = [sys.executable, "-m", "benchmarks.tasks", kind, url, str(waiters)]
-    done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    return Crowd(name=name, waiters=waiters, **report)
-
-
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(_crowd(sys.argv[1], sys.argv[2], int(sys.argv[3])))))
+    kind, url, waiters, idle, settle = sys.argv[1:6]
+    crowd = _crowd(kind, url, int(waiters), float(idle), float(settle))
+    print(json.dumps(asyncio.run(crowd)))
