@@ -26,12 +26,13 @@ DEFAULT_SOCKET_TIMEOUT: Final = 5.0
 FENCE_RETENTION: Final = 86400.0
 """Seconds a key's fencing state (``:fence``, ``:pcounter``) outlives its last lease: a
 server clock stepping back by less than this never reissues an earlier token."""
-WAITER_GRACE: Final = 45.0
+WAITER_GRACE: Final = 3.0
 """Seconds a queued waiter keeps its place in line without coming back. Its store keeps
-the places of all its waiters with one script every third of it, so a lone waiter
-costs one round trip every 15 s while it waits, and a waiter that died in line is
-skipped after at most this long (if the lock is handed to it first, that hand-over
-lapses after at most :data:`~remotelock.stores.redis.prelude_lua.HANDOVER_MS`)."""
+the places of all its waiters with one script every third of it (a lone waiter costs
+about one round trip a second), and a waiter that gave up or died without leaving the
+line holds it up for at most this long: a longer grace makes waiting quieter, but a
+line whose first waiter is gone stalls that long (if the lock is handed to it, the
+hand-over lapses after at most :data:`~remotelock.stores.redis.prelude_lua.HANDOVER_MS`)."""
 _SECONDS: Final = ("waiter_grace", "fence_retention")
 
 

@@ -64,7 +64,7 @@ class RedisStore(RedisPermits, RedisReaders):
       ``unix:///path/redis.sock``, ``redis+sentinel://host:26379[,host:port]/service[/db]``,
       ``redis+cluster://host:port[,host:port]``. Query options: ``prefix`` (key
       namespace, default ``remotelock``), ``waiter_grace`` (seconds a queued waiter
-      keeps its place without coming back, default 45), ``fence_retention`` (seconds
+      keeps its place without coming back, default 3), ``fence_retention`` (seconds
       a key's fencing state outlives its last lease, default 86400), plus any redis-py
       option (``socket_timeout``, ``db``, ...). Clients built from a URL get 5 s connect and
       read timeouts and retry a broken connection once.
