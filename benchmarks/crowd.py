@@ -200,8 +200,7 @@ def report_idle(bench: Any) -> None:
     for kind in kinds:
         cells = []
         for size in sizes:
-            url = bench.url(kind)  # remotelock with the long grace that quiet waiting needs
-            url += "?waiter_grace=45" if kind == "remotelock" else ""
+            url = bench.url(kind)
             result = run(name_of(kind), kind, url, size, idle=IDLE_LONG, settle=SETTLE_LONG)
             cells.append(f"{result.idle_per_waiter:.3f}")
             if kind == "remotelock":

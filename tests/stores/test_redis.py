@@ -191,16 +191,14 @@ def test_a_dead_waiter_holds_a_handed_lock_only_briefly(redis_server: RedisServe
     store.close()
 
 
-def test_a_dead_waiter_costs_at_most_the_hand_over_lease_with_a_long_grace(
+def test_a_dead_waiter_costs_at_most_the_hand_over_lease_with_the_default_grace(
     redis_server: RedisServer,
 ) -> None:
     """However long the grace (a quieter wait), a waiter that died in line delays the
     line by the hand-over lease at most (3 s)."""
-    store = RedisStore.from_url(
-        f"{redis_server.url}?prefix=dead45-{uuid.uuid4().hex[:8]}", waiter_grace=45
-    )
-    assert WAITER_GRACE == 3
-    assert store._refresh_every == 15
+    store = RedisStore.from_url(f"{redis_server.url}?prefix=dead60-{uuid.uuid4().hex[:8]}")
+    assert store.waiter_grace == WAITER_GRACE == 60
+    assert store._refresh_every == 20
     store.acquire("k", "A", 30)
     store.acquire("k", "ghost", 30)  # queued, then dies without a word
     released = time.monotonic()
@@ -211,6 +209,66 @@ def test_a_dead_waiter_costs_at_most_the_hand_over_lease_with_a_long_grace(
     assert time.monotonic() - released < HANDOVER_MS / 1000 + 1
     assert store.owner("k") == lease.token
     lease.release()
+    store.close()
+
+
+def test_a_dead_first_waiter_loses_its_turn_on_a_free_lock(redis_server: RedisServer) -> None:
+    """A holder's lease runs out (nobody hands the lock over) while a dead waiter is
+    first in line, its place kept for the whole grace: the next waiter gets the lock
+    once the dead one's turn (3 s) is over, not after the grace (60 s)."""
+    store = RedisStore.from_url(f"{redis_server.url}?prefix=turn-{uuid.uuid4().hex[:8]}")
+    k = layout(store.prefix, "k")
+    assert store.acquire("k", "A", 0.5) is not None
+    assert store.acquire("k", "ghost", 30) is None  # queued, then dies without a word
+    time.sleep(0.6)  # A's lease runs out: free, the ghost first in line
+    assert store.acquire("k", "B", 30) is None  # the ghost's turn: B is told to wait...
+    turn = store.client.get(f"{k.base}:turn")
+    assert turn is not None
+    assert turn.decode().endswith(":ghost")
+    assert 0 < store.client.pttl(f"{k.base}:turn") <= 2 * HANDOVER_MS
+    asked = time.monotonic()
+    fence = None
+    while fence is None and time.monotonic() - asked < 20:  # ...3 s at most
+        store.wait_turn("k", "B", 20)
+        fence = store.acquire("k", "B", 30)
+    assert fence is not None
+    assert time.monotonic() - asked < HANDOVER_MS / 1000 + 2
+    assert store.client.zscore(f"{k.base}:queue", "ghost") is None  # passed over
+    assert store.client.exists(f"{k.base}:turn") == 0
+    store.release("k", "B")
+    store.close()
+
+
+def test_a_first_waiter_that_comes_back_in_its_turn_takes_the_lock(
+    redis_store: RedisStore, key: str
+) -> None:
+    redis_store.acquire(key, "A", 0.3)
+    assert redis_store.acquire(key, "B", 30) is None
+    assert redis_store.acquire(key, "C", 30) is None
+    time.sleep(0.4)  # free: B's turn
+    assert redis_store.acquire(key, "C", 30) is None  # not C's: it is told how long
+    assert redis_store.acquire(key, "D", 30) is None
+    assert redis_store.acquire(key, "B", 30) is not None  # B came in time
+    assert redis_store.release(key, "B") is True
+    assert redis_store.owner(key) == "C"  # the line goes on in order
+
+
+def test_a_waiter_passed_over_queues_again_at_the_back(redis_server: RedisServer) -> None:
+    store = RedisStore.from_url(f"{redis_server.url}?prefix=back-{uuid.uuid4().hex[:8]}")
+    k = layout(store.prefix, "k")
+    assert store.acquire("k", "A", 0.3) is not None
+    assert store.acquire("k", "slow", 30) is None
+    assert store.acquire("k", "B", 30) is None
+    time.sleep(0.4)
+    assert store.acquire("k", "B", 30) is None  # the slow one's turn starts
+    deadline, _, _ = store.client.get(f"{k.base}:turn").decode().partition(":")
+    now_ms = int(store.client.time()[0]) * 1000 + int(store.client.time()[1]) // 1000
+    time.sleep((int(deadline) - now_ms) / 1000 + 0.1)
+    assert store.acquire("k", "B", 30) is not None  # the slow one was passed over
+    assert store.acquire("k", "slow", 30) is None  # it comes back: last in line
+    assert store.client.zrange(f"{k.base}:queue", 0, -1) == [b"slow"]
+    store.release("k", "B")
+    assert store.owner("k") == "slow"
     store.close()
 
 

@@ -26,13 +26,14 @@ DEFAULT_SOCKET_TIMEOUT: Final = 5.0
 FENCE_RETENTION: Final = 86400.0
 """Seconds a key's fencing state (``:fence``, ``:pcounter``) outlives its last lease: a
 server clock stepping back by less than this never reissues an earlier token."""
-WAITER_GRACE: Final = 3.0
+WAITER_GRACE: Final = 60.0
 """Seconds a queued waiter keeps its place in line without coming back. Its store keeps
-the places of all its waiters with one script every third of it (a lone waiter costs
-about one round trip a second), and a waiter that gave up or died without leaving the
-line holds it up for at most this long: a longer grace makes waiting quieter, but a
-line whose first waiter is gone stalls that long (if the lock is handed to it, the
-hand-over lapses after at most :data:`~remotelock.stores.redis.prelude_lua.HANDOVER_MS`)."""
+the places of all its waiters with one script every third of it, and a waiter that
+tries again (every 10-20 s by default, when no wake-up came) keeps its own: a lone
+waiter costs one round trip every 15 s on average. A waiter that gave up or died
+without leaving the line keeps its place this long, but holds the line up for at most
+:data:`~remotelock.stores.redis.prelude_lua.HANDOVER_MS` when its turn comes: a lock
+handed to it lapses then, and a free lock's turn passes to the next in line."""
 _SECONDS: Final = ("waiter_grace", "fence_retention")
 
 

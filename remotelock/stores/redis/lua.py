@@ -13,6 +13,8 @@ base name ``<prefix>:{<key>}``, from which they derive (same hash tag, same slot
 - ``:ttls``   hash: the lease (ms) each waiter asked for.
 - ``:listen`` present while a caller of the plain ``wait`` (not queued) may be waiting:
   releases ring the bell for it too.
+- ``:turn``   while the lock is free with waiters in line: whose turn it is, until
+  when (a first waiter that does not come for the lock in time is passed over).
 - ``:released`` the token of the key's last release (for a minute): a repeated release
   by that token returns 1, so a retry after a lost reply is not mistaken for a lost lock.
 - ``:readers``, ``:rfences``, ``:wmark``, ``:rreleased`` the key's shared (reader)
@@ -34,7 +36,8 @@ time, never correctness. The scripts publish only when someone may listen (a que
   line, the lock comes free again soon; a live one renews it straight away. Every
   local waiter that wants to hear of each release (``skip_if`` callers) wakes too.
 - ``r`` a release with nobody in line (for watchers, plain waiters and readers).
-- ``t<token>`` the lock is free and ``<token>`` is first in line: its turn has come.
+- ``t<token>`` the lock is free and ``<token>`` is first in line: its turn has come
+  (for ``HANDOVER_MS``: then the next in line may take it).
 
 Passing one name instead of several keeps every call small: the arguments of a command
 are encoded one by one on the client, and the uncontended cycle is two such calls.
@@ -78,10 +81,12 @@ from .reader_lua import READER_SCRIPTS
 # refuse is queued as for a busy lock and marks the key (:wmark), so that no new
 # reader enters until it is in; the readers' last release hands the lock to the first
 # in line. The uncontended path asks one EXISTS whether any of that is there.
+# A free lock whose first waiter is not `token` is that waiter's turn (whose_turn): it
+# is told, and passed over if it has not come within HANDOVER_MS.
 # returns: the fencing token (> 0) if `token` holds the lock now; otherwise `token` is
 #          queued and the reply is minus the holder's remaining lease in ms (for
-#          readers: until the last of their leases ends; 0 if free but another waiter
-#          is first in line).
+#          readers: until the last of their leases ends; if free but another waiter is
+#          first in line: until that waiter's turn ends, when `token` should look again).
 ACQUIRE_SCRIPT: Final[str] = (
     PRELUDE
     + """
@@ -102,17 +107,18 @@ end
     + """
 local now, now_us = now_ms()
 prune(now)
-local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
 local readers = not holder and readers_until(now)
+local turn_left = 0
 if readers then
   mark_writer(now, readers)  -- held by readers: new ones wait behind this writer
 elseif not holder then
+  local head
+  head, turn_left = whose_turn(now, token)  -- free: tells the first in line, if not us
   if not head or head == token then
     forget(token)
-    redis.call('DEL', WMARK)  -- a writer is in: no reader waits behind it any more
+    redis.call('DEL', WMARK, TURN)  -- a writer is in: no reader waits behind it any more
     return take(token, ARGV[2], retain)
   end
-  ring('t' .. head)  -- free, but not our turn: tell the first in line
 end
 redis.call('ZADD', QUEUE, 'NX', now_us, token)
 redis.call('ZADD', ALIVE, now + tonumber(ARGV[3]), token)
@@ -121,7 +127,7 @@ keep_queue(ARGV[3])
 if readers then
   return -math.max(readers - now, 1)
 elseif not holder then
-  return 0
+  return -math.max(turn_left, 1)
 end
 return -math.max(redis.call('PTTL', LOCK), 0)
 """

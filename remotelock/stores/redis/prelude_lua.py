@@ -24,17 +24,19 @@ RELEASED_MS: Final = 60_000
 """How long a release is remembered, so that its repeat (a retry) still returns 1."""
 
 HANDOVER_MS: Final = 3_000
-"""The longest lease a release hands to the first waiter in line. A live waiter claims
-it at once (renewing it to its full length); one that died in line since it last kept
-its place (within ``waiter_grace``) holds the lock this long at most, whatever the
-grace: a long grace keeps waiting quiet without making a dead waiter costly."""
+"""The longest a lock waits for the first waiter in line: the lease a release hands to
+it, and the turn it gets when the lock is free (see ``whose_turn``). A live waiter
+claims either at once (renewing a handed lease to its full length); one that died in
+line since it last kept its place (within ``waiter_grace``) holds the line up this long
+at most, whatever the grace: a long grace keeps waiting quiet without making a dead
+waiter costly."""
 
 PRELUDE: Final[str] = f"""
 local BASE = KEYS[1]
 local LOCK, FENCE, QUEUE = BASE .. ':lock', BASE .. ':fence', BASE .. ':queue'
 local ALIVE, TTLS, LISTEN = BASE .. ':alive', BASE .. ':ttls', BASE .. ':listen'
 local RELEASED, BELL = BASE .. ':released', BASE .. ':bell'
-local READERS, WMARK = BASE .. ':readers', BASE .. ':wmark'
+local READERS, WMARK, TURN = BASE .. ':readers', BASE .. ':wmark', BASE .. ':turn'
 local RELEASED_MS, HANDOVER_MS = {RELEASED_MS}, {HANDOVER_MS}
 -- Integers as Redis arguments and messages (tostring would write 1.75e+15).
 local function int(x)
@@ -92,6 +94,35 @@ local function hand_over(grace, retain)
     ring('g' .. int(fence) .. ':' .. int(lease) .. ':' .. head)
   else
     ring('r')
+  end
+end
+-- The lock is free: whose turn is it, and for how many ms more? `token` (the caller)
+-- needs no turn when it is first in line (nor anyone when nobody is). The first in
+-- line is told (a 't' message) and has HANDOVER_MS to come for the lock; one that did
+-- not (it died in line, or lost its way) is passed over, since its place in line may
+-- be kept for a long grace. :turn names the waiter told last, by its place in line
+-- ("<deadline ms>:<arrival>:<token>": a token that queues again is a new turn).
+local function whose_turn(now, token)
+  while true do
+    local first = redis.call('ZRANGE', QUEUE, 0, 0, 'WITHSCORES')
+    local head = first[1]
+    if not head or head == token then
+      return head, 0
+    end
+    local place, deadline = first[2] .. ':' .. head, nil
+    local turn = redis.call('GET', TURN)
+    local colon = turn and string.find(turn, ':', 1, true)
+    if colon and string.sub(turn, colon + 1) == place then
+      deadline = tonumber(string.sub(turn, 1, colon - 1))
+    else
+      deadline = now + HANDOVER_MS
+      redis.call('SET', TURN, int(deadline) .. ':' .. place, 'PX', 2 * HANDOVER_MS)
+    end
+    if deadline > now then
+      ring('t' .. head)
+      return head, deadline - now
+    end
+    forget(head)  -- its turn came and went: the next in line
   end
 end
 local function keep_queue(ms)
