@@ -31,20 +31,10 @@ from __future__ import annotations
 import math
 import threading
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, Final
 
 from ..base import Handover
-
-TURN: Final = "turn"
-"""A queued waiter (``wait_turn``): woken when the lock is handed to it or its turn comes."""
-WATCH: Final = "watch"
-"""A queued waiter that also hears every release (``wait_turn(every_release=True)``)."""
-LISTEN: Final = "listen"
-"""A caller of the plain ``wait`` (not queued): woken by any change of hands."""
-PERMIT: Final = "permit"
-"""A caller of ``wait_permit``: one local waiter wakes per freed permit."""
+from .waiters import LISTEN, PERMIT, TURN, WATCH, Channel, Wait, Waiter
 
 LINGER: Final = 15.0
 """Seconds a channel stays subscribed after its last local waiter left (hot keys keep
@@ -92,94 +82,6 @@ def decode(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-@dataclass
-class Wait:
-    """One wait, as a doorbell runs it."""
-
-    channel: str
-    role: str
-    token: str | None
-    asked: float
-    """Monotonic time the request this wait follows was sent (an acquire, a listen)."""
-    deadline: float
-    refresh_at: float = math.inf
-    """When a queued waiter next tells the server it is still there."""
-    refresh_every: float = math.inf
-
-
-class Waiter:
-    """One waiting call; the reader wakes it with a value, and a handover always wins."""
-
-    __slots__ = ("channel", "role", "token", "value", "woken")
-
-    def __init__(self, channel: str, role: str, token: str | None) -> None:
-        self.channel = channel
-        self.role = role
-        self.token = token
-        self.value: object = None
-        self.woken = False
-
-    def wake(self, value: object) -> None:
-        if isinstance(self.value, Handover):
-            return
-        self.value = value
-        if not self.woken:
-            self.woken = True
-            self.signal()
-
-    def signal(self) -> None:
-        """Let the waiting call run (set its Event, resolve its future)."""
-        raise NotImplementedError
-
-    def rearm(self) -> None:
-        """Ready for another registration (under the switchboard's lock)."""
-        self.value = None
-        self.woken = False
-
-
-class Channel:
-    """The local waiters of one key's bell channel, and what the reader knows of it."""
-
-    __slots__ = (
-        "active_at", "changed_at", "freed_at", "idle_since", "listeners", "nudged",
-        "permits", "queued", "released_at", "sent",
-    )  # fmt: skip
-
-    def __init__(self, now: float) -> None:
-        self.queued: dict[str, Waiter] = {}  # TURN and WATCH waiters by token
-        self.listeners: list[Waiter] = []
-        self.permits: list[Waiter] = []  # in arrival order: the first is woken first
-        self.active_at: float | None = None  # when the subscription was confirmed
-        self.nudged = False  # the reader was asked to subscribe
-        self.sent = False  # the reader sent SUBSCRIBE
-        self.released_at = self.changed_at = self.freed_at = -math.inf
-        self.idle_since = now
-
-    def waiters(self) -> Iterator[Waiter]:
-        yield from list(self.queued.values())
-        yield from list(self.listeners)
-        yield from list(self.permits)
-
-    def add(self, waiter: Waiter) -> None:
-        if waiter.role == LISTEN:
-            self.listeners.append(waiter)
-        elif waiter.role == PERMIT:
-            self.permits.append(waiter)
-        else:
-            assert waiter.token is not None
-            self.queued[waiter.token] = waiter
-
-    def remove(self, waiter: Waiter) -> None:
-        if waiter.token is not None and self.queued.get(waiter.token) is waiter:
-            del self.queued[waiter.token]
-        for group in (self.listeners, self.permits):
-            if waiter in group:
-                group.remove(waiter)
-
-    def empty(self) -> bool:
-        return not (self.queued or self.listeners or self.permits)
-
-
 class Switchboard:
     """Who waits here for which channel; every method takes the lock (the sync reader
     is a thread; the async one runs on the loop, where the lock is never contended)."""
@@ -191,6 +93,7 @@ class Switchboard:
         self.recent: dict[tuple[str, str], tuple[float, Handover | None]] = {}
         self.reader: object | None = None  # the running reader's identity
         self.listening = False  # the reader's nudge subscription is active
+        self.listening_since = -math.inf
         self.failed_at = -math.inf  # a reader failed before it ever worked
         self.broken = False  # the client cannot subscribe at all
 
@@ -207,6 +110,8 @@ class Switchboard:
         with self.lock:
             waiter.rearm()
             channel = self.channels.get(waiter.channel)
+            if channel is None and waiter.channel == self.nudge and self.listening:
+                channel = self._own(now)
             missed = self._missed(channel, waiter, asked, now)
             if missed is not WAITING:
                 return missed, None
@@ -220,7 +125,8 @@ class Switchboard:
             ):
                 return UNAVAILABLE, None
             if channel is None:
-                channel = self.channels[waiter.channel] = Channel(now)
+                channel = self._own(now) if waiter.channel == self.nudge else Channel(now)
+                self.channels[waiter.channel] = channel
             channel.add(waiter)
             need = None
             if active_at is None and not channel.nudged:
@@ -230,6 +136,15 @@ class Switchboard:
                     need = NUDGE
                 channel.nudged = True
             return WAITING, need
+
+    def _own(self, now: float) -> Channel:
+        """The channel of this process's own messages (the reader's nudge channel, where
+        scripts tell a waiter of its turn): subscribed with the reader, never apart."""
+        channel = self.channels[self.nudge] = Channel(now)
+        channel.sent = True  # never SUBSCRIBEd apart (a reader must run: not nudged)
+        if self.listening:
+            channel.active_at = self.listening_since
+        return channel
 
     def _missed(self, channel: Channel | None, waiter: Waiter, asked: float, now: float) -> object:
         """What reached this process for ``waiter`` before it registered."""
@@ -272,7 +187,10 @@ class Switchboard:
                 return [], [], True
             subscribe, unsubscribe = [], []
             for name, channel in list(self.channels.items()):
-                if not channel.empty():
+                if name == self.nudge:  # subscribed with the reader: kept while in use
+                    if channel.empty() and now - channel.idle_since >= LINGER:
+                        del self.channels[name]
+                elif not channel.empty():
                     if not channel.sent:
                         channel.sent = channel.nudged = True
                         subscribe.append(name)
@@ -290,8 +208,7 @@ class Switchboard:
         """A subscription is active: its waiters look once (they may have missed one)."""
         with self.lock:
             if name == self.nudge:
-                self.listening = True
-                return
+                self.listening, self.listening_since = True, now
             channel = self.channels.get(name)
             if channel is None:
                 return
@@ -303,6 +220,8 @@ class Switchboard:
         """Hand one bell message to the local waiters it concerns."""
         with self.lock:
             channel = self.channels.get(name)
+            if channel is None and name == self.nudge and data:
+                channel = self._own(now)  # kept for a waiter that has yet to register
             if channel is None or not data:
                 return
             kind, body = data[0], data[1:]
@@ -312,26 +231,28 @@ class Switchboard:
                         waiter.wake(None)
                         return
                 channel.freed_at = now
+            elif kind in "gtr":
+                self._changed(channel, name, kind, body, now)
+
+    def _changed(self, channel: Channel, name: str, kind: str, body: str, now: float) -> None:
+        """A hand-over (``g``), a turn (``t``) or a release with nobody in line (``r``)."""
+        token = ""
+        if kind == "g":
+            fence, _, rest = body.partition(":")
+            lease, _, token = rest.partition(":")
+            if not (fence.isdigit() and lease.isdigit()):
                 return
-            token = ""  # "r": a release with nobody in line
-            if kind == "g":
-                fence, _, rest = body.partition(":")
-                lease, _, token = rest.partition(":")
-                if not (fence.isdigit() and lease.isdigit()):
-                    return
-                self._deliver(channel, name, token, Handover(int(fence), int(lease) / 1000), now)
-            elif kind == "t":
-                self._deliver(channel, name, body, None, now)
-            elif kind != "r":
-                return
-            channel.changed_at = now
-            if kind != "t":
-                channel.released_at = now
-                for waiter in list(channel.queued.values()):
-                    if waiter.role == WATCH and waiter.token != token:
-                        waiter.wake(None)
-            for waiter in channel.listeners:
-                waiter.wake(None)
+            self._deliver(channel, name, token, Handover(int(fence), int(lease) / 1000), now)
+        elif kind == "t":
+            self._deliver(channel, name, body, None, now)
+        channel.changed_at = now
+        if kind != "t":
+            channel.released_at = now
+            for waiter in list(channel.queued.values()):
+                if waiter.role == WATCH and waiter.token != token:
+                    waiter.wake(None)
+        for waiter in channel.listeners:
+            waiter.wake(None)
 
     def _deliver(
         self, channel: Channel, name: str, token: str, value: Handover | None, now: float

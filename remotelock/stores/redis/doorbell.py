@@ -66,6 +66,12 @@ class Doorbell:
         self._reader = ThreadReader()
         self._closed = False
 
+    @property
+    def address(self) -> str:
+        """The channel this doorbell's reader always hears: scripts tell a waiter of its
+        turn there, waking this process alone ('' if it cannot subscribe)."""
+        return "" if self._board.broken else self._board.nudge
+
     def wait(self, spec: Wait, check: Check, refresh: Refresh | None = None) -> Handover | None:
         """Sleep until woken, ``spec.deadline``, or (for a queued waiter) the loss of
         its place; keep that place with ``refresh``. ``check`` looks at the server when

@@ -65,6 +65,12 @@ class AsyncDoorbell:
         self._reader = TaskReader()
         self._closed = False
 
+    @property
+    def address(self) -> str:
+        """The channel this doorbell's reader always hears: scripts tell a waiter of its
+        turn there, waking this process alone ('' if it cannot subscribe)."""
+        return "" if self._board.broken else self._board.nudge
+
     async def wait(
         self, spec: Wait, check: AsyncCheck, refresh: AsyncRefresh | None = None
     ) -> Handover | None:

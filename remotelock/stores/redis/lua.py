@@ -11,6 +11,7 @@ base name ``<prefix>:{<key>}``, from which they derive (same hash tag, same slot
 - ``:alive``  sorted set of the same tokens by the time (ms) a waiter counts as gone
   if it has not come back: a crashed waiter cannot block the line for long.
 - ``:ttls``   hash: the lease (ms) each waiter asked for.
+- ``:addr``   hash: the channel of each waiter's doorbell (its process's subscriber).
 - ``:listen`` present while a caller of the plain ``wait`` (not queued) may be waiting:
   releases ring the bell for it too.
 - ``:turn``   while the lock is free with waiters in line: whose turn it is, until
@@ -24,7 +25,10 @@ base name ``<prefix>:{<key>}``, from which they derive (same hash tag, same slot
 
 Wake-ups are pub/sub messages on the channel ``<prefix>:{<key>}:bell`` (inside the hash
 tag too). A store keeps one subscriber connection per process and hands each message
-to its local waiters (see :mod:`remotelock.stores.redis.bells`). Messages are hints: a
+to its local waiters (see :mod:`remotelock.stores.redis.bells`). A message for one
+waiter (``g`` and ``t`` below) also goes to its doorbell's own channel (``:addr``):
+a process whose waiters only wait for their turn subscribes to that channel alone, so
+a hand-over wakes the one process it concerns, not every process in line. Messages are hints: a
 waiter never sleeps past its timeout or the holder's lease, so a lost message costs
 time, never correctness. The scripts publish only when someone may listen (a queue or
 ``:listen`` exists): an uncontended release publishes nothing. They publish with
@@ -72,7 +76,8 @@ from .reader_lua import READER_SCRIPTS
 
 # KEYS[1] the lock's base name
 # ARGV[1] token, ARGV[2] lease in ms, ARGV[3] waiter grace in ms, ARGV[4] fence
-#         retention in ms (how long :fence outlives the lease)
+#         retention in ms (how long :fence outlives the lease), ARGV[5] the channel of
+#         the caller's doorbell ('' if it has none), kept with its place in line
 # Takes the lock if it is free and no earlier waiter is queued (or `token` is first),
 # with a new fencing token in the same step. Re-acquiring with the holding token is
 # idempotent (and claims a lock handed over to `token`: its lease is reset to the full
@@ -123,6 +128,9 @@ end
 redis.call('ZADD', QUEUE, 'NX', now_us, token)
 redis.call('ZADD', ALIVE, now + tonumber(ARGV[3]), token)
 redis.call('HSET', TTLS, token, ARGV[2])
+if ARGV[5] ~= '' then
+  redis.call('HSET', ADDR, token, ARGV[5])  -- where to tell it of its turn
+end
 keep_queue(ARGV[3])
 if readers then
   return -math.max(readers - now, 1)
@@ -218,7 +226,7 @@ forget(token)
 if head == token and redis.call('EXISTS', LOCK) == 0 then
   local next_head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
   if next_head then
-    ring('t' .. next_head)
+    tell(next_head, 't')
   end
 end
 if redis.call('EXISTS', QUEUE) == 0 then
@@ -255,8 +263,9 @@ for i, base in ipairs(KEYS) do
   end
 end
 for base in pairs(lines) do
-  local queue, alive, ttls = base .. ':queue', base .. ':alive', base .. ':ttls'
-  for _, name in ipairs({queue, alive, ttls}) do
+  local queue, alive = base .. ':queue', base .. ':alive'
+  local ttls, addr = base .. ':ttls', base .. ':addr'
+  for _, name in ipairs({queue, alive, ttls, addr}) do
     redis.call('PEXPIRE', name, grace)
   end
   local reading = redis.call('ZCOUNT', base .. ':readers', '(' .. now, '+inf')
@@ -265,9 +274,14 @@ for base in pairs(lines) do
       redis.call('ZREM', queue, dead)
       redis.call('ZREM', alive, dead)
       redis.call('HDEL', ttls, dead)
+      redis.call('HDEL', addr, dead)
     end
     local head = redis.call('ZRANGE', queue, 0, 0)[1]
     if head then
+      local own = redis.call('HGET', addr, head)
+      if own then
+        redis.pcall('PUBLISH', own, 't' .. base .. ':bell ' .. head)
+      end
       redis.pcall('PUBLISH', base .. ':bell', 't' .. head)
     end
   end

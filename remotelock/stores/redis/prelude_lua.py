@@ -35,7 +35,7 @@ PRELUDE: Final[str] = f"""
 local BASE = KEYS[1]
 local LOCK, FENCE, QUEUE = BASE .. ':lock', BASE .. ':fence', BASE .. ':queue'
 local ALIVE, TTLS, LISTEN = BASE .. ':alive', BASE .. ':ttls', BASE .. ':listen'
-local RELEASED, BELL = BASE .. ':released', BASE .. ':bell'
+local RELEASED, BELL, ADDR = BASE .. ':released', BASE .. ':bell', BASE .. ':addr'
 local READERS, WMARK, TURN = BASE .. ':readers', BASE .. ':wmark', BASE .. ':turn'
 local RELEASED_MS, HANDOVER_MS = {RELEASED_MS}, {HANDOVER_MS}
 -- Integers as Redis arguments and messages (tostring would write 1.75e+15).
@@ -50,10 +50,22 @@ end
 local function ring(message)
   redis.pcall('PUBLISH', BELL, message)
 end
+-- Tell the waiter `head` (`said` is a 'g' or 't' message but its token) on its
+-- doorbell's own channel, so that only its process wakes (one channel serves all its
+-- keys: the token is named with the key's bell there), and on the key's bell for
+-- those who hear every change.
+local function tell(head, said)
+  local addr = redis.call('HGET', ADDR, head)
+  if addr then
+    redis.pcall('PUBLISH', addr, said .. BELL .. ' ' .. head)
+  end
+  ring(said .. head)
+end
 local function forget(waiter)
   redis.call('ZREM', QUEUE, waiter)
   redis.call('ZREM', ALIVE, waiter)
   redis.call('HDEL', TTLS, waiter)
+  redis.call('HDEL', ADDR, waiter)
 end
 local function prune(now)
   for _, waiter in ipairs(redis.call('ZRANGEBYSCORE', ALIVE, '-inf', now)) do
@@ -90,8 +102,8 @@ local function hand_over(grace, retain)
     local lease = math.min(asked, grace, HANDOVER_MS)
     redis.call('DEL', WMARK)  -- a writer is in: no reader waits behind it any more
     local fence = take(head, lease, retain)
+    tell(head, 'g' .. int(fence) .. ':' .. int(lease) .. ':')
     forget(head)
-    ring('g' .. int(fence) .. ':' .. int(lease) .. ':' .. head)
   else
     ring('r')
   end
@@ -119,14 +131,14 @@ local function whose_turn(now, token)
       redis.call('SET', TURN, int(deadline) .. ':' .. place, 'PX', 2 * HANDOVER_MS)
     end
     if deadline > now then
-      ring('t' .. head)
+      tell(head, 't')
       return head, deadline - now
     end
     forget(head)  -- its turn came and went: the next in line
   end
 end
 local function keep_queue(ms)
-  for _, name in ipairs({{QUEUE, ALIVE, TTLS}}) do
+  for _, name in ipairs({{QUEUE, ALIVE, TTLS, ADDR}}) do
     redis.call('PEXPIRE', name, ms)
   end
 end

@@ -168,7 +168,8 @@ class RedisStore(RedisPermits, RedisReaders):
         k = layout(self.prefix, key)
         asked = time.monotonic()
         with translate(self, "acquire", key):
-            args = [token, ms(ttl), self._grace_ms, self._retain_ms]
+            address = self._clients.doorbell().address
+            args = [token, ms(ttl), self._grace_ms, self._retain_ms, address]
             reply = int(self._run("acquire", [k.base], args))
         if reply > 0:
             self._queued.pop(token, None)
@@ -245,8 +246,12 @@ class RedisStore(RedisPermits, RedisReaders):
         if queued is None:  # not queued by this store: no bound learnt, no request time
             queued = self._queued[token] = Queued(key, time.monotonic(), 0)
         role = WATCH if every_release else TURN
+        doorbell = self._clients.doorbell()
+        channel, name = k.bell, token
+        if not every_release:  # told on the doorbell's own channel, named with the key
+            channel, name = doorbell.address, f"{k.bell} {token}"
         spec = Wait(
-            k.bell, role, token, queued.asked, queued.bound(timeout),
+            channel, role, name, queued.asked, queued.bound(timeout),
             queued.seen + self._refresh_every, self._refresh_every,
         )  # fmt: skip
         look = Look(token, role)
@@ -260,7 +265,7 @@ class RedisStore(RedisPermits, RedisReaders):
             return None if queued.lost else max(queued.seen, self._keeper.started)
 
         with translate(self, "wait", key):
-            return self._clients.doorbell().wait(spec, check, refresh)
+            return doorbell.wait(spec, check, refresh)
 
     def _keep_places(self) -> None:
         """Keep the places in line of every token this store has queued: one script
