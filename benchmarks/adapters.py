@@ -136,9 +136,13 @@ class PotteryAdapter:
         handle.release()
 
 
+BARGING = 0.015
+"""The barging window remotelock's second Redis row runs with (seconds)."""
+
 # remotelock on each store; the value says which store URL it needs.
 REMOTELOCK_KINDS = {
     "remotelock": ("redis", "remotelock (Redis)"),
+    "remotelock-barging": ("redis-barging", f"remotelock (Redis, barging={BARGING * 1000:g} ms)"),
     "remotelock-postgres": ("postgres", "remotelock (PostgreSQL)"),
     "remotelock-postgres-polling": ("postgres-polling", "remotelock (PostgreSQL, polling only)"),
     "remotelock-sqlite": ("sqlite", "remotelock (SQLite)"),

@@ -65,7 +65,7 @@ def test_a_hand_over_reaches_only_the_waiter_it_concerns(stores: list[RedisStore
     for store in (first, second):  # both readers listen on their own channels
         board = store._clients.doorbell()._board
         until(lambda board=board: board.listening)
-    own = [store._clients.doorbell().address for store in (first, second)]
+    own = [store._clients.doorbell().channel for store in (first, second)]
     assert all(subscribers(first, name) == 1 for name in own)
     assert subscribers(first, k.bell) == 0  # nobody waiting for a turn hears the key's bell
     assert holder.release("k", "H") is True
@@ -113,7 +113,7 @@ def test_turns_and_hand_overs_are_told_on_the_waiters_own_channel(
     bell, so that one channel can serve every key of a process."""
     holder, first, other = stores
     k = layout(holder.prefix, "k")
-    address = first._clients.doorbell().address
+    address = first._clients.doorbell().channel
     listener = holder.client.pubsub(ignore_subscribe_messages=True)
     listener.subscribe(address)
     until(lambda: subscribers(holder, address) == 1)
@@ -190,3 +190,41 @@ def test_many_processes_in_line_are_served_in_order(redis_server: RedisServer) -
     assert len(order) == 100
     for store in stores:
         store.close()
+
+
+def test_a_waiter_whose_process_is_gone_is_passed_over_at_once(
+    stores: list[RedisStore],
+) -> None:
+    """A hand-over skips a waiter whose process no longer listens (its subscriber
+    connection closed: the process died): the next waiter gets the lock at once, not
+    after the 3 s a dead waiter's hand-over lease would last."""
+    holder, doomed, alive = stores
+    assert holder.acquire("k", "H", 30) is not None
+    assert doomed.acquire("k", "warm", 30) is None  # its first wait starts its reader
+    doomed.wait_turn("k", "warm", 0.05)
+    doomed.leave("k", "warm")
+    assert doomed.acquire("k", "D", 30) is None  # queued by a process that listens
+    assert not doomed._clients.doorbell().address.startswith("~")
+    assert alive.acquire("k", "A", 30) is None
+    handed: dict[str, Any] = {}
+    thread = wait_in_thread(alive, "k", "A", handed)
+    time.sleep(1.2)  # D has been in line over a second
+    doomed.close()  # its process dies: its subscriber connection closes
+    until(lambda: subscribers(holder, doomed._clients.doorbell().channel) == 0)
+    released = time.monotonic()
+    assert holder.release("k", "H") is True
+    thread.join(20)
+    assert isinstance(handed["A"], Handover)
+    assert time.monotonic() - released < 2  # not the dead one's 3 s lease
+    assert holder.owner("k") == "A"
+
+
+def test_a_fresh_waiter_is_not_judged_gone(stores: list[RedisStore]) -> None:
+    """A process starts listening just after its first acquire: until then (and for
+    the first second in line) a waiter without a subscriber still gets the lock."""
+    holder, first, _ = stores
+    assert holder.acquire("k", "H", 30) is not None
+    assert first.acquire("k", "W", 30) is None  # no reader yet: its channel is marked
+    assert first._clients.doorbell().address.startswith("~")
+    assert holder.release("k", "H") is True
+    assert holder.owner("k") == "W"

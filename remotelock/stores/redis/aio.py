@@ -62,8 +62,10 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
       ``unix:///path/redis.sock``, ``redis+sentinel://host:26379[,host:port]/service[/db]``,
       ``redis+cluster://host:port[,host:port]``. Query options: ``prefix`` (key
       namespace, default ``remotelock``), ``waiter_grace`` (seconds a queued waiter
-      keeps its place without coming back, default 3), ``fence_retention`` (seconds
-      a key's fencing state outlives its last lease, default 86400), plus any redis-py
+      keeps its place without coming back, default 60), ``fence_retention`` (seconds
+      a key's fencing state outlives its last lease, default 86400), ``barging``
+      (seconds a holder may take the lock back before handing it to the first in
+      line, default 0: strict first come, first served), plus any redis-py
       option (``socket_timeout``, ``db``, ...). Clients built from a URL get 5 s connect and
       read timeouts and retry a broken connection once.
     - Or pass a client: ``AsyncRedisStore(redis.asyncio.Redis(...))``, a Sentinel
@@ -75,8 +77,9 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
       built from the same URL, or for a store given a client, this store in worker
       threads.
     - Layout (per lock key, one hash tag): ``<prefix>:{<key>}:lock`` (holder token,
-      PX lease), ``:fence`` (the last fencing token), ``:queue``, ``:alive`` and
-      ``:ttls`` (waiters, in arrival order), ``:listen`` (a plain ``wait`` is
+      PX lease), ``:fence`` (the last fencing token), ``:queue``, ``:alive``,
+      ``:ttls`` and ``:addr`` (waiters, in arrival order; ``:turn``, ``:window``: see
+      :mod:`~remotelock.stores.redis.lua`), ``:listen`` (a plain ``wait`` is
       listening) and ``:released`` (the last releasing token, for a minute); shared
       leases in ``:readers`` and ``:rfences``, a waiting writer's mark ``:wmark``,
       ``:rreleased`` (see :mod:`~remotelock.stores.redis.reader_lua`). Every
@@ -92,7 +95,9 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
       one sequence for both kinds. See :mod:`remotelock.stores.redis.lua`.
     - Clock: the Redis server's (``PX`` expiry, ``TIME`` in scripts).
     - Wake-ups: a release hands the lock to the first waiter in line and publishes one
-      message on the key's channel, only if someone waits. Each store keeps **one**
+      message on the key's channel and one on that waiter's own process channel, only
+      if someone waits; a waiter whose process is gone is passed over. With
+      ``barging``, a release within the window hands nothing over. Each store keeps **one**
       subscriber connection per process (per event loop for the asyncio store), read
       by one thread (or task), however many callers wait: waiters hold no connection
       while they sleep, and their waits end on time, to the millisecond, never later
@@ -121,14 +126,17 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
         prefix: str = "remotelock",
         waiter_grace: float = WAITER_GRACE,
         fence_retention: float = FENCE_RETENTION,
+        barging: float = 0.0,
     ) -> None:
-        options = check_options(prefix, waiter_grace, fence_retention)
+        options = check_options(prefix, waiter_grace, fence_retention, barging)
         self._clients = AsyncClients.of(client, options.prefix, type(self).__name__)
         self.prefix = options.prefix
         self.waiter_grace = options.waiter_grace
         self._grace_ms = ms(options.waiter_grace)
         self.fence_retention = options.fence_retention
         self._retain_ms = ms(options.fence_retention)
+        self.barging = options.barging
+        self._window_ms = round(options.barging * 1000)  # 0: strict first come, first served
         self._queued: dict[str, Queued] = {}  # this store's tokens in line, by token
         self._refresh_every = options.waiter_grace / 3
         self._keeper = Keeper(self._refresh_every)
@@ -167,7 +175,7 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
         asked = time.monotonic()
         with translate(self, "acquire", key):
             address = self._clients.doorbell().address
-            args = [token, ms(ttl), self._grace_ms, self._retain_ms, address]
+            args = [token, ms(ttl), self._grace_ms, self._retain_ms, address, self._window_ms]
             reply = int(await self._run("acquire", [k.base], args))
         if reply > 0:
             self._queued.pop(token, None)
@@ -184,7 +192,7 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
         k = layout(self.prefix, key)
         self._forget(token)
         with translate(self, "release", key):
-            args = [token, self._grace_ms, self._retain_ms]
+            args = [token, self._grace_ms, self._retain_ms, self._window_ms]
             return bool(await self._run("release", [k.base], args))
 
     async def extend(self, key: str, token: str, ttl: float) -> bool:
@@ -247,7 +255,7 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
         doorbell = self._clients.doorbell()
         channel, name = k.bell, token
         if not every_release:  # told on the doorbell's own channel, named with the key
-            channel, name = doorbell.address, f"{k.bell} {token}"
+            channel, name = doorbell.channel, f"{k.bell} {token}"
         spec = Wait(
             channel, role, name, queued.asked, queued.bound(timeout),
             queued.seen + self._refresh_every, self._refresh_every,

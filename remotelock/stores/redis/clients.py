@@ -34,7 +34,9 @@ waiter costs one round trip every 15 s on average. A waiter that gave up or died
 without leaving the line keeps its place this long, but holds the line up for at most
 :data:`~remotelock.stores.redis.prelude_lua.HANDOVER_MS` when its turn comes: a lock
 handed to it lapses then, and a free lock's turn passes to the next in line."""
-_SECONDS: Final = ("waiter_grace", "fence_retention")
+BARGING_MAX: Final = 1.0
+"""The longest barging window (seconds): beyond it the first in line waits too long."""
+_SECONDS: Final = ("waiter_grace", "fence_retention", "barging")
 
 
 class Options(NamedTuple):
@@ -43,10 +45,14 @@ class Options(NamedTuple):
     prefix: str = "remotelock"
     waiter_grace: float = WAITER_GRACE
     fence_retention: float = FENCE_RETENTION
+    barging: float = 0.0
 
 
 def check_options(
-    prefix: object, waiter_grace: object, fence_retention: object = FENCE_RETENTION
+    prefix: object,
+    waiter_grace: object,
+    fence_retention: object = FENCE_RETENTION,
+    barging: object = 0.0,
 ) -> Options:
     if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
         raise StoreConfigError(
@@ -61,7 +67,11 @@ def check_options(
         raise StoreConfigError(f"fence_retention must be a number of seconds, got {retention!r}")
     if not 0.01 <= retention <= 10 * 365 * 86400:
         raise StoreConfigError(f"fence_retention must be 0.01 s to 10 years, got {retention!r}")
-    return Options(prefix, float(waiter_grace), float(retention))
+    if isinstance(barging, bool) or not isinstance(barging, (int, float)):
+        raise StoreConfigError(f"barging must be a number of seconds, got {barging!r}")
+    if not 0 <= barging <= BARGING_MAX:
+        raise StoreConfigError(f"barging must be 0-{BARGING_MAX:g} s, got {barging!r}")
+    return Options(prefix, float(waiter_grace), float(retention), float(barging))
 
 
 def parse_url(

@@ -66,10 +66,22 @@ class AsyncDoorbell:
         self._closed = False
 
     @property
+    def channel(self) -> str:
+        """This doorbell's own channel (its reader's nudge channel)."""
+        return self._board.nudge
+
+    @property
     def address(self) -> str:
         """The channel this doorbell's reader always hears: scripts tell a waiter of its
-        turn there, waking this process alone ('' if it cannot subscribe)."""
-        return "" if self._board.broken else self._board.nudge
+        turn there, waking this process alone ('' if it cannot subscribe). Marked ``~``
+        unless the reader listens now and a subscriber count is to be trusted (not on a
+        Cluster): the scripts pass over a waiter whose marked-for-counting channel has
+        no subscriber (its process is gone), and a ``~`` one never."""
+        board = self._board
+        if board.broken:
+            return ""
+        counted = board.listening and not hasattr(self._client, "keyslot")
+        return board.nudge if counted else "~" + board.nudge
 
     async def wait(
         self, spec: Wait, check: AsyncCheck, refresh: AsyncRefresh | None = None

@@ -71,8 +71,9 @@ from __future__ import annotations
 from typing import Final
 
 from .permit_lua import PERMIT_SCRIPTS
-from .prelude_lua import PRELUDE, READERS_LUA, RELEASED_MS
+from .prelude_lua import CORE, PRELUDE, READERS_LUA, RELEASED_MS, REST
 from .reader_lua import READER_SCRIPTS
+from .wait_lua import LISTEN_SCRIPT, PEEK_SCRIPT, REFRESH_SCRIPT, WAIT_SCRIPTS
 
 # KEYS[1] the lock's base name
 # ARGV[1] token, ARGV[2] lease in ms, ARGV[3] waiter grace in ms, ARGV[4] fence
@@ -93,9 +94,9 @@ from .reader_lua import READER_SCRIPTS
 #          readers: until the last of their leases ends; if free but another waiter is
 #          first in line: until that waiter's turn ends, when `token` should look again).
 ACQUIRE_SCRIPT: Final[str] = (
-    PRELUDE
+    CORE
     + """
-local token, retain = ARGV[1], tonumber(ARGV[4])
+local token, retain, window = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[6])
 local holder = redis.call('GET', LOCK)
 if holder == token then
   redis.call('PEXPIRE', LOCK, ARGV[2])
@@ -107,7 +108,12 @@ end
 if not holder and redis.call('EXISTS', QUEUE, READERS, WMARK) == 0 then  -- free, alone
   return take(token, ARGV[2], retain)
 end
+if not holder and window > 0 and redis.call('EXISTS', WINDOW) == 1
+    and redis.call('EXISTS', READERS, WMARK) == 0 and not redis.call('ZSCORE', QUEUE, token) then
+  return take(token, ARGV[2], retain)  -- barging: the holder's window is open
+end
 """
+    + REST
     + READERS_LUA
     + """
 local now, now_us = now_ms()
@@ -117,6 +123,10 @@ local turn_left = 0
 if readers then
   mark_writer(now, readers)  -- held by readers: new ones wait behind this writer
 elseif not holder then
+  if window > 0 and redis.call('EXISTS', WINDOW) == 1 then  -- barging: free to take
+    forget(token)
+    return take(token, ARGV[2], retain)
+  end
   local head
   head, turn_left = whose_turn(now, token)  -- free: tells the first in line, if not us
   if not head or head == token then
@@ -125,7 +135,7 @@ elseif not holder then
     return take(token, ARGV[2], retain)
   end
 end
-redis.call('ZADD', QUEUE, 'NX', now_us, token)
+local added = redis.call('ZADD', QUEUE, 'NX', now_us, token)
 redis.call('ZADD', ALIVE, now + tonumber(ARGV[3]), token)
 redis.call('HSET', TTLS, token, ARGV[2])
 if ARGV[5] ~= '' then
@@ -137,7 +147,23 @@ if readers then
 elseif not holder then
   return -math.max(turn_left, 1)
 end
-return -math.max(redis.call('PTTL', LOCK), 0)
+local left = math.max(redis.call('PTTL', LOCK), 0)
+if window > 0 and redis.call('ZRANGE', QUEUE, 0, 0)[1] == token then
+  -- First in line while the holder may take the lock back: it looks again when that
+  -- window closes (then the next release hands the lock over). The first waiter of a
+  -- line opens the window.
+  local open = redis.call('PTTL', WINDOW)
+  if open < 0 and added == 1 then
+    redis.call('SET', WINDOW, token, 'PX', window)
+    open = window
+  elseif open > 0 and redis.call('GET', WINDOW) ~= token then
+    redis.call('SET', WINDOW, token, 'KEEPTTL')  -- it knows when the window closes
+  end
+  if open > 0 then
+    left = math.min(left, open)
+  end
+end
+return -left
 """
 )
 
@@ -153,10 +179,28 @@ return -math.max(redis.call('PTTL', LOCK), 0)
 # returns: 1 if released (now or by this token's previous call), 0 if `token` did not
 #          hold the lock.
 RELEASE_SCRIPT: Final[str] = (
-    PRELUDE
+    CORE
     + """
-local token = ARGV[1]
-if redis.call('GET', LOCK) ~= token then
+local token, window = ARGV[1], tonumber(ARGV[4])
+local holder = redis.call('GET', LOCK)
+local quiet = holder == token and redis.call('EXISTS', QUEUE, LISTEN) == 0  -- nobody waits
+if holder == token and not quiet and window > 0 and redis.call('EXISTS', WINDOW) == 1 then
+  -- Within the barging window, with the first in line told when it closes: nobody is
+  -- handed the lock (watchers still hear of the release).
+  quiet = redis.call('GET', WINDOW) == redis.call('ZRANGE', QUEUE, 0, 0)[1]
+  if quiet then
+    redis.pcall('PUBLISH', BELL, 'r')
+  end
+end
+if quiet then
+  redis.call('DEL', LOCK)
+  redis.call('SET', RELEASED, token, 'PX', RELEASED_MS)
+  return 1
+end
+"""
+    + REST
+    + """
+if holder ~= token then
   forget(token)
   if redis.call('GET', RELEASED) == token then
     return 1
@@ -164,7 +208,24 @@ if redis.call('GET', LOCK) ~= token then
   return 0
 end
 redis.call('DEL', LOCK)
-hand_over(tonumber(ARGV[2]), tonumber(ARGV[3]))
+if window > 0 and redis.call('EXISTS', WINDOW, QUEUE) == 2 then
+  -- Within the window nobody in line is handed the lock (watchers still hear of it),
+  -- but the first in line must know when the window closes, in case nobody takes the
+  -- lock back: it is told once (:window names it), when it is not yet.
+  local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+  if head and redis.call('GET', WINDOW) ~= head then
+    redis.call('SET', WINDOW, head, 'KEEPTTL')
+    tell(head, 't')
+  end
+  ring('r')
+else
+  hand_over(tonumber(ARGV[2]), tonumber(ARGV[3]))
+  if window > 0 and redis.call('EXISTS', QUEUE) == 1 then
+    -- The new holder's window opens. The next in line is told of it by the first
+    -- release within it, not now: a wake-up beside the hand-over's would slow it.
+    redis.call('SET', WINDOW, '', 'PX', window)
+  end
+end
 redis.call('SET', RELEASED, token, 'PX', RELEASED_MS)
 return 1
 """
@@ -239,103 +300,6 @@ return 0
 """
 )
 
-# KEYS   the lock's base name of each waiter (one Cluster slot: the caller groups them)
-# ARGV[1] waiter grace in ms; ARGV[1 + i] the token waiting on KEYS[i]
-# Waiters say they are still there (keep their places in line during long waits): a
-# store keeps all its waiters' places with one call (per slot), however many wait.
-# A lock found free with waiters in line had no release to wake them (it was handed
-# to a waiter that died, or its holder's lease ran out): the dead are dropped and the
-# first live waiter is told its turn has come (not while shared leases hold it: their
-# last release lets the first in line in).
-# returns: for each waiter, 1 if it is still queued, 0 if not (dropped, or handed the
-#          lock).
-REFRESH_SCRIPT: Final[str] = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local grace = tonumber(ARGV[1])
-local kept, lines = {}, {}
-for i, base in ipairs(KEYS) do
-  kept[i] = 0
-  if redis.call('ZSCORE', base .. ':queue', ARGV[i + 1]) then
-    redis.call('ZADD', base .. ':alive', now + grace, ARGV[i + 1])
-    kept[i] = 1
-    lines[base] = true
-  end
-end
-for base in pairs(lines) do
-  local queue, alive = base .. ':queue', base .. ':alive'
-  local ttls, addr = base .. ':ttls', base .. ':addr'
-  for _, name in ipairs({queue, alive, ttls, addr}) do
-    redis.call('PEXPIRE', name, grace)
-  end
-  local reading = redis.call('ZCOUNT', base .. ':readers', '(' .. now, '+inf')
-  if reading == 0 and redis.call('EXISTS', base .. ':lock') == 0 then
-    for _, dead in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now)) do
-      redis.call('ZREM', queue, dead)
-      redis.call('ZREM', alive, dead)
-      redis.call('HDEL', ttls, dead)
-      redis.call('HDEL', addr, dead)
-    end
-    local head = redis.call('ZRANGE', queue, 0, 0)[1]
-    if head then
-      local own = redis.call('HGET', addr, head)
-      if own then
-        redis.pcall('PUBLISH', own, 't' .. base .. ':bell ' .. head)
-      end
-      redis.pcall('PUBLISH', base .. ':bell', 't' .. head)
-    end
-  end
-end
-return kept
-"""
-
-# KEYS[1] the lock's base name
-# A waiter's look at the lock when a wake-up may have been missed (its subscription
-# started after it queued) or cannot come (no subscriber): was the lock handed to it?
-# returns: {holder token or '', fencing counter, remaining lease in ms, and with no
-#          holder: how many shared leases hold the key (it is not free while any do)}
-PEEK_SCRIPT: Final[str] = (
-    PRELUDE
-    + """
-local holder = redis.call('GET', LOCK)
-if not holder then
-  local now = now_ms()
-  return {'', 0, 0, redis.call('ZCOUNT', READERS, '(' .. int(now), '+inf')}
-end
-return {holder, tonumber(redis.call('GET', FENCE)) or 0, redis.call('PTTL', LOCK)}
-"""
-)
-
-# KEYS[1] the lock's base name
-# ARGV[1] the longest the caller will wait, in ms
-# A caller of the plain `wait` (which does not queue) asks releases to ring the bell
-# for as long as it may wait, and learns who holds the lock and for how long still.
-# Shared leases hold it too: then the wait lasts until the last of them ends (their
-# last release rings the bell).
-# returns: {the holder's remaining lease in ms, its token ('' for readers)}, or
-#          {-1, ''} if free.
-LISTEN_SCRIPT: Final[str] = (
-    PRELUDE
-    + READERS_LUA
-    + """
-local holder = redis.call('GET', LOCK)
-local left = redis.call('PTTL', LOCK)
-if not holder then
-  local now = now_ms()
-  local last = readers_until(now)
-  if not last then
-    return {-1, ''}
-  end
-  holder, left = '', last - now
-end
-if left == -1 then  -- a lock without expiry (not set by us): wait for the caller's bound
-  left = tonumber(ARGV[1])
-end
-listen_for(math.min(left, tonumber(ARGV[1])))
-return {left, holder}
-"""
-)
-
 # KEYS[1] the lock's base name
 # ARGV[1] waiter grace in ms, ARGV[2] fence retention in ms
 # Frees the lock whoever holds it (an operator breaking a stuck lock) and hands it over;
@@ -358,9 +322,7 @@ SCRIPTS: Final = {
     "extend": EXTEND_SCRIPT,
     "extend_many": EXTEND_MANY_SCRIPT,
     "leave": LEAVE_SCRIPT,
-    "refresh": REFRESH_SCRIPT,
-    "peek": PEEK_SCRIPT,
-    "listen": LISTEN_SCRIPT,
+    **WAIT_SCRIPTS,
     "force_release": FORCE_RELEASE_SCRIPT,
     **PERMIT_SCRIPTS,
     **READER_SCRIPTS,

@@ -31,12 +31,13 @@ line since it last kept its place (within ``waiter_grace``) holds the line up th
 at most, whatever the grace: a long grace keeps waiting quiet without making a dead
 waiter costly."""
 
-PRELUDE: Final[str] = f"""
+CORE: Final[str] = f"""
 local BASE = KEYS[1]
 local LOCK, FENCE, QUEUE = BASE .. ':lock', BASE .. ':fence', BASE .. ':queue'
 local ALIVE, TTLS, LISTEN = BASE .. ':alive', BASE .. ':ttls', BASE .. ':listen'
 local RELEASED, BELL, ADDR = BASE .. ':released', BASE .. ':bell', BASE .. ':addr'
 local READERS, WMARK, TURN = BASE .. ':readers', BASE .. ':wmark', BASE .. ':turn'
+local WINDOW = BASE .. ':window'
 local RELEASED_MS, HANDOVER_MS = {RELEASED_MS}, {HANDOVER_MS}
 -- Integers as Redis arguments and messages (tostring would write 1.75e+15).
 local function int(x)
@@ -45,32 +46,6 @@ end
 local function now_ms()
   local t = redis.call('TIME')
   return t[1] * 1000 + math.floor(t[2] / 1000), t[1] * 1000000 + t[2]
-end
--- A wake-up is a hint: if this user may not publish (ACL channels), the step goes on.
-local function ring(message)
-  redis.pcall('PUBLISH', BELL, message)
-end
--- Tell the waiter `head` (`said` is a 'g' or 't' message but its token) on its
--- doorbell's own channel, so that only its process wakes (one channel serves all its
--- keys: the token is named with the key's bell there), and on the key's bell for
--- those who hear every change.
-local function tell(head, said)
-  local addr = redis.call('HGET', ADDR, head)
-  if addr then
-    redis.pcall('PUBLISH', addr, said .. BELL .. ' ' .. head)
-  end
-  ring(said .. head)
-end
-local function forget(waiter)
-  redis.call('ZREM', QUEUE, waiter)
-  redis.call('ZREM', ALIVE, waiter)
-  redis.call('HDEL', TTLS, waiter)
-  redis.call('HDEL', ADDR, waiter)
-end
-local function prune(now)
-  for _, waiter in ipairs(redis.call('ZRANGEBYSCORE', ALIVE, '-inf', now)) do
-    forget(waiter)
-  end
 end
 -- A new fencing token: the server's clock in microseconds, or the key's last token + 1
 -- if that is larger (see the module docs). The :fence key keeps it until `retain` ms
@@ -90,13 +65,70 @@ local function take(token, lease, retain)
   end
   return next_fence(lease, retain)
 end
+"""
+"""The names and the helpers that take a lock: what every fast path needs. A script's
+uncontended path runs right after it, before the closures of :data:`REST` are made
+(each costs the server time on every call)."""
+
+REST: Final[str] = """
+-- A wake-up is a hint: if this user may not publish (ACL channels), the step goes on.
+local function ring(message)
+  redis.pcall('PUBLISH', BELL, message)
+end
+-- Tell the waiter `head` (`said` is a 'g' or 't' message but its token) on its
+-- doorbell's own channel, so that only its process wakes (one channel serves all its
+-- keys: the token is named with the key's bell there), and on the key's bell for
+-- those who hear every change.
+local function tell(head, said)
+  local addr = redis.call('HGET', ADDR, head)
+  if addr then
+    addr = string.gsub(addr, '^~', '')
+    redis.pcall('PUBLISH', addr, said .. BELL .. ' ' .. head)
+  end
+  ring(said .. head)
+end
+local function forget(waiter)
+  redis.call('ZREM', QUEUE, waiter)
+  redis.call('ZREM', ALIVE, waiter)
+  redis.call('HDEL', TTLS, waiter)
+  redis.call('HDEL', ADDR, waiter)
+end
+local function prune(now)
+  for _, waiter in ipairs(redis.call('ZRANGEBYSCORE', ALIVE, '-inf', now)) do
+    forget(waiter)
+  end
+end
+-- A waiter whose process no longer listens cannot come for the lock: its doorbell's
+-- channel has no subscriber (the process died, or lost its connection). Only a channel
+-- its process was already listening on when it queued counts ('~' before the channel:
+-- not yet, or on a Cluster, where each node counts its own subscribers only), and only
+-- after a second in line; a waiter that left no channel polls, and is never gone.
+local function gone(waiter, now_us)
+  local addr = redis.call('HGET', ADDR, waiter)
+  if not addr or string.sub(addr, 1, 1) == '~' then
+    return false
+  end
+  local since = tonumber(redis.call('ZSCORE', QUEUE, waiter))
+  return since ~= nil and now_us - since > 1000000
+    and redis.call('PUBSUB', 'NUMSUB', addr)[2] == 0
+end
+-- The first waiter in line that may still come for the lock; the gone ones leave.
+local function first_live(now_us)
+  local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+  while head and gone(head, now_us) do
+    forget(head)
+    head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+  end
+  return head
+end
 -- The lock is free: give it to the first live waiter, and ring the bell (one message).
 local function hand_over(grace, retain)
   if redis.call('EXISTS', QUEUE, LISTEN) == 0 then  -- nobody waits: the common case
     return
   end
-  prune(now_ms())
-  local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+  local now, now_us = now_ms()
+  prune(now)
+  local head = first_live(now_us)
   if head then
     local asked = tonumber(redis.call('HGET', TTLS, head)) or grace
     local lease = math.min(asked, grace, HANDOVER_MS)
@@ -118,6 +150,11 @@ local function whose_turn(now, token)
   while true do
     local first = redis.call('ZRANGE', QUEUE, 0, 0, 'WITHSCORES')
     local head = first[1]
+    while head and head ~= token and gone(head, now * 1000) do
+      forget(head)
+      first = redis.call('ZRANGE', QUEUE, 0, 0, 'WITHSCORES')
+      head = first[1]
+    end
     if not head or head == token then
       return head, 0
     end
@@ -138,11 +175,14 @@ local function whose_turn(now, token)
   end
 end
 local function keep_queue(ms)
-  for _, name in ipairs({{QUEUE, ALIVE, TTLS, ADDR}}) do
+  for _, name in ipairs({QUEUE, ALIVE, TTLS, ADDR}) do
     redis.call('PEXPIRE', name, ms)
   end
 end
 """
+"""The helpers of a line of waiters (after :data:`CORE`)."""
+
+PRELUDE: Final[str] = CORE + REST
 """Names and helpers, prepended to every lock script (``KEYS[1]`` the base name)."""
 
 READERS_LUA: Final[str] = (
@@ -180,4 +220,4 @@ end
 of it so that the uncontended exclusive cycle defines none of them: the acquire script
 includes them after its fast path."""
 
-__all__ = ["HANDOVER_MS", "PRELUDE", "READERS_LUA", "RELEASED_MS"]
+__all__ = ["CORE", "HANDOVER_MS", "PRELUDE", "READERS_LUA", "RELEASED_MS", "REST"]

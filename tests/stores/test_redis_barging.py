@@ -1,0 +1,185 @@
+"""Bounded barging on Redis (``barging=`` seconds): a holder may take the lock back
+while the first waiter in line has waited less than the window, then strict hand-over.
+
+The default stays strict first come, first served (tests/stores/test_redis.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from remotelock import RemoteLock, StoreConfigError
+from remotelock.stores import store_from_url
+from remotelock.stores.base import Handover
+from remotelock.stores.redis.common import layout
+from remotelock.stores.redis.store import RedisStore
+from tests.servers.redis import RedisServer
+
+pytestmark = pytest.mark.redis
+
+WINDOW = 0.3  # long enough to act inside it on a loaded machine
+
+
+@pytest.fixture
+def pair(redis_server: RedisServer) -> Iterator[tuple[RedisStore, RedisStore]]:
+    """Two stores (two processes) on one prefix, with a barging window."""
+    prefix = f"barge-{uuid.uuid4().hex[:8]}"
+    made = [RedisStore.from_url(redis_server.url, prefix=prefix, barging=WINDOW) for _ in "ab"]
+    yield made[0], made[1]
+    for store in made:
+        store.close()
+
+
+def test_the_option_is_checked(redis_server: RedisServer) -> None:
+    store = store_from_url(f"{redis_server.url}?barging=0.02")
+    assert isinstance(store, RedisStore)
+    assert store.barging == 0.02
+    store.close()
+    assert RedisStore.from_url(redis_server.url).barging == 0  # strict FIFO by default
+    for bad in (-0.1, 1.5, "soon", True):
+        with pytest.raises(StoreConfigError, match="barging"):
+            RedisStore.from_url(redis_server.url, barging=bad)
+    with pytest.raises(StoreConfigError, match="barging"):
+        store_from_url(f"{redis_server.url}?barging=soon")
+
+
+def test_the_holder_takes_the_lock_back_within_the_window(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    holder, waiting = pair
+    k = layout(holder.prefix, "k")
+    assert holder.acquire("k", "H", 30) is not None
+    assert waiting.acquire("k", "W", 30) is None  # first in line: the window opens
+    assert 0 < holder.client.pttl(f"{k.base}:window") <= WINDOW * 1000
+    assert holder.release("k", "H") is True  # within it: nobody is handed the lock
+    assert holder.owner("k") is None
+    assert holder.acquire("k", "H2", 30) is not None  # the holder's process takes it back
+    assert holder.client.zrange(f"{k.base}:queue", 0, -1) == [b"W"]  # W keeps its place
+
+
+def test_after_the_window_the_release_hands_over(pair: tuple[RedisStore, RedisStore]) -> None:
+    holder, waiting = pair
+    assert holder.acquire("k", "H", 30) is not None
+    assert waiting.acquire("k", "W1", 30) is None
+    assert waiting.acquire("k", "W2", 30) is None
+    time.sleep(WINDOW + 0.1)  # the window closed: the next release is strict
+    assert holder.release("k", "H") is True
+    assert holder.owner("k") == "W1"
+    assert holder.acquire("k", "H", 30) is None  # the releaser queues behind W2
+    k = layout(holder.prefix, "k")
+    assert 0 < holder.client.pttl(f"{k.base}:window") <= WINDOW * 1000  # W1's window
+
+
+def test_a_waiter_gets_the_lock_when_the_holder_does_not_come_back(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    """A release inside the window wakes nobody; the first in line looks again when the
+    window closes, so a holder that never comes back costs the line the window."""
+    holder, waiting = pair
+    holder_lock = RemoteLock("k", store=holder, ttl=30)
+    lease = holder_lock.acquire()
+    got: list[float] = []
+
+    def wait() -> None:
+        with RemoteLock("k", store=waiting, ttl=30).acquire(timeout=20):
+            got.append(time.monotonic())
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.1)  # queued, first in line
+    released = time.monotonic()
+    lease.release()
+    thread.join(20)
+    assert got
+    assert got[0] - released < WINDOW + 2  # the window, not the 30 s lease or a 20 s wait
+
+
+def test_the_window_bounds_how_long_the_first_in_line_waits(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    """A holder taking the lock back in a tight loop cannot keep it past the window:
+    the first release after it hands the lock to the waiter."""
+    holder, waiting = pair
+    stop = threading.Event()
+    rounds = [0]
+
+    def hog() -> None:
+        lock = RemoteLock("k", store=holder, ttl=30)
+        while not stop.is_set():
+            with lock.acquire(timeout=20):
+                rounds[0] += 1
+                time.sleep(0.002)
+
+    thread = threading.Thread(target=hog)
+    thread.start()
+    while rounds[0] < 3:
+        time.sleep(0.01)
+    asked = time.monotonic()
+    with RemoteLock("k", store=waiting, ttl=30).acquire(timeout=20):
+        waited = time.monotonic() - asked
+        taken_back = rounds[0]
+    stop.set()
+    thread.join(20)
+    assert taken_back > 3  # the hog barged while the waiter waited...
+    assert waited < WINDOW + 2  # ...for the window at most (plus one section)
+
+
+def test_mutual_exclusion_and_progress_across_processes(redis_server: RedisServer) -> None:
+    prefix = f"bargex-{uuid.uuid4().hex[:8]}"
+    stores = [RedisStore.from_url(redis_server.url, prefix=prefix, barging=0.01) for _ in range(4)]
+    data = redis.Redis.from_url(redis_server.url)
+    inside = [0]
+    overlaps = [0]
+    done: dict[int, int] = {}
+
+    def work(n: int) -> None:
+        lock = RemoteLock("k", store=stores[n], ttl=10)
+        for _ in range(40):
+            with lock.acquire(timeout=30):
+                inside[0] += 1
+                overlaps[0] += inside[0] > 1
+                value = int(data.get(f"{prefix}:count") or 0)
+                time.sleep(0.001)
+                data.set(f"{prefix}:count", value + 1)
+                inside[0] -= 1
+        done[n] = 40
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert done == dict.fromkeys(range(4), 40)
+    assert overlaps[0] == 0
+    assert int(data.get(f"{prefix}:count") or 0) == 160
+    for store in stores:
+        store.close()
+
+
+def test_watchers_hear_a_release_inside_the_window(pair: tuple[RedisStore, RedisStore]) -> None:
+    holder, waiting = pair
+    assert holder.acquire("k", "H", 30) is not None
+    assert waiting.acquire("k", "W", 30) is None
+    woke: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: woke.update({"W": waiting.wait_turn("k", "W", 20, every_release=True)})
+    )
+    thread.start()
+    k = layout(holder.prefix, "k")
+    deadline = time.monotonic() + 10
+    while dict(holder.client.pubsub_numsub(k.bell))[k.bell.encode()] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    released = time.monotonic()
+    assert holder.release("k", "H") is True  # inside the window: no hand-over...
+    thread.join(20)
+    assert "W" in woke  # ...but a skip_if caller hears it at once
+    assert not isinstance(woke["W"], Handover)
+    assert time.monotonic() - released < 5
