@@ -23,6 +23,7 @@ from remotelock.stores.redis.bells import (
     Switchboard,
     Waiter,
 )
+from remotelock.stores.redis.waiters import Postpone
 
 BELL = "p:{k}:bell"
 
@@ -160,3 +161,24 @@ def test_malformed_messages_are_ignored(data: str) -> None:
     board.message(BELL, data, 4.0)
     assert not waiter.woken
     assert board.channels[BELL].released_at == -math.inf
+
+
+def test_a_postpone_reaches_only_its_waiter_and_is_no_release() -> None:
+    """Bounded barging tells the first in line when to look at the latest ('w'): the
+    waiter wakes with a Postpone; nobody else does, and no release is recorded."""
+    board, _ = board_with_reader()
+    own = "p:bells:x"
+    head = Recorder(TURN, f"{BELL} H", channel=own)
+    other = Recorder(TURN, f"{BELL} O", channel=own)
+    watcher = Recorder(WATCH, "W")
+    for waiter in (head, other, watcher):
+        assert board.enter(waiter, 3.0, 3.0)[0] is WAITING
+    board.message(own, f"w250:{BELL} H", 4.0)
+    assert isinstance(head.value, Postpone)
+    assert head.value.until == pytest.approx(4.25)
+    assert (other.signals, watcher.signals) == (0, 0)
+    board.message(BELL, "w250:H", 4.0)  # the bell's copy: no change of hands
+    assert watcher.signals == 0
+    assert board.channels[BELL].released_at < 4.0
+    board.message(own, f"g7:3000:{BELL} H", 4.1)  # a hand-over still wins
+    assert isinstance(head.value, Handover)

@@ -34,7 +34,7 @@ import uuid
 from typing import Any, Final
 
 from ..base import Handover
-from .waiters import LISTEN, PERMIT, TURN, WATCH, Channel, Wait, Waiter
+from .waiters import LISTEN, PERMIT, TURN, WATCH, Channel, Postpone, Wait, Waiter
 
 LINGER: Final = 15.0
 """Seconds a channel stays subscribed after its last local waiter left (hot keys keep
@@ -90,7 +90,7 @@ class Switchboard:
         self.lock = threading.Lock()
         self.nudge = nudge
         self.channels: dict[str, Channel] = {}
-        self.recent: dict[tuple[str, str], tuple[float, Handover | None]] = {}
+        self.recent: dict[tuple[str, str], tuple[float, Handover | Postpone | None]] = {}
         self.reader: object | None = None  # the running reader's identity
         self.listening = False  # the reader's nudge subscription is active
         self.listening_since = -math.inf
@@ -231,6 +231,10 @@ class Switchboard:
                         waiter.wake(None)
                         return
                 channel.freed_at = now
+            elif kind == "w":  # not a change of hands: only its waiter hears it
+                ms, _, token = body.partition(":")
+                if ms.isdigit():
+                    self._deliver(channel, name, token, Postpone(now + int(ms) / 1000), now)
             elif kind in "gtr":
                 self._changed(channel, name, kind, body, now)
 
@@ -255,7 +259,12 @@ class Switchboard:
             waiter.wake(None)
 
     def _deliver(
-        self, channel: Channel, name: str, token: str, value: Handover | None, now: float
+        self,
+        channel: Channel,
+        name: str,
+        token: str,
+        value: Handover | Postpone | None,
+        now: float,
     ) -> None:
         waiter = channel.queued.get(token)
         if waiter is not None:

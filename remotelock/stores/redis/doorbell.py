@@ -42,6 +42,7 @@ from .bells import (
 )
 from .common import subscriber_of
 from .threads import Check, Refresh, ThreadReader, ThreadWaiter
+from .waiters import Postpone
 
 log = logging.getLogger("remotelock.stores.redis")
 
@@ -106,6 +107,9 @@ class Doorbell:
                 if not woken:
                     return None  # the deadline, or the place in line was lost
                 outcome = value
+            if isinstance(outcome, Postpone):  # sleep on, but look by then at the latest
+                spec.deadline = min(spec.deadline, outcome.until)
+                continue
             if outcome is UNAVAILABLE:
                 return self._poll(spec, check, refresh)
             if outcome is not ACTIVATED:

@@ -41,6 +41,7 @@ from .bells import (
 )
 from .common import subscriber_of
 from .tasks import AsyncCheck, AsyncRefresh, TaskReader, TaskWaiter
+from .waiters import Postpone
 
 log = logging.getLogger("remotelock.stores.redis")
 
@@ -107,6 +108,9 @@ class AsyncDoorbell:
                 if not woken:
                     return None  # the deadline, or the place in line was lost
                 outcome = value
+            if isinstance(outcome, Postpone):  # sleep on, but look by then at the latest
+                spec.deadline = min(spec.deadline, outcome.until)
+                continue
             if outcome is UNAVAILABLE:
                 return await self._poll(spec, check, refresh)
             if outcome is not ACTIVATED:

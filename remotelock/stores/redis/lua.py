@@ -42,6 +42,9 @@ time, never correctness. The scripts publish only when someone may listen (a que
 - ``r`` a release with nobody in line (for watchers, plain waiters and readers).
 - ``t<token>`` the lock is free and ``<token>`` is first in line: its turn has come
   (for ``HANDOVER_MS``: then the next in line may take it).
+- ``w<ms>:<token>`` bounded barging: ``<token>``, first in line, is handed the lock by
+  the first release after the holder's window; it looks at the lock within ``<ms>``
+  at the latest, in case nobody takes the lock back (no round trip before that).
 
 Passing one name instead of several keeps every call small: the arguments of a command
 are encoded one by one on the client, and the uncontended cycle is two such calls.
@@ -149,9 +152,9 @@ elseif not holder then
 end
 local left = math.max(redis.call('PTTL', LOCK), 0)
 if window > 0 and redis.call('ZRANGE', QUEUE, 0, 0)[1] == token then
-  -- First in line while the holder may take the lock back: it looks again when that
-  -- window closes (then the next release hands the lock over). The first waiter of a
-  -- line opens the window.
+  -- First in line while the holder may take the lock back: it looks again a window
+  -- after that window closes (by then the first release after it has handed it the
+  -- lock, unless nobody took the lock back). The first waiter of a line opens it.
   local open = redis.call('PTTL', WINDOW)
   if open < 0 and added == 1 then
     redis.call('SET', WINDOW, token, 'PX', window)
@@ -160,7 +163,7 @@ if window > 0 and redis.call('ZRANGE', QUEUE, 0, 0)[1] == token then
     redis.call('SET', WINDOW, token, 'KEEPTTL')  -- it knows when the window closes
   end
   if open > 0 then
-    left = math.min(left, open)
+    left = math.min(left, open + window)
   end
 end
 return -left
@@ -210,12 +213,13 @@ end
 redis.call('DEL', LOCK)
 if window > 0 and redis.call('EXISTS', WINDOW, QUEUE) == 2 then
   -- Within the window nobody in line is handed the lock (watchers still hear of it),
-  -- but the first in line must know when the window closes, in case nobody takes the
-  -- lock back: it is told once (:window names it), when it is not yet.
+  -- but the first in line must look at the lock by a window after this one closes,
+  -- in case nobody takes it back: it is told once ('w', :window names it), when it is
+  -- not yet. Normally the first release after the window hands it the lock before.
   local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
   if head and redis.call('GET', WINDOW) ~= head then
     redis.call('SET', WINDOW, head, 'KEEPTTL')
-    tell(head, 't')
+    tell(head, 'w' .. int(redis.call('PTTL', WINDOW) + window) .. ':')
   end
   ring('r')
 else

@@ -25,6 +25,15 @@ PERMIT: Final = "permit"
 """A caller of ``wait_permit``: one local waiter wakes per freed permit."""
 
 
+@dataclass(frozen=True)
+class Postpone:
+    """A wake-up for the first in line under bounded barging: it is not handed the lock
+    before a release after the barging window, so it sleeps on, and looks at the lock
+    by ``until`` (monotonic) at the latest, in case nobody takes it back."""
+
+    until: float
+
+
 @dataclass
 class Wait:
     """One wait, as a doorbell runs it."""
@@ -113,4 +122,4 @@ class Channel:
         return not (self.queued or self.listeners or self.permits)
 
 
-__all__ = ["LISTEN", "PERMIT", "TURN", "WATCH", "Channel", "Wait", "Waiter"]
+__all__ = ["LISTEN", "PERMIT", "TURN", "WATCH", "Channel", "Postpone", "Wait", "Waiter"]
