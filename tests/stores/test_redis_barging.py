@@ -6,6 +6,7 @@ The default stays strict first come, first served (tests/stores/test_redis.py).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ import redis
 from remotelock import RemoteLock, StoreConfigError
 from remotelock.stores import store_from_url
 from remotelock.stores.base import Handover
+from remotelock.stores.redis.aio import AsyncRedisStore
 from remotelock.stores.redis.common import layout
 from remotelock.stores.redis.store import RedisStore
 from tests.servers.redis import RedisServer
@@ -214,3 +216,25 @@ def test_the_next_in_line_is_told_once_when_to_look(pair: tuple[RedisStore, Redi
     assert holder.release("k", "N") is True
     assert listener.get_message(timeout=0.3) is None  # told once per window
     listener.close()
+
+
+async def test_the_asyncio_store_barges_and_hands_over_alike(redis_server: RedisServer) -> None:
+    """The asyncio store is the source the sync one is generated from: the same window,
+    told by the same scripts, with tasks for processes."""
+    prefix = f"abarge-{uuid.uuid4().hex[:8]}"
+    store = AsyncRedisStore.from_url(f"{redis_server.url}?prefix={prefix}&barging={WINDOW}")
+    assert store.barging == WINDOW
+    k = layout(prefix, "k")
+    assert await store.acquire("k", "H", 30) is not None
+    assert await store.acquire("k", "W", 30) is None  # first in line: the window opens
+    assert await store.release("k", "H") is True  # within it: handed to nobody
+    assert await store.owner("k") is None
+    assert await store.acquire("k", "H2", 30) is not None  # taken back
+    waited = asyncio.ensure_future(store.wait_turn("k", "W", 20))
+    await asyncio.sleep(WINDOW + 0.1)  # the window closed: the next release hands over
+    assert await store.release("k", "H2") is True
+    handed = await asyncio.wait_for(waited, 20)
+    assert isinstance(handed, Handover)
+    assert await store.owner("k") == "W"
+    assert await store.client.exists(f"{k.base}:queue") == 0
+    await store.aclose()
