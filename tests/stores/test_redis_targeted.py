@@ -228,3 +228,27 @@ def test_a_fresh_waiter_is_not_judged_gone(stores: list[RedisStore]) -> None:
     assert first._clients.doorbell().address.startswith("~")
     assert holder.release("k", "H") is True
     assert holder.owner("k") == "W"
+
+
+def test_the_keepers_turn_notice_reaches_a_marked_channel(stores: list[RedisStore]) -> None:
+    """A lock found free by the script that keeps places (nobody released it: the
+    holder's lease ran out) tells the first in line on its process channel, also when
+    that channel was sent marked (its process was not listening yet, or on Cluster)."""
+    holder, first, _ = stores
+    k = layout(holder.prefix, "k")
+    channel = first._clients.doorbell().channel
+    listener = holder.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(channel)
+    until(lambda: subscribers(holder, channel) == 1)
+    assert holder.acquire("k", "H", 0.3) is not None
+    assert first.acquire("k", "W", 30) is None
+    assert holder.client.hget(f"{k.base}:addr", "W") == f"~{channel}".encode()
+    time.sleep(0.4)  # H's lease ran out: free, and nobody told W
+    first._keep_places()
+    deadline = time.monotonic() + 10
+    message = None
+    while message is None and time.monotonic() < deadline:  # (skips the subscribe reply)
+        message = listener.get_message(timeout=0.1)
+    assert message is not None
+    assert message["data"].decode() == f"t{k.bell} W"
+    listener.close()

@@ -52,8 +52,8 @@ for base in pairs(lines) do
     local head = redis.call('ZRANGE', queue, 0, 0)[1]
     if head then
       local own = redis.call('HGET', addr, head)
-      if own then
-        redis.pcall('PUBLISH', own, 't' .. base .. ':bell ' .. head)
+      if own then  -- the channel, without the mark of one whose subscribers do not count
+        redis.pcall('PUBLISH', (string.gsub(own, '^~', '')), 't' .. base .. ':bell ' .. head)
       end
       redis.pcall('PUBLISH', base .. ':bell', 't' .. head)
     end
