@@ -64,6 +64,9 @@ class Doorbell:
         self._client = client
         self._board = Switchboard(nudge_channel(prefix))
         self._board.broken = not callable(getattr(client, "pubsub", None))
+        # Fixed per doorbell, read on every acquire: worked out once.
+        self._counted = not hasattr(client, "keyslot")  # a Cluster counts per node
+        self._marked = "~" + self._board.nudge
         self._reader = ThreadReader()
         self._closed = False
 
@@ -82,8 +85,7 @@ class Doorbell:
         board = self._board
         if board.broken:
             return ""
-        counted = board.listening and not hasattr(self._client, "keyslot")
-        return board.nudge if counted else "~" + board.nudge
+        return board.nudge if board.listening and self._counted else self._marked
 
     def wait(self, spec: Wait, check: Check, refresh: Refresh | None = None) -> Handover | None:
         """Sleep until woken, ``spec.deadline``, or (for a queued waiter) the loss of

@@ -63,6 +63,9 @@ class AsyncDoorbell:
         self._client = client
         self._board = Switchboard(nudge_channel(prefix))
         self._board.broken = not callable(getattr(client, "pubsub", None))
+        # Fixed per doorbell, read on every acquire: worked out once.
+        self._counted = not hasattr(client, "keyslot")  # a Cluster counts per node
+        self._marked = "~" + self._board.nudge
         self._reader = TaskReader()
         self._closed = False
 
@@ -81,8 +84,7 @@ class AsyncDoorbell:
         board = self._board
         if board.broken:
             return ""
-        counted = board.listening and not hasattr(self._client, "keyslot")
-        return board.nudge if counted else "~" + board.nudge
+        return board.nudge if board.listening and self._counted else self._marked
 
     async def wait(
         self, spec: Wait, check: AsyncCheck, refresh: AsyncRefresh | None = None
