@@ -47,6 +47,17 @@ def wait_in_thread(
     return thread
 
 
+def next_message(listener: Any) -> str:
+    """The next message published to ``listener``'s channel (its subscribe reply is
+    skipped), within 10 s."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        message = listener.get_message(timeout=0.1)
+        if message is not None:
+            return str(message["data"].decode())
+    raise AssertionError("nothing published on the waiter's channel")
+
+
 def until(condition: Any, seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -119,12 +130,7 @@ def test_turns_and_hand_overs_are_told_on_the_waiters_own_channel(
     until(lambda: subscribers(holder, address) == 1)
 
     def heard() -> str:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            message = listener.get_message(timeout=0.1)
-            if message is not None:
-                return str(message["data"].decode())
-        raise AssertionError("nothing published on the waiter's channel")
+        return next_message(listener)
 
     assert holder.acquire("k", "H", 0.3) is not None
     assert first.acquire("k", "W1", 30) is None  # queued with its channel
@@ -245,10 +251,5 @@ def test_the_keepers_turn_notice_reaches_a_marked_channel(stores: list[RedisStor
     assert holder.client.hget(f"{k.base}:addr", "W") == f"~{channel}".encode()
     time.sleep(0.4)  # H's lease ran out: free, and nobody told W
     first._keep_places()
-    deadline = time.monotonic() + 10
-    message = None
-    while message is None and time.monotonic() < deadline:  # (skips the subscribe reply)
-        message = listener.get_message(timeout=0.1)
-    assert message is not None
-    assert message["data"].decode() == f"t{k.bell} W"
+    assert next_message(listener) == f"t{k.bell} W"
     listener.close()
