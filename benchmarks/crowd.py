@@ -71,6 +71,27 @@ def _count_requests() -> list[int]:
     return sent
 
 
+def outcome(
+    got: int,
+    errors: list[str],
+    connections: int,
+    idle_per_waiter: float,
+    *,
+    released: float,
+    holder_released: bool,
+) -> dict[str, Any]:
+    """What a crowd worker reports (threads here, asyncio tasks in benchmarks.tasks)."""
+    return {
+        "got": got,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else "",
+        "connections": connections,
+        "idle_per_waiter": idle_per_waiter,
+        "drain_s": time.monotonic() - released,
+        "holder_released": holder_released,
+    }
+
+
 def crowd(
     kind: str, url: str, waiters: int, *, idle: float = IDLE, settle: float = 2.0
 ) -> dict[str, Any]:
@@ -113,15 +134,10 @@ def crowd(
         holder_released = False  # the waiters now wait for the lease to run out
         errors.append(f"{type(exc).__name__}: {exc}"[:120])
     done.wait(120)
-    return {
-        "got": got[0],
-        "errors": len(errors),
-        "first_error": errors[0] if errors else "",
-        "connections": connections,
-        "idle_per_waiter": idle_sent / waiters / idle,
-        "drain_s": time.monotonic() - released,
-        "holder_released": holder_released,
-    }
+    return outcome(
+        got[0], errors, connections, idle_sent / waiters / idle,
+        released=released, holder_released=holder_released,
+    )  # fmt: skip
 
 
 def run(

@@ -23,6 +23,7 @@ import redis
 import redis.asyncio
 
 from benchmarks.adapters import WAIT_LIMIT
+from benchmarks.crowd import outcome
 
 HOLDER = "holder"
 """The holder task's name: its own requests are not the cost of waiting."""
@@ -105,15 +106,10 @@ async def _crowd(kind: str, url: str, waiters: int, idle: float, settle: float) 
         holder_released = False
         errors.append(f"{type(exc).__name__}: {exc}"[:120])
     await asyncio.wait(crowd, timeout=120)
-    return {
-        "got": got[0],
-        "errors": len(errors),
-        "first_error": errors[0] if errors else "",
-        "connections": connections,
-        "idle_per_waiter": idle_sent / waiters / idle,
-        "drain_s": time.monotonic() - released,
-        "holder_released": holder_released,
-    }
+    return outcome(
+        got[0], errors, connections, idle_sent / waiters / idle,
+        released=released, holder_released=holder_released,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
