@@ -87,3 +87,37 @@ def test_max_connections_in_the_url_sizes_the_main_pool_only(redis_server: Redis
     assert store.client.connection_pool.max_connections == 3
     assert store._clients.lease.connection_pool.max_connections == 1
     store.close()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "asyncio"])
+def test_connections_of_a_store_built_from_a_url_never_look_up_the_redis_version(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, asynchronous: bool
+) -> None:
+    """redis-py 8 reads its version from the package metadata for every connection it
+    opens (milliseconds of CPU each) unless it is given; a crowd of processes opening
+    their wake-up connections at once would pay that in full."""
+    import redis.utils
+
+    looked: list[str] = []
+    real: Any = redis.utils.get_lib_version
+
+    def counted() -> str:
+        looked.append("version")
+        return str(real())
+
+    monkeypatch.setattr(redis.utils, "get_lib_version", counted)
+    store = RedisStore.from_url(_url(redis_server))
+    if asynchronous:
+
+        async def cycle() -> None:
+            twin: Any = store.as_async()
+            assert await twin.acquire("k", "a", 30) is not None
+            assert await twin.release("k", "a")
+            await twin.aclose()
+
+        asyncio.run(cycle())
+    else:
+        assert store.acquire("k", "a", 30) is not None
+        assert store.release("k", "a")  # on the lease path's own connection
+    store.close()
+    assert looked == []
