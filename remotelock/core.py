@@ -42,7 +42,7 @@ from . import holders, policy, watchdog
 from .errors import LockLost, LockTimeout, StoreError
 from .lease import Lease
 from .outcomes import BUSY, SKIPPED, Attempt, Busy, GaveUp, Outcome, Skipped, Taken
-from .stores.base import Handover
+from .stores.base import DISMISSED, Handover
 
 if TYPE_CHECKING:
     from .binding import Binding
@@ -100,13 +100,15 @@ def new_token() -> str:
 class Attempts:
     """One acquire's state (engines are shared by concurrent threads and tasks)."""
 
-    __slots__ = ("busy_at", "count", "handed", "holds", "queued", "started", "token")
+    __slots__ = ("busy_at", "count", "handed", "holds", "queued", "started", "token", "watching")
 
-    def __init__(self) -> None:
+    def __init__(self, watching: bool = False) -> None:
         self.token = new_token()
         self.started = time.monotonic()
         self.count = 0
         self.queued = False  # an attempt found the lock busy (a queueing store queued us)
+        # A skip_if caller queues as a watcher until a release takes it out of line.
+        self.watching = watching
         self.holds = False  # the store may count the lock as ours (handed, or a late reply)
         self.busy_at = self.started  # when the last attempt that found it busy started
         self.handed: Handover | None = None  # the lock was handed to us while we waited
@@ -127,6 +129,7 @@ class Attempts:
         if handed is None:
             return None
         self.holds = True
+        self.queued = False  # the hand-over took us out of line
         taken = Taken(handed.fencing_token, self.busy_at, handed.lease)
         if taken.deadline() - time.monotonic() < handed.lease / 2:
             return None
@@ -161,6 +164,8 @@ class Core:
         self.shared = settings.shared
         # Leases recorded per owner: to refuse a second entry, or to let it in.
         self.tracked = self.exclusive or settings.reentrant
+        can = hasattr(self.queue, "acquire_watching")  # skip_if callers watch (see Dismissed)
+        self.watchable = can and settings.limit == 1 and not self.shared
 
     # -- the hooks each engine fills in (no I/O in any of them) --------------------------
 
@@ -198,7 +203,7 @@ class Core:
                 return held
         elif self.exclusive:
             holders.refuse_if_held(self.source, self.key, owner, self.shared)
-        state = Attempts()
+        state = Attempts(watching=skip is not None and self.watchable)
         try:
             outcome: Outcome = yield from self._attempt(state, skip)
             if outcome is BUSY and blocking:
@@ -230,7 +235,8 @@ class Core:
                 return SKIPPED
             started = time.monotonic()
             request = (self.key, state.token, self.settings.ttl)
-            fence = yield Call(self.store.acquire, request, shield=True)
+            step = self.queue.acquire_watching if state.watching else self.store.acquire
+            fence = yield Call(step, request, shield=True)
             if fence is None:
                 busy = state.busy(started)  # skip before sleeping: the holder may do it
                 return SKIPPED if skip is not None and (yield Call(skip)) else busy
@@ -267,7 +273,11 @@ class Core:
             return
         # A caller with skip_if must hear of every release: it may not need the lock.
         request = (self.key, state.token, seconds, skip is not None)
-        state.handed = yield Call(self.queue.wait_turn, request)
+        handed = yield Call(self.queue.wait_turn, request)
+        if handed is DISMISSED:  # out of line: it acquires again (at its old place)
+            state.queued = state.watching = False
+            handed = None
+        state.handed = handed
 
     def _give_back(self, state: Attempts) -> Machine[None]:
         """After an interruption: give back now (the process may be about to exit)."""
@@ -373,11 +383,8 @@ class Core:
             # on in the background, and the lease runs out on its own anyway.
             log.warning(
                 "could not release lock %r now (retrying in the background; it expires "
-                "within %.1f s anyway): %s",
-                self.key,
-                lease.ttl,
-                exc,
-            )
+                "within %.1f s anyway): %s", self.key, lease.ttl, exc,
+            )  # fmt: skip
         if lease.settle_deadline():
             lease.run_on_lost()
         if lease.lost and not raised and self.settings.raise_on_lost:

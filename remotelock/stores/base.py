@@ -28,7 +28,9 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
+
+from .queued import DISMISSED, AsyncQueuedStore, Dismissed, Handover, QueuedStore
 
 
 class Capability(str, enum.Enum):
@@ -190,55 +192,6 @@ class HasAsyncTwin(Protocol):
         ...
 
 
-class Handover(NamedTuple):
-    """The lock was handed straight to a queued waiter by the release that freed it."""
-
-    fencing_token: int
-    lease: float
-    """Seconds the handed-over lease runs; the new holder renews it to its full length."""
-
-
-@runtime_checkable
-class QueuedStore(Protocol):
-    """Optional: a store that queues waiters and serves them in arrival order.
-
-    A plain ``wait(key, timeout)`` cannot say *who* waits; a fair store must know, so
-    that a release wakes each queued waiter and only the first in line may take the
-    lock. The lock layer uses these methods instead of ``wait`` when a store has them.
-    An ``acquire`` that finds the lock busy puts its token in the queue.
-    """
-
-    def wait_turn(
-        self, key: str, token: str, timeout: float, every_release: bool = False
-    ) -> Handover | None:
-        """Like :meth:`Store.wait`, as the queued waiter ``token``: return when its turn
-        may have come (or, with ``every_release``, after any release), or at ``timeout``.
-
-        :returns: a :class:`Handover` if the lock now belongs to ``token`` (no acquire
-            needed), else ``None`` (try to acquire again).
-        """
-        ...
-
-    def leave(self, key: str, token: str) -> None:
-        """Take ``token`` out of the queue (it gave up, or no longer needs the lock)."""
-        ...
-
-
-@runtime_checkable
-class AsyncQueuedStore(Protocol):
-    """Async twin of :class:`QueuedStore`."""
-
-    async def wait_turn(
-        self, key: str, token: str, timeout: float, every_release: bool = False
-    ) -> Handover | None:
-        """See :meth:`QueuedStore.wait_turn`."""
-        ...
-
-    async def leave(self, key: str, token: str) -> None:
-        """See :meth:`QueuedStore.leave`."""
-        ...
-
-
 @runtime_checkable
 class PermitStore(Protocol):
     """Optional: counted permits, "at most ``limit`` holders of ``key`` at once".
@@ -373,6 +326,7 @@ class AsyncLockAdmin(Protocol):
 __all__ = [
     "CROSS_HOST",
     "CROSS_PROCESS",
+    "DISMISSED",
     "EXPIRY",
     "FAIR",
     "FENCING",
@@ -386,6 +340,7 @@ __all__ = [
     "AsyncStore",
     "BatchRenewal",
     "Capability",
+    "Dismissed",
     "Handover",
     "HasAsyncTwin",
     "LockAdmin",

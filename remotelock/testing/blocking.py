@@ -13,6 +13,7 @@ from ..stores.base import (
     AsyncQueuedStore,
     AsyncResultStore,
     AsyncStore,
+    Dismissed,
     Handover,
     LockInfo,
 )
@@ -89,9 +90,13 @@ class _BlockingQueued:
     store: Any
     run: Any
 
+    def acquire_watching(self, key: str, token: str, ttl: float) -> int | None:
+        step = getattr(self.store, "acquire_watching", self.store.acquire)
+        return self.run(step(key, token, ttl))  # type: ignore[no-any-return]
+
     def wait_turn(
         self, key: str, token: str, timeout: float, every_release: bool = False
-    ) -> Handover | None:
+    ) -> Handover | Dismissed | None:
         return self.run(self.store.wait_turn(key, token, timeout, every_release))  # type: ignore[no-any-return]
 
     def leave(self, key: str, token: str) -> None:

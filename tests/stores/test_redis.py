@@ -24,6 +24,7 @@ from remotelock import (
     remote_locked,
 )
 from remotelock.stores import AsyncRedisStore, RedisStore, store_from_url
+from remotelock.stores.base import Handover
 from remotelock.stores.redis.clients import WAITER_GRACE
 from remotelock.stores.redis.common import key_of, layout, permit_layout
 from remotelock.stores.redis.prelude_lua import HANDOVER_MS
@@ -151,7 +152,7 @@ def test_waiters_are_served_in_arrival_order(redis_store: RedisStore, key: str) 
     assert redis_store.acquire(key, "A", 30) is None  # the releaser cannot jump the line
     assert redis_store.acquire(key, "C", 30) is None
     handed = redis_store.wait_turn(key, "B", 5)
-    assert handed is not None
+    assert isinstance(handed, Handover)
     assert handed.fencing_token > first
     assert redis_store.acquire(key, "B", 30) == handed.fencing_token  # claiming is idempotent
     assert redis_store.release(key, "B") is True

@@ -23,7 +23,7 @@ from remotelock.stores.redis.bells import (
     Switchboard,
     Waiter,
 )
-from remotelock.stores.redis.waiters import Postpone
+from remotelock.stores.redis.waiters import Postpone, Released
 
 BELL = "p:{k}:bell"
 
@@ -64,6 +64,7 @@ def test_a_handover_goes_to_its_waiter_and_every_watcher_hears_the_release() -> 
     board.message(BELL, "g7:3000:B", 4.0)
     assert named.value == Handover(7, 3.0)
     assert (watcher.woken, listener.woken, other.woken) == (True, True, False)
+    assert watcher.value == Released(7)  # made no later than its fencing token
     board.message(BELL, "t" + "C", 4.5)
     assert other.woken
     assert other.value is None
@@ -89,9 +90,25 @@ def test_a_message_before_the_waiter_registers_is_kept_for_it() -> None:
     assert board.enter(Recorder(TURN, "D"), 4.0, 7.0) == (None, None)
     board.message(BELL, "tE", 5.0)
     assert board.enter(Recorder(TURN, "E"), 4.0, 5.5) == (None, None)
-    board.message(BELL, "r", 5.0)
-    assert board.enter(Recorder(WATCH, "F"), 4.0, 5.5) == (None, None)
+    board.message(BELL, "r1234", 5.0)  # a watcher learns when the release was made
+    assert board.enter(Recorder(WATCH, "F"), 4.0, 5.5) == (Released(1234), None)
     assert board.enter(Recorder(LISTEN), 4.0, 5.5) == (None, None)
+
+
+def test_a_watcher_hears_when_each_release_was_made() -> None:
+    """A release's message says when it was made (``r<us>``; ``r`` alone: unknown, 0),
+    so that a watcher can tell whether it queued before it (and is out of line)."""
+    board, _ = board_with_reader()
+    first, second, third = Recorder(WATCH, "A"), Recorder(WATCH, "B"), Recorder(WATCH, "C")
+    board.enter(first, 3.0, 3.0)
+    board.message(BELL, "r1700000000000123", 4.0)
+    assert first.value == Released(1700000000000123)
+    board.enter(second, 4.5, 4.5)
+    board.message(BELL, "r", 5.0)
+    assert second.value == Released(0)
+    board.enter(third, 5.5, 5.5)
+    board.message(BELL, "tA", 6.0)  # a turn is no release
+    assert not third.woken
 
 
 def test_a_wait_whose_request_came_before_the_subscription_looks_once() -> None:

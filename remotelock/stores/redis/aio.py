@@ -26,16 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from redis.client import NEVER_DECODE
 
-from ..base import AsyncStore, Handover, LockInfo
-from .bells import LISTEN, TURN, WATCH, Wait
+from ..base import DISMISSED, AsyncStore, Dismissed, Handover, LockInfo
+from .bells import LISTEN, TURN, WATCH, Released, Wait
 from .clients import FENCE_RETENTION, WAITER_GRACE, check_options
 from .common import (
     CAPABILITIES,
     LEASE_STEPS,
     MAX_RESULT_BYTES,
-    Keeper,
-    Look,
-    Queued,
     Refused,
     base_name,
     by_slot,
@@ -46,6 +43,7 @@ from .common import (
     translate,
 )
 from .connect_aio import AsyncClients
+from .line import Keeper, Look, Places, Queued
 from .permits_aio import AsyncRedisPermits
 from .readers_aio import AsyncRedisReaders
 
@@ -78,8 +76,8 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
       threads.
     - Layout (per lock key, one hash tag): ``<prefix>:{<key>}:lock`` (holder token,
       PX lease), ``:fence`` (the last fencing token), ``:queue``, ``:alive``,
-      ``:ttls`` and ``:addr`` (waiters, in arrival order; ``:turn``, ``:window``: see
-      :mod:`~remotelock.stores.redis.lua`), ``:listen`` (a plain ``wait`` is
+      ``:ttls``, ``:addr`` and ``:watchers`` (waiters, in arrival order; ``:turn``,
+      ``:window``: see :mod:`~remotelock.stores.redis.lua`), ``:listen`` (a plain ``wait`` is
       listening) and ``:released`` (the last releasing token, for a minute); shared
       leases in ``:readers`` and ``:rfences``, a waiting writer's mark ``:wmark``,
       ``:rreleased`` (see :mod:`~remotelock.stores.redis.reader_lua`). Every
@@ -138,6 +136,7 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
         self.barging = options.barging
         self._window_ms = round(options.barging * 1000)  # 0: strict first come, first served
         self._queued: dict[str, Queued] = {}  # this store's tokens in line, by token
+        self._places = Places()  # of its watchers a release took out of line
         self._refresh_every = options.waiter_grace / 3
         self._keeper = Keeper(self._refresh_every)
         self._permit_free_at: dict[str, Refused] = {}  # key -> its last refusal here
@@ -170,17 +169,29 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
     # -- the Store protocol ---------------------------------------------------------
 
     async def acquire(self, key: str, token: str, ttl: float) -> int | None:
-        """Take ``key`` if free and no earlier waiter is queued; else queue ``token``."""
+        """Take ``key`` if free and no earlier waiter is queued; else queue ``token``
+        (at its old place if it was a watcher a release took out of line)."""
+        return await self._acquire(key, token, ttl, watching=False)
+
+    async def acquire_watching(self, key: str, token: str, ttl: float) -> int | None:
+        """:meth:`acquire` for a caller that waits only to hear of the next release (a
+        ``skip_if`` caller): queued as a watcher, which that release takes out of line,
+        so it never needs the lock handed to it nor a step to leave."""
+        return await self._acquire(key, token, ttl, watching=True)
+
+    async def _acquire(self, key: str, token: str, ttl: float, watching: bool) -> int | None:
         k = layout(self.prefix, key)
         asked = time.monotonic()
+        place = self._places.take(token)  # a watcher answered that queues again
         with translate(self, "acquire", key):
             address = self._clients.doorbell().address
             args = [token, ms(ttl), self._grace_ms, self._retain_ms, address, self._window_ms]
-            reply = int(await self._run("acquire", [k.base], args))
-        if reply > 0:
+            reply = await self._run("acquire", [k.base], [*args, int(watching), place or ""])
+        reply, since = reply if isinstance(reply, list) else (reply, 0)  # a watcher's place
+        if int(reply) > 0:
             self._queued.pop(token, None)
-            return reply
-        self._queued[token] = Queued(key, asked, reply)
+            return int(reply)
+        self._queued[token] = Queued(key, asked, int(reply), int(since))
         return None
 
     async def release(self, key: str, token: str) -> bool:
@@ -235,7 +246,7 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
             look = Look(None, LISTEN, text(holder))
 
             async def check() -> object:
-                return look(await self._run("peek", [k.base], []))
+                return look(await self._run("peek", [k.base], [""]))
 
             await self._clients.doorbell().wait(Wait(k.bell, LISTEN, None, asked, deadline), check)
 
@@ -243,7 +254,7 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
 
     async def wait_turn(
         self, key: str, token: str, timeout: float, every_release: bool = False
-    ) -> Handover | None:
+    ) -> Handover | Dismissed | None:
         """Sleep (holding no connection) until the lock is handed to ``token`` (or,
         with ``every_release``, any release), the holder's lease ends, or ``timeout``;
         keep the place in line every ``waiter_grace / 3`` seconds meanwhile."""
@@ -256,14 +267,15 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
         channel, name = k.bell, token
         if not every_release:  # told on the doorbell's own channel, named with the key
             channel, name = doorbell.channel, f"{k.bell} {token}"
+        watcher = every_release and queued.since > 0
         spec = Wait(
             channel, role, name, queued.asked, queued.bound(timeout),
-            queued.seen + self._refresh_every, self._refresh_every,
+            queued.seen + self._refresh_every, self._refresh_every, watcher,
         )  # fmt: skip
-        look = Look(token, role)
+        look = Look(token, role, watcher=watcher)
 
         async def check() -> object:
-            return look(await self._run("peek", [k.base], []))
+            return look(await self._run("peek", [k.base], [token]))
 
         async def refresh() -> float | None:
             if self._keeper.claim(time.monotonic()):
@@ -271,7 +283,13 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
             return None if queued.lost else max(queued.seen, self._keeper.started)
 
         with translate(self, "wait", key):
-            return await doorbell.wait(spec, check, refresh)
+            seen = await doorbell.wait(spec, check, refresh)
+        if isinstance(seen, Released):  # a watcher queued before it is out of line
+            seen = DISMISSED if watcher and seen.at > queued.since else None
+        if seen is DISMISSED:
+            self._forget(token)
+            self._places.keep(token, queued.since)
+        return seen
 
     async def _keep_places(self) -> None:
         """Keep the places in line of every token this store has queued: one script

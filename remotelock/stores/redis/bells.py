@@ -34,7 +34,7 @@ import uuid
 from typing import Any, Final
 
 from ..base import Handover
-from .waiters import LISTEN, PERMIT, TURN, WATCH, Channel, Postpone, Wait, Waiter
+from .waiters import LISTEN, PERMIT, TURN, WATCH, Channel, Postpone, Released, Wait, Waiter
 
 LINGER: Final = 15.0
 """Seconds a channel stays subscribed after its last local waiter left (hot keys keep
@@ -158,7 +158,7 @@ class Switchboard:
         if channel is None:
             return WAITING
         if waiter.role == WATCH and channel.released_at >= asked:
-            return None
+            return Released(channel.released_us)
         if waiter.role == LISTEN and channel.changed_at >= asked:
             return None
         if waiter.role == PERMIT and channel.freed_at >= asked:
@@ -240,21 +240,25 @@ class Switchboard:
 
     def _changed(self, channel: Channel, name: str, kind: str, body: str, now: float) -> None:
         """A hand-over (``g``), a turn (``t``) or a release with nobody in line (``r``)."""
-        token = ""
+        token, at = "", 0
         if kind == "g":
             fence, _, rest = body.partition(":")
             lease, _, token = rest.partition(":")
             if not (fence.isdigit() and lease.isdigit()):
                 return
             self._deliver(channel, name, token, Handover(int(fence), int(lease) / 1000), now)
+            at = int(fence)
         elif kind == "t":
             self._deliver(channel, name, body, None, now)
+        elif body.isdigit():
+            at = int(body)
         channel.changed_at = now
         if kind != "t":
-            channel.released_at = now
+            channel.released_at, channel.released_us = now, at
+            released = Released(at)
             for waiter in list(channel.queued.values()):
                 if waiter.role == WATCH and waiter.token != token:
-                    waiter.wake(None)
+                    waiter.wake(released)
         for waiter in channel.listeners:
             waiter.wake(None)
 
@@ -314,6 +318,7 @@ __all__ = [
     "WAITING",
     "WATCH",
     "Channel",
+    "Released",
     "Switchboard",
     "Wait",
     "Waiter",

@@ -24,10 +24,9 @@ from ..base import (
     FENCING,
     NOTIFY,
     TOKEN_CHECKED,
-    Handover,
 )
 from ..shared.translate import Translate
-from .bells import BUSY, LISTEN, PERMIT, WATCH, Wait, decode
+from .bells import BUSY, LISTEN, PERMIT, Wait
 
 CAPABILITIES: Final = frozenset(
     {CROSS_PROCESS, CROSS_HOST, NOTIFY, FENCING, TOKEN_CHECKED, EXPIRY, FAIR}
@@ -67,81 +66,6 @@ def layout(prefix: str, key: str) -> Layout:
     acquire and release asks for it."""
     base = base_name(prefix, key)
     return Layout(base, f"{base}:lock", f"{base}:fence", f"{base}:bell")
-
-
-class Queued:
-    """What a store knows of one of its tokens in line, from its last busy acquire."""
-
-    __slots__ = ("asked", "holder_ends", "key", "lost", "seen")
-
-    def __init__(self, key: str, asked: float, reply: int) -> None:
-        self.key = key
-        self.asked = asked  # when that acquire was sent: later wake-ups are for this wait
-        self.seen = asked  # when the server last heard from the waiter (its grace runs)
-        self.lost = False  # a refresh found it no longer in line (dropped, or handed the lock)
-        # When the holder's lease ends: a waiter never sleeps past it, so an expired
-        # lock is noticed on time (0: free, but another waiter is first in line).
-        self.holder_ends = time.monotonic() - reply / 1000 if reply < 0 else math.inf
-
-    def bound(self, timeout: float) -> float:
-        """The deadline of a wait of ``timeout`` seconds starting now."""
-        return min(time.monotonic() + timeout, self.holder_ends + 0.001)
-
-
-class Keeper:
-    """When a store keeps its waiters' places in line: all of them in one call.
-
-    Each queued waiter must tell the server it is alive every ``waiter_grace / 3``. One
-    call per waiter would cost every waiter a round trip a period; instead the first
-    waiter whose turn comes refreshes every token the store has in line, and the others
-    whose turn comes within half a period count themselves kept by that call and align
-    their next turn with it. A process then sends about one call per period, however
-    many threads or tasks wait. Free of I/O.
-    """
-
-    __slots__ = ("every", "started")
-
-    def __init__(self, every: float) -> None:
-        self.every = every
-        self.started = -math.inf  # when the last call for all waiters was sent
-
-    def claim(self, now: float) -> bool:
-        """Whether the caller sends the call now (else one is on its way or just done)."""
-        if now - self.started < self.every / 2:
-            return False
-        self.started = now
-        return True
-
-
-class Look:
-    """Reads a PEEK reply (``[holder, fence, lease ms]``, and with no holder the count
-    of shared leases) for one wait.
-
-    The lock held by the waiting token: it was handed over (a :class:`Handover`); free
-    (no holder, no reader): re-check (``None``). For callers that want any change of
-    hands, a holder other than the one first seen means a release happened (``None``;
-    readers count as the holder ``""``); otherwise :data:`BUSY`.
-    """
-
-    __slots__ = ("first", "role", "token")
-
-    def __init__(self, token: str | None, role: str, holder: str | None = None) -> None:
-        self.token = token
-        self.role = role
-        self.first = holder
-
-    def __call__(self, reply: Any) -> object:
-        holder = decode(reply[0])
-        if not holder and not (len(reply) > 3 and int(reply[3])):
-            return None
-        if holder == self.token:
-            return Handover(int(reply[1]), max(int(reply[2]), 1) / 1000)
-        if self.role in (WATCH, LISTEN):
-            if self.first is None:
-                self.first = holder
-            elif holder != self.first:
-                return None
-        return BUSY
 
 
 def key_of(redis_key: str, prefix: str, suffix: str = "lock") -> str | None:
@@ -367,11 +291,8 @@ __all__ = [
     "CAPABILITIES",
     "LEASE_STEPS",
     "MAX_RESULT_BYTES",
-    "Keeper",
     "Layout",
-    "Look",
     "PermitLayout",
-    "Queued",
     "Refused",
     "base_name",
     "by_slot",

@@ -26,7 +26,7 @@ import logging
 import time
 from typing import Any, Final
 
-from ..base import Handover
+from ..base import Dismissed, Handover
 from .bells import (
     ACTIVATED,
     BUSY,
@@ -42,7 +42,7 @@ from .bells import (
 )
 from .common import subscriber_of
 from .threads import Check, Refresh, ThreadReader, ThreadWaiter
-from .waiters import Postpone
+from .waiters import Postpone, Released
 
 log = logging.getLogger("remotelock.stores.redis")
 
@@ -54,6 +54,15 @@ POLL_SLICE: Final = 0.025
 REFRESH_MARGIN: Final = 0.01
 """A refresh due this close to the end of a wait is left to the attempt after it, so
 that its round trip cannot push the wait past its deadline."""
+
+Outcome = Handover | Released | Dismissed | None
+"""How a wait ended: handed the lock, a release heard of (by a waiter that hears of
+every release), out of line (a watcher's look), or ``None``: try again."""
+
+
+def _outcome(value: object) -> Outcome:
+    """``value`` if it ends a wait with news, else ``None`` (a wake-up: try again)."""
+    return value if isinstance(value, Handover | Released | Dismissed) else None
 
 
 class Doorbell:
@@ -87,7 +96,7 @@ class Doorbell:
             return ""
         return board.nudge if board.listening and self._counted else self._marked
 
-    def wait(self, spec: Wait, check: Check, refresh: Refresh | None = None) -> Handover | None:
+    def wait(self, spec: Wait, check: Check, refresh: Refresh | None = None) -> Outcome:
         """Sleep until woken, ``spec.deadline``, or (for a queued waiter) the loss of
         its place; keep that place with ``refresh``. ``check`` looks at the server when
         a wake-up may have been missed, and every slice when there is no subscriber."""
@@ -115,14 +124,14 @@ class Doorbell:
             if outcome is UNAVAILABLE:
                 return self._poll(spec, check, refresh)
             if outcome is not ACTIVATED:
-                return outcome if isinstance(outcome, Handover) else None
-            # A watcher cannot tell from a look whether a release came and went.
-            if spec.role == WATCH or time.monotonic() >= spec.deadline:
+                return _outcome(outcome)
+            # A look cannot tell whether a release came and went, but for a watcher.
+            if (spec.role == WATCH and not spec.watcher) or time.monotonic() >= spec.deadline:
                 return None
             asked = time.monotonic()  # messages from now on reach us: look once
             seen = check()
             if seen is not BUSY:
-                return seen if isinstance(seen, Handover) else None
+                return _outcome(seen)
 
     @staticmethod
     def _sleep(waiter: ThreadWaiter, spec: Wait, refresh: Refresh | None) -> None:
@@ -141,7 +150,7 @@ class Doorbell:
                 return
 
     @staticmethod
-    def _poll(spec: Wait, check: Check, refresh: Refresh | None) -> Handover | None:
+    def _poll(spec: Wait, check: Check, refresh: Refresh | None) -> Outcome:
         """No subscriber: sleep in short slices, one cheap look after each."""
         while True:
             now = time.monotonic()
@@ -155,7 +164,7 @@ class Doorbell:
                 return None
             seen = check()
             if seen is not BUSY:
-                return seen if isinstance(seen, Handover) else None
+                return _outcome(seen)
 
     # -- the reader -----------------------------------------------------------------
 

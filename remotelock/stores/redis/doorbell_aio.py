@@ -25,7 +25,7 @@ import logging
 import time
 from typing import Any, Final
 
-from ..base import Handover
+from ..base import Dismissed, Handover
 from .bells import (
     ACTIVATED,
     BUSY,
@@ -41,7 +41,7 @@ from .bells import (
 )
 from .common import subscriber_of
 from .tasks import AsyncCheck, AsyncRefresh, TaskReader, TaskWaiter
-from .waiters import Postpone
+from .waiters import Postpone, Released
 
 log = logging.getLogger("remotelock.stores.redis")
 
@@ -53,6 +53,15 @@ POLL_SLICE: Final = 0.025
 REFRESH_MARGIN: Final = 0.01
 """A refresh due this close to the end of a wait is left to the attempt after it, so
 that its round trip cannot push the wait past its deadline."""
+
+Outcome = Handover | Released | Dismissed | None
+"""How a wait ended: handed the lock, a release heard of (by a waiter that hears of
+every release), out of line (a watcher's look), or ``None``: try again."""
+
+
+def _outcome(value: object) -> Outcome:
+    """``value`` if it ends a wait with news, else ``None`` (a wake-up: try again)."""
+    return value if isinstance(value, Handover | Released | Dismissed) else None
 
 
 class AsyncDoorbell:
@@ -88,7 +97,7 @@ class AsyncDoorbell:
 
     async def wait(
         self, spec: Wait, check: AsyncCheck, refresh: AsyncRefresh | None = None
-    ) -> Handover | None:
+    ) -> Outcome:
         """Sleep until woken, ``spec.deadline``, or (for a queued waiter) the loss of
         its place; keep that place with ``refresh``. ``check`` looks at the server when
         a wake-up may have been missed, and every slice when there is no subscriber."""
@@ -116,14 +125,14 @@ class AsyncDoorbell:
             if outcome is UNAVAILABLE:
                 return await self._poll(spec, check, refresh)
             if outcome is not ACTIVATED:
-                return outcome if isinstance(outcome, Handover) else None
-            # A watcher cannot tell from a look whether a release came and went.
-            if spec.role == WATCH or time.monotonic() >= spec.deadline:
+                return _outcome(outcome)
+            # A look cannot tell whether a release came and went, but for a watcher.
+            if (spec.role == WATCH and not spec.watcher) or time.monotonic() >= spec.deadline:
                 return None
             asked = time.monotonic()  # messages from now on reach us: look once
             seen = await check()
             if seen is not BUSY:
-                return seen if isinstance(seen, Handover) else None
+                return _outcome(seen)
 
     @staticmethod
     async def _sleep(waiter: TaskWaiter, spec: Wait, refresh: AsyncRefresh | None) -> None:
@@ -142,9 +151,7 @@ class AsyncDoorbell:
                 return
 
     @staticmethod
-    async def _poll(
-        spec: Wait, check: AsyncCheck, refresh: AsyncRefresh | None
-    ) -> Handover | None:
+    async def _poll(spec: Wait, check: AsyncCheck, refresh: AsyncRefresh | None) -> Outcome:
         """No subscriber: sleep in short slices, one cheap look after each."""
         while True:
             now = time.monotonic()
@@ -158,7 +165,7 @@ class AsyncDoorbell:
                 return None
             seen = await check()
             if seen is not BUSY:
-                return seen if isinstance(seen, Handover) else None
+                return _outcome(seen)
 
     # -- the reader -----------------------------------------------------------------
 

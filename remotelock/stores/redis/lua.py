@@ -12,6 +12,8 @@ base name ``<prefix>:{<key>}``, from which they derive (same hash tag, same slot
   if it has not come back: a crashed waiter cannot block the line for long.
 - ``:ttls``   hash: the lease (ms) each waiter asked for.
 - ``:addr``   hash: the channel of each waiter's doorbell (its process's subscriber).
+- ``:watchers`` the tokens in line that wait only to hear of the next release
+  (``skip_if`` callers): a release takes them all out of line (they need not leave).
 - ``:listen`` present while a caller of the plain ``wait`` (not queued) may be waiting:
   releases ring the bell for it too.
 - ``:turn``   while the lock is free with waiters in line: whose turn it is, until
@@ -39,7 +41,11 @@ time, never correctness. The scripts publish only when someone may listen (a que
   another round trip. That lease is at most the waiter grace: if the waiter died in
   line, the lock comes free again soon; a live one renews it straight away. Every
   local waiter that wants to hear of each release (``skip_if`` callers) wakes too.
-- ``r`` a release with nobody in line (for watchers, plain waiters and readers).
+- ``r<microseconds>`` a release with nobody in line to hand the lock to (for watchers,
+  plain waiters and readers), with the server's clock when it was made: a watcher that
+  queued before that was taken out of line by it (``r`` alone: a release within a
+  barging window while no watcher waits). A ``g`` message tells watchers the same by
+  its fencing token, which is at least the server's clock.
 - ``t<token>`` the lock is free and ``<token>`` is first in line: its turn has come
   (for ``HANDOVER_MS``: then the next in line may take it).
 - ``w<ms>:<token>`` bounded barging: ``<token>``, first in line, is handed the lock by
@@ -81,7 +87,10 @@ from .wait_lua import LISTEN_SCRIPT, PEEK_SCRIPT, REFRESH_SCRIPT, WAIT_SCRIPTS
 # KEYS[1] the lock's base name
 # ARGV[1] token, ARGV[2] lease in ms, ARGV[3] waiter grace in ms, ARGV[4] fence
 #         retention in ms (how long :fence outlives the lease), ARGV[5] the channel of
-#         the caller's doorbell ('' if it has none), kept with its place in line
+#         the caller's doorbell ('' if it has none), kept with its place in line,
+#         ARGV[6] the barging window in ms (0: none), ARGV[7] '1' if the caller is a
+#         watcher (it waits only to hear of the next release: see `answer`), ARGV[8]
+#         its place in line if it had one ('': none; a watcher answered keeps it)
 # Takes the lock if it is free and no earlier waiter is queued (or `token` is first),
 # with a new fencing token in the same step. Re-acquiring with the holding token is
 # idempotent (and claims a lock handed over to `token`: its lease is reset to the full
@@ -95,7 +104,8 @@ from .wait_lua import LISTEN_SCRIPT, PEEK_SCRIPT, REFRESH_SCRIPT, WAIT_SCRIPTS
 # returns: the fencing token (> 0) if `token` holds the lock now; otherwise `token` is
 #          queued and the reply is minus the holder's remaining lease in ms (for
 #          readers: until the last of their leases ends; if free but another waiter is
-#          first in line: until that waiter's turn ends, when `token` should look again).
+#          first in line: until that waiter's turn ends, when `token` should look again);
+#          a watcher gets {that, its place in line (microseconds)}.
 ACQUIRE_SCRIPT: Final[str] = (
     CORE
     + """
@@ -138,17 +148,29 @@ elseif not holder then
     return take(token, ARGV[2], retain)
   end
 end
-local added = redis.call('ZADD', QUEUE, 'NX', now_us, token)
+local added = redis.call('ZADD', QUEUE, 'NX', tonumber(ARGV[8]) or now_us, token)
 redis.call('ZADD', ALIVE, now + tonumber(ARGV[3]), token)
 redis.call('HSET', TTLS, token, ARGV[2])
 if ARGV[5] ~= '' then
   redis.call('HSET', ADDR, token, ARGV[5])  -- where to tell it of its turn
 end
+local watcher = ARGV[7] == '1'
+if watcher then
+  redis.call('SADD', WATCHERS, token)
+end
 keep_queue(ARGV[3])
+-- The reply when queued: minus the ms to wait; a watcher also learns its place (the
+-- server's clock when it queued: a release after that has answered it).
+local function queued(ms)
+  if watcher then
+    return {-ms, tonumber(redis.call('ZSCORE', QUEUE, token))}
+  end
+  return -ms
+end
 if readers then
-  return -math.max(readers - now, 1)
+  return queued(math.max(readers - now, 1))
 elseif not holder then
-  return -math.max(turn_left, 1)
+  return queued(math.max(turn_left, 1))
 end
 local left = math.max(redis.call('PTTL', LOCK), 0)
 if window > 0 and redis.call('ZRANGE', QUEUE, 0, 0)[1] == token then
@@ -166,7 +188,7 @@ if window > 0 and redis.call('ZRANGE', QUEUE, 0, 0)[1] == token then
     left = math.min(left, open + window)
   end
 end
-return -left
+return queued(left)
 """
 )
 
@@ -191,6 +213,7 @@ if holder == token and not quiet and window > 0 and redis.call('EXISTS', WINDOW)
   -- Within the barging window, with the first in line told when it closes: nobody is
   -- handed the lock (watchers still hear of the release).
   quiet = redis.call('GET', WINDOW) == redis.call('ZRANGE', QUEUE, 0, 0)[1]
+    and redis.call('EXISTS', WATCHERS) == 0  -- watchers are answered below
   if quiet then
     redis.pcall('PUBLISH', BELL, 'r')
   end
@@ -216,12 +239,14 @@ if window > 0 and redis.call('EXISTS', WINDOW, QUEUE) == 2 then
   -- but the first in line must look at the lock by a window after this one closes,
   -- in case nobody takes it back: it is told once ('w', :window names it), when it is
   -- not yet. Normally the first release after the window hands it the lock before.
+  local _, now_us = now_ms()
+  answer()
   local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
   if head and redis.call('GET', WINDOW) ~= head then
     redis.call('SET', WINDOW, head, 'KEEPTTL')
     tell(head, 'w' .. int(redis.call('PTTL', WINDOW) + window) .. ':')
   end
-  ring('r')
+  ring('r' .. int(now_us))
 else
   hand_over(tonumber(ARGV[2]), tonumber(ARGV[3]))
   if window > 0 and redis.call('EXISTS', QUEUE) == 1 then

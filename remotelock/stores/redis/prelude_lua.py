@@ -37,7 +37,7 @@ local LOCK, FENCE, QUEUE = BASE .. ':lock', BASE .. ':fence', BASE .. ':queue'
 local ALIVE, TTLS, LISTEN = BASE .. ':alive', BASE .. ':ttls', BASE .. ':listen'
 local RELEASED, BELL, ADDR = BASE .. ':released', BASE .. ':bell', BASE .. ':addr'
 local READERS, WMARK, TURN = BASE .. ':readers', BASE .. ':wmark', BASE .. ':turn'
-local WINDOW = BASE .. ':window'
+local WINDOW, WATCHERS = BASE .. ':window', BASE .. ':watchers'
 local RELEASED_MS, HANDOVER_MS = {RELEASED_MS}, {HANDOVER_MS}
 -- Integers as Redis arguments and messages (tostring would write 1.75e+15).
 local function int(x)
@@ -92,6 +92,17 @@ local function forget(waiter)
   redis.call('ZREM', ALIVE, waiter)
   redis.call('HDEL', TTLS, waiter)
   redis.call('HDEL', ADDR, waiter)
+  redis.call('SREM', WATCHERS, waiter)
+end
+-- A release answers the watchers (`skip_if` callers that only wait to hear of one):
+-- they leave the line now, so that none is handed the lock only to give it back and
+-- none has to leave by a script of its own. The release's message tells them when it
+-- was sent (after they queued: they know they are out). One that still needs the
+-- lock queues again at its old place.
+local function answer()
+  for _, watcher in ipairs(redis.call('SMEMBERS', WATCHERS)) do
+    forget(watcher)
+  end
 end
 local function prune(now)
   for _, waiter in ipairs(redis.call('ZRANGEBYSCORE', ALIVE, '-inf', now)) do
@@ -127,6 +138,7 @@ local function hand_over(grace, retain)
     return
   end
   local now, now_us = now_ms()
+  answer()
   prune(now)
   local head = first_live(now_us)
   if head then
@@ -137,7 +149,7 @@ local function hand_over(grace, retain)
     tell(head, 'g' .. int(fence) .. ':' .. int(lease) .. ':')
     forget(head)
   else
-    ring('r')
+    ring('r' .. int(now_us))
   end
 end
 -- The lock is free: whose turn is it, and for how many ms more? `token` (the caller)
@@ -175,7 +187,7 @@ local function whose_turn(now, token)
   end
 end
 local function keep_queue(ms)
-  for _, name in ipairs({QUEUE, ALIVE, TTLS, ADDR}) do
+  for _, name in ipairs({QUEUE, ALIVE, TTLS, ADDR, WATCHERS}) do
     redis.call('PEXPIRE', name, ms)
   end
 end

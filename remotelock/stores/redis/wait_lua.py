@@ -37,8 +37,8 @@ for i, base in ipairs(KEYS) do
 end
 for base in pairs(lines) do
   local queue, alive = base .. ':queue', base .. ':alive'
-  local ttls, addr = base .. ':ttls', base .. ':addr'
-  for _, name in ipairs({queue, alive, ttls, addr}) do
+  local ttls, addr, watchers = base .. ':ttls', base .. ':addr', base .. ':watchers'
+  for _, name in ipairs({queue, alive, ttls, addr, watchers}) do
     redis.call('PEXPIRE', name, grace)
   end
   local reading = redis.call('ZCOUNT', base .. ':readers', '(' .. now, '+inf')
@@ -48,6 +48,7 @@ for base in pairs(lines) do
       redis.call('ZREM', alive, dead)
       redis.call('HDEL', ttls, dead)
       redis.call('HDEL', addr, dead)
+      redis.call('SREM', watchers, dead)
     end
     local head = redis.call('ZRANGE', queue, 0, 0)[1]
     if head then
@@ -63,19 +64,23 @@ return kept
 """
 
 # KEYS[1] the lock's base name
+# ARGV[1] the waiting token ('' if none)
 # A waiter's look at the lock when a wake-up may have been missed (its subscription
 # started after it queued) or cannot come (no subscriber): was the lock handed to it?
-# returns: {holder token or '', fencing counter, remaining lease in ms, and with no
-#          holder: how many shared leases hold the key (it is not free while any do)}
+# A watcher learns whether it still is one: if so, no release came since it queued.
+# returns: {holder token or '', fencing counter, remaining lease in ms, how many shared
+#          leases hold the key when no holder does (it is not free while any do), 1 if
+#          the token is a watcher in line else 0}
 PEEK_SCRIPT: Final[str] = (
     PRELUDE
     + """
 local holder = redis.call('GET', LOCK)
+local watching = ARGV[1] ~= '' and redis.call('SISMEMBER', WATCHERS, ARGV[1]) or 0
 if not holder then
   local now = now_ms()
-  return {'', 0, 0, redis.call('ZCOUNT', READERS, '(' .. int(now), '+inf')}
+  return {'', 0, 0, redis.call('ZCOUNT', READERS, '(' .. int(now), '+inf'), watching}
 end
-return {holder, tonumber(redis.call('GET', FENCE)) or 0, redis.call('PTTL', LOCK)}
+return {holder, tonumber(redis.call('GET', FENCE)) or 0, redis.call('PTTL', LOCK), 0, watching}
 """
 )
 

@@ -34,6 +34,15 @@ class Postpone:
     until: float
 
 
+@dataclass(frozen=True)
+class Released:
+    """A wake-up for a waiter that hears of every release: one came, made at ``at``
+    (the server's clock in microseconds, or a fencing token, which is at least that;
+    0 if the message did not say). A watcher that queued before it is out of line."""
+
+    at: int
+
+
 @dataclass
 class Wait:
     """One wait, as a doorbell runs it."""
@@ -47,6 +56,9 @@ class Wait:
     refresh_at: float = math.inf
     """When a queued waiter next tells the server it is still there."""
     refresh_every: float = math.inf
+    watcher: bool = False
+    """The token is a watcher: the next release takes it out of line, so a look can
+    tell whether one came while a wake-up may have been missed."""
 
 
 class Waiter:
@@ -84,7 +96,7 @@ class Channel:
 
     __slots__ = (
         "active_at", "changed_at", "freed_at", "idle_since", "listeners", "nudged",
-        "permits", "queued", "released_at", "sent",
+        "permits", "queued", "released_at", "released_us", "sent",
     )  # fmt: skip
 
     def __init__(self, now: float) -> None:
@@ -95,6 +107,7 @@ class Channel:
         self.nudged = False  # the reader was asked to subscribe
         self.sent = False  # the reader sent SUBSCRIBE
         self.released_at = self.changed_at = self.freed_at = -math.inf
+        self.released_us = 0  # when the last release heard of was made (see Released)
         self.idle_since = now
 
     def waiters(self) -> Iterator[Waiter]:
@@ -122,4 +135,14 @@ class Channel:
         return not (self.queued or self.listeners or self.permits)
 
 
-__all__ = ["LISTEN", "PERMIT", "TURN", "WATCH", "Channel", "Postpone", "Wait", "Waiter"]
+__all__ = [
+    "LISTEN",
+    "PERMIT",
+    "TURN",
+    "WATCH",
+    "Channel",
+    "Postpone",
+    "Released",
+    "Wait",
+    "Waiter",
+]

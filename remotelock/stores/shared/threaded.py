@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..base import (
     BatchRenewal,
+    Dismissed,
     Handover,
     LockAdmin,
     LockInfo,
@@ -90,9 +91,14 @@ class ThreadedQueued:
 
     sync: Any
 
+    async def acquire_watching(self, key: str, token: str, ttl: float) -> int | None:
+        """See :class:`QueuedStore` (a store without watchers queues ``token`` as usual)."""
+        step = getattr(self.sync, "acquire_watching", self.sync.acquire)
+        return await in_thread(step, key, token, ttl)
+
     async def wait_turn(
         self, key: str, token: str, timeout: float, every_release: bool = False
-    ) -> Handover | None:
+    ) -> Handover | Dismissed | None:
         """See :meth:`QueuedStore.wait_turn`."""
         return await in_thread(self.sync.wait_turn, key, token, timeout, every_release)
 
