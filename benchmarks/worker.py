@@ -31,6 +31,7 @@ def sections(args: argparse.Namespace, limit: int) -> list[dict[str, Any]]:
     """
     adapter = make(args.adapter, args.url, limit)
     data = redis.Redis.from_url(args.data, socket_timeout=5)
+    data.ping()  # connected before "go", as a service's data client is
     adapter.release(adapter.acquire(args.key + ":warm"))  # connect and load before "go"
     ready()
     records = []
@@ -55,8 +56,12 @@ def sections(args: argparse.Namespace, limit: int) -> list[dict[str, Any]]:
 
 
 def stampede(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Get a value only a slow API produces; exactly one caller should call it."""
+    """Get a value only a slow API produces; exactly one caller should call it. The
+    cache's client is connected before "go", as in the floor's workers: a service's
+    cache client is, and opening it (milliseconds of CPU in redis-py 8) is no part of
+    what a lock costs."""
     r = redis.Redis.from_url(args.data, socket_timeout=5)
+    r.ping()
     cache, calls, started = f"{args.key}:cache", f"{args.key}:calls", f"{args.key}:api-start"
 
     def call_api() -> None:
