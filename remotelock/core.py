@@ -106,15 +106,15 @@ class Attempts:
         self.token = new_token()
         self.started = time.monotonic()
         self.count = 0
-        self.queued = False  # an attempt found the lock busy (a queueing store queued us)
+        self.queued = False  # a busy attempt put us in a store's line
         # A skip_if caller queues as a watcher until a release takes it out of line.
         self.watching = watching
         self.holds = False  # the store may count the lock as ours (handed, or a late reply)
         self.busy_at = self.started  # when the last attempt that found it busy started
         self.handed: Handover | None = None  # the lock was handed to us while we waited
 
-    def busy(self, started: float) -> Busy:
-        self.queued = True
+    def busy(self, started: float, queued: bool) -> Busy:
+        self.queued = queued  # a store without a line keeps nothing of a busy attempt
         self.busy_at = started
         return BUSY
 
@@ -238,7 +238,7 @@ class Core:
             step = self.queue.acquire_watching if state.watching else self.store.acquire
             fence = yield Call(step, request, shield=True)
             if fence is None:
-                busy = state.busy(started)  # skip before sleeping: the holder may do it
+                busy = state.busy(started, self.queue is not None)  # skip, then sleep
                 return SKIPPED if skip is not None and (yield Call(skip)) else busy
             taken = Taken(fence, started, self.settings.ttl)
         if state.late(taken):

@@ -306,6 +306,38 @@ def test_waiter_skips_when_the_holder_filled_the_cache() -> None:
     assert api_calls == [1]
 
 
+def test_a_waiter_that_skips_on_a_store_without_a_line_sends_nothing_more() -> None:
+    """A busy acquire on a store that keeps no line of waiters leaves nothing behind, so
+    a waiter that then skips returns after its skip_if check: no release of a lock it
+    never held (on PostgreSQL, a statement per caller of a stampede)."""
+    store = MemoryStore()
+    released: list[str] = []
+    real = store.release
+
+    def release(key: str, token: str) -> bool:
+        released.append(token)
+        return real(key, token)
+
+    store.release = release  # type: ignore[method-assign]
+    cache: dict[str, str] = {}
+
+    @remote_locked("refresh", store=store, skip_if=lambda: "value" in cache)
+    def get_value(*, has_lock: bool = False) -> bool:
+        if has_lock:
+            time.sleep(0.3)
+            cache["value"] = "42"
+        return has_lock
+
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(get_value())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == [False, False, False, True]
+    assert len(released) == 1  # the holder's release alone
+
+
 def test_skip_if_is_rechecked_right_after_taking_the_lock() -> None:
     store = CountingStore()
     answers = iter([False, True])  # stale before the attempt, fresh once we hold the lock
