@@ -84,7 +84,8 @@ def stampede(args: argparse.Namespace) -> list[dict[str, Any]]:
                 call_api()
             return r.get(cache)  # type: ignore[return-value]
 
-        store.acquire(args.key + ":warm", "warm", 1)  # connect before "go"
+        store.acquire(args.key + ":warm", f"warm-{os.getpid()}", 1)  # connect before "go"
+        store.release(args.key + ":warm", f"warm-{os.getpid()}")
         counter = request_counter(store)
         ready()
         value = get_value()
