@@ -264,6 +264,19 @@ class Run:
             f"{ours.late_ms:.0f} ms (this machine's floor, with no lock at all: 0.2 s + "
             f"{floor.late_ms:.0f} ms)",
         ))  # fmt: skip
+        peers = [r for r in results if not r.name.startswith("remotelock")]
+        if peers:
+            best = min(peers, key=lambda r: r.late_ms)
+            self.targets.append(check(
+                ours.late_ms <= best.late_ms,
+                f"(c) done no later than the best peer: {ours.late_ms:.0f} ms against "
+                f"{best.name}'s {best.late_ms:.0f}",
+            ))  # fmt: skip
+        self.targets.append(check(
+            ours.late_ms <= 2 * floor.late_ms,
+            f"(c) within twice the machine floor: {ours.late_ms:.0f} ms against "
+            f"2 x {floor.late_ms:.0f}",
+        ))  # fmt: skip
 
     def imports(self) -> None:
         runs = 3 if self.quick else 9
