@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from remotelock.lease import OnLost
 from remotelock.lock import RemoteLock
 from remotelock.stores.sqlite.store import SQLiteStore
 from remotelock.supervise import ExitStatus
+from tests.helpers.eventually import eventually
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="child subreapers and /proc are Linux's"
@@ -131,15 +131,6 @@ def children(pid: int) -> list[int]:
         if fields is not None and int(fields[1]) == pid:
             found.append(int(name))
     return found
-
-
-def eventually(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 class Witnessed:

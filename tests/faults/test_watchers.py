@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,21 +14,13 @@ import pytest
 from remotelock import StoreUnavailable, remote_locked
 from remotelock.stores import store_from_url
 from tests.faults.fixtures import ProxyFactory
+from tests.helpers.eventually import eventually
 from tests.servers.redis import RedisServer
 
 pytestmark = pytest.mark.redis
 
 TTL = 30.0  # long: a place or a lock left behind would show for all of it
 SOON = 5.0
-
-
-def until(condition: Callable[[], bool], within: float = SOON) -> bool:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 class Line:
@@ -71,7 +62,7 @@ def test_watchers_whose_connections_were_reset_still_skip_and_leave_no_place(
     callers = [threading.Thread(target=lambda: results.append(refresh())) for _ in range(4)]
     for caller in callers:
         caller.start()
-    assert until(lambda: line.count("watchers") == 4)
+    assert eventually(lambda: line.count("watchers") == 4, SOON)
     time.sleep(0.3)  # their wake-up connection is up
     line.proxy.reset()  # every connection through the proxy: the subscriber's too
     time.sleep(0.5)  # they look again, and wait on a new connection
@@ -82,7 +73,7 @@ def test_watchers_whose_connections_were_reset_still_skip_and_leave_no_place(
         caller.join(SOON * 2)
     assert results == [False] * 4  # all skipped, none handed the lock
     assert time.monotonic() - started < SOON
-    assert until(lambda: line.count("queue") == 0 and line.count("watchers") == 0)
+    assert eventually(lambda: line.count("queue") == 0 and line.count("watchers") == 0, SOON)
     assert line.direct.owner("k") is None
 
 
@@ -100,6 +91,6 @@ def test_a_lost_reply_to_a_watchers_acquire_leaves_no_place_behind(line: Line) -
     with pytest.raises(StoreUnavailable):
         refresh()
     assert line.proxy.replies_dropped == 2
-    assert until(lambda: line.count("queue") == 0 and line.count("watchers") == 0)
+    assert eventually(lambda: line.count("queue") == 0 and line.count("watchers") == 0, SOON)
     assert line.direct.release("k", "holder")
     assert line.direct.owner("k") is None  # not handed to the caller that gave up
