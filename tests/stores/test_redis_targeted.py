@@ -21,6 +21,7 @@ from remotelock import RemoteLock
 from remotelock.stores.base import Handover
 from remotelock.stores.redis.common import layout
 from remotelock.stores.redis.store import RedisStore
+from tests.helpers.eventually import eventually
 from tests.servers.redis import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -58,11 +59,13 @@ def next_message(listener: Any) -> str:
     raise AssertionError("nothing published on the waiter's channel")
 
 
-def until(condition: Any, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+def listening(store: RedisStore, channel: str) -> Any:
+    """A subscriber of ``channel`` (subscribed once the server counts it), to read what
+    the scripts publish there."""
+    listener = store.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(channel)
+    assert eventually(lambda: subscribers(store, channel) == 1, 10)
+    return listener
 
 
 def test_a_hand_over_reaches_only_the_waiter_it_concerns(stores: list[RedisStore]) -> None:
@@ -73,9 +76,8 @@ def test_a_hand_over_reaches_only_the_waiter_it_concerns(stores: list[RedisStore
     assert second.acquire("k", "W2", 30) is None
     handed: dict[str, Any] = {}
     threads = [wait_in_thread(first, "k", "W1", handed), wait_in_thread(second, "k", "W2", handed)]
-    for store in (first, second):  # both readers listen on their own channels
-        board = store._clients.doorbell()._board
-        until(lambda board=board: board.listening)
+    readers = [store._clients.doorbell()._board for store in (first, second)]
+    assert eventually(lambda: all(board.listening for board in readers), 10)  # both listen
     own = [store._clients.doorbell().channel for store in (first, second)]
     assert all(subscribers(first, name) == 1 for name in own)
     assert subscribers(first, k.bell) == 0  # nobody waiting for a turn hears the key's bell
@@ -125,9 +127,7 @@ def test_turns_and_hand_overs_are_told_on_the_waiters_own_channel(
     holder, first, other = stores
     k = layout(holder.prefix, "k")
     address = first._clients.doorbell().channel
-    listener = holder.client.pubsub(ignore_subscribe_messages=True)
-    listener.subscribe(address)
-    until(lambda: subscribers(holder, address) == 1)
+    listener = listening(holder, address)
 
     def heard() -> str:
         return next_message(listener)
@@ -165,7 +165,9 @@ def test_watchers_still_hear_every_release_on_the_key_bell(stores: list[RedisSto
         )
     )
     thread.start()
-    until(lambda: subscribers(holder, k.bell) == 1)  # a watcher hears the key's bell
+    assert eventually(
+        lambda: subscribers(holder, k.bell) == 1, 10
+    )  # a watcher hears the key's bell
     assert holder.release("k", "H") is True  # handed to W; X (second) hears the release
     thread.join(20)
     assert "X" in woke
@@ -216,7 +218,7 @@ def test_a_waiter_whose_process_is_gone_is_passed_over_at_once(
     thread = wait_in_thread(alive, "k", "A", handed)
     time.sleep(1.2)  # D has been in line over a second
     doomed.close()  # its process dies: its subscriber connection closes
-    until(lambda: subscribers(holder, doomed._clients.doorbell().channel) == 0)
+    assert eventually(lambda: subscribers(holder, doomed._clients.doorbell().channel) == 0, 10)
     released = time.monotonic()
     assert holder.release("k", "H") is True
     thread.join(20)
@@ -243,9 +245,7 @@ def test_the_keepers_turn_notice_reaches_a_marked_channel(stores: list[RedisStor
     holder, first, _ = stores
     k = layout(holder.prefix, "k")
     channel = first._clients.doorbell().channel
-    listener = holder.client.pubsub(ignore_subscribe_messages=True)
-    listener.subscribe(channel)
-    until(lambda: subscribers(holder, channel) == 1)
+    listener = listening(holder, channel)
     assert holder.acquire("k", "H", 0.3) is not None
     assert first.acquire("k", "W", 30) is None
     assert holder.client.hget(f"{k.base}:addr", "W") == f"~{channel}".encode()
