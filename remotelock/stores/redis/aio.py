@@ -182,16 +182,22 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
     async def _acquire(self, key: str, token: str, ttl: float, watching: bool) -> int | None:
         k = layout(self.prefix, key)
         asked = time.monotonic()
-        place = self._places.take(token)  # a watcher answered that queues again
+        place = self._places.take(token) or ""  # a watcher answered that queues again
         with translate(self, "acquire", key):
             address = self._clients.doorbell().address
-            args = [token, ms(ttl), self._grace_ms, self._retain_ms, address, self._window_ms]
-            reply = await self._run("acquire", [k.base], [*args, int(watching), place or ""])
-        reply, since = reply if isinstance(reply, list) else (reply, 0)  # a watcher's place
-        if int(reply) > 0:
+            args = [
+                token, ms(ttl), self._grace_ms, self._retain_ms, address, self._window_ms,
+                int(watching), place,
+            ]  # fmt: skip
+            reply = await self._run("acquire", [k.base], args)
+        since = 0
+        if isinstance(reply, list):  # a watcher queued: its place too
+            reply, since = reply
+        answer = int(reply)
+        if answer > 0:
             self._queued.pop(token, None)
-            return int(reply)
-        self._queued[token] = Queued(key, asked, int(reply), int(since))
+            return answer
+        self._queued[token] = Queued(key, asked, answer, int(since))
         return None
 
     async def release(self, key: str, token: str) -> bool:
