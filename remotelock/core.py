@@ -185,7 +185,12 @@ class Core:
 
     def _retry(self, state: Attempts, skip: Skip, stop: policy.StopStrategy) -> Machine[Outcome]:
         """Attempts and sleeps until tenacity's decision engine says stop (it decides;
-        the sleeps are the store's wake-up waits, so a release ends them early)."""
+        the sleeps are the store's wake-up waits, so a release ends them early).
+
+        The attempt after each sleep is made at once: the controller has no ``before``
+        hook to run first, and retries only a busy answer, so anything else is the
+        outcome without asking it (a hand-over then costs no decision at all).
+        """
         wait = self.settings.wait or policy.store_wait(self.store)
         retrying = self.controller(wait, stop, state.started)
         retrying.begin()
@@ -198,6 +203,10 @@ class Core:
             elif isinstance(decision, tenacity.DoSleep):
                 call_state.prepare_for_next_attempt()
                 yield from self._sleep(state, skip, float(decision))
+                attempt = yield from self._attempt(state, skip)
+                if attempt is not BUSY:
+                    return attempt
+                call_state.set_result(attempt)
             else:
                 return cast(Outcome, decision)
 
