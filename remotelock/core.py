@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar, cast
 
 import tenacity
 
-from . import holders, policy, watchdog
+from . import holders, policy, streak, watchdog
 from .attempts import Attempts, first_renewal
 from .errors import LockLost, LockTimeout, StoreError
 from .lease import Lease
@@ -87,6 +87,7 @@ class Core:
     """A lock's decisions for one key and store; an engine adds the I/O."""
 
     asynchronous: ClassVar[bool] = False
+    keeps: ClassVar[bool] = False  # may keep a barging holder's lock in the process
 
     def __init__(self, key: str, settings: LockSettings, binding: Binding) -> None:
         self.key = key
@@ -100,6 +101,9 @@ class Core:
         self.tracked = self.exclusive or settings.reentrant
         can = hasattr(self.queue, "acquire_watching")  # skip_if callers watch (see Dismissed)
         self.watchable = can and settings.limit == 1 and not self.shared
+        plain = self.exclusive and not self.shared and not settings.reentrant
+        self.window = float(getattr(self.store, "barging", 0.0) or 0.0) if plain else 0.0
+        self.window *= self.keeps and streak.enabled()  # 0: every release goes to the store
 
     # -- the hooks each engine fills in (no I/O in any of them) --------------------------
 
@@ -137,6 +141,11 @@ class Core:
                 return held
         elif self.exclusive:
             holders.refuse_if_held(self.source, self.key, owner, self.shared)
+        back = False  # the caller came straight back after its process released the key
+        if self.window and skip is None:
+            kept, back = yield Call(streak.KEEPER.take, (self.store, self.key))
+            if kept is not None:
+                return self._take_over(kept, owner)
         state = Attempts(watching=skip is not None and self.watchable)
         try:
             outcome: Outcome = yield from self._attempt(state, skip)
@@ -155,7 +164,7 @@ class Core:
                 yield from self._let_go(state)
             self._missed(outcome, state)
             return None
-        lease = self._issue(state.token, outcome, state.count)
+        lease = self._issue(state.token, outcome, state.count, back)
         if self.tracked:
             holders.add(self.source, self.key, owner, lease)
         self.start_renewal(lease, first_renewal(outcome, self.settings.ttl))
@@ -249,15 +258,32 @@ class Core:
             return functools.partial(self.queue.leave, self.key, token)
         return functools.partial(self.store.release, self.key, token)
 
-    def _issue(self, token: str, taken: Taken, attempts: int) -> Lease:
+    def _issue(self, token: str, taken: Taken, attempts: int, back: bool) -> Lease:
         log.debug(
             "acquired lock %r (token %s…, fencing token %d) after %d attempt(s)",
             self.key, token[:8], taken.fence, attempts,
         )  # fmt: skip
-        return Lease(
+        lease = Lease(
             self.key, token, taken.fence, self.settings.ttl, taken.deadline(), keeper=self,
             on_lost=self.settings.on_lost, loop=self.current_loop(), attempts=attempts,
         )  # fmt: skip
+        if self.window:
+            lease.streak = streak.Streak.begin(taken.fence, self.window, back)
+        return lease
+
+    def _take_over(self, kept: streak.Kept, owner: object) -> Lease:
+        """The lock this process kept after a release: no request (see remotelock.streak)."""
+        ttl, last = self.settings.ttl, kept.lease
+        lease = Lease(
+            self.key, last.token, last.fencing_token + 1, ttl, last.deadline, keeper=self,
+            on_lost=self.settings.on_lost, loop=None, attempts=1,
+        )  # fmt: skip
+        lease.streak = kept.streak
+        log.debug("took over kept lock %r (fencing token %d)", self.key, lease.fencing_token)
+        if self.tracked:
+            holders.add(self.source, self.key, owner, lease)
+        self.start_renewal(lease, max(0.0, last.deadline - time.monotonic() - ttl * 2 / 3))
+        return lease
 
     def _missed(self, outcome: Busy | Skipped | GaveUp, state: Attempts) -> None:
         if isinstance(outcome, GaveUp):
@@ -287,6 +313,9 @@ class Core:
             holders.remove(self.source, self.key, lease)
         watchdog.unwatch(lease)
         self.stop_renewal(lease)
+        if lease.streak and not lease.lost and streak.KEEPER.keep(self.store, lease, lease.streak):
+            log.debug("released lock %r, kept for this process for a moment", lease.key)
+            return True
         try:
             ok = yield Call(self.store.release, (lease.key, lease.token), shield=True)
         except StoreError:
@@ -335,7 +364,10 @@ class Core:
         # Otherwise the loss was logged when found; never mask the block's own error.
 
     def checking(self) -> Machine[bool]:
-        """Whether any owner holds the key now."""
+        """Whether any owner holds the key now (a lock kept for this process is
+        released first: nobody in it holds it)."""
+        if self.window:
+            yield Call(streak.KEEPER.release, (self.store, self.key))
         return (yield Call(self.store.owner, (self.key,))) is not None
 
 

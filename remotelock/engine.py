@@ -41,6 +41,8 @@ def run(machine: Machine[T]) -> T:
 class SyncEngine(Core):
     """Blocking I/O for :class:`~remotelock.RemoteLock` on a sync store."""
 
+    keeps = True  # a release runs no later than a background thread gets to it
+
     def start_renewal(self, lease: Lease, first: float) -> None:
         Renewer.for_store(self.store).add(lease, first)
 

@@ -75,6 +75,7 @@ class Lease:
         "key",
         "lost_reason",
         "released",
+        "streak",
         "telemetry",
         "token",
         "ttl",
@@ -106,6 +107,7 @@ class Lease:
         self.attempts = attempts
         """How many attempts the acquire that issued it made."""
         self.telemetry: Any = None  # its holding span, while one is open
+        self.streak: Any = None  # a barging hold the process may keep (remotelock.streak)
         self._lost = False
         self._keeper = keeper
         self._on_lost = on_lost

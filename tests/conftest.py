@@ -126,6 +126,16 @@ def redis_store(redis_server: RedisServer) -> Iterator[RedisStore]:
 
 
 @pytest.fixture
+def redis_barging_store(redis_server: RedisServer) -> Iterator[RedisStore]:
+    """:func:`redis_store` with a barging window (its holders' processes keep a lock
+    they come straight back for: remotelock.streak)."""
+    url = f"{redis_server.url}?prefix=test-{uuid.uuid4().hex[:12]}&barging=0.5"
+    store = RedisStore.from_url(url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
 def postgres_store(postgres_server: PostgresServer) -> Iterator[PostgresStore]:
     """A PostgresStore on the session's server, with a table of its own (dropped after)."""
     import psycopg
