@@ -20,8 +20,8 @@ Why that is safe:
   next token is at least its clock in microseconds, which has moved on at least as
   far by then, so tokens still strictly increase per key without telling the store.
   What could break it is what breaks the store's tokens: its clock stepping back.
-- The lease: a kept lock is taken over only while more than half of its lease is
-  surely left by the local clock; renewal goes on from there.
+- The lease: a kept lock is taken over only while its renewals go without trouble
+  and a second at least is surely left by the local clock; renewal goes on from there.
 - The others' wait: the window counts from when the process got the lock from the
   store, not from each take-over, so the first in line waits no longer than without
   this; and a hold stops short of its window rather than start a section that its
@@ -91,8 +91,13 @@ class Kept(NamedTuple):
     due: float  # monotonic: released at the store then, unless taken over
 
     def usable(self, now: float) -> bool:
-        """Whether it may still be taken over at all (see the module docs)."""
-        return now < self.streak.until and self.lease.deadline - now > self.lease.ttl / 2
+        """Whether it may still be taken over at all (see the module docs): within the
+        window, its renewals without trouble, and a second (half a shorter lease) surely
+        left for the take-over's first renewal, which comes at once when less than two
+        thirds of the lease is left (as after a hand-over, whose lease is short)."""
+        lease = self.lease
+        left = lease.deadline - now
+        return now < self.streak.until and not lease._trouble and left > min(lease.ttl / 2, 1.0)
 
     def worth_keeping(self, now: float) -> bool:
         """Whether the hold's sections so far say the next one ends within the window: a
@@ -115,6 +120,8 @@ class Keeper:
         self._released: dict[tuple[int, str], float] = {}  # when each key was last let go
         self._running = False
         self._wake_at = math.inf  # when the thread plans to look again
+        # Kept locks being released at the store now, and when each would expire anyway.
+        self._leaving: dict[tuple[int, str], tuple[threading.Event, float]] = {}
 
     def keep(self, store: Any, lease: Lease, streak: Streak) -> bool:
         """Keep ``lease``'s lock for the process instead of releasing it, if it may be.
@@ -146,34 +153,41 @@ class Keeper:
         whether the caller came straight back for it after its process let it go.
 
         A kept lock that may no longer be taken over is released at the store first,
-        so that the caller does not queue behind its own process.
+        and one whose release is on its way is waited for: either way the caller then
+        finds it free at the store, not held by its own process.
         """
         ident = (id(store), key)
         now = time.monotonic()
         with self._cond:
             kept = self._kept.pop(ident, None)
             released = self._released.pop(ident, None)
-        back = released is not None and now - released <= KEEP
-        if kept is None or kept.store is not store:
-            return None, back
-        if kept.usable(now) and kept.paced(now):
-            return kept, True
-        self._release(kept)
-        return None, True
+            if kept is not None and kept.usable(now) and kept.paced(now):
+                return kept, True
+            if kept is not None:
+                self._leaving[ident] = (threading.Event(), kept.lease.deadline)
+            leaving = self._leaving.get(ident)
+        if kept is not None:
+            self._let_go(ident, kept)
+        elif leaving is not None:  # the thread is releasing it at the store right now
+            event, deadline = leaving
+            event.wait(max(0.0, deadline - now))  # by then it has expired anyway
+        return None, kept is not None or (released is not None and now - released <= KEEP)
 
     def release(self, store: Any, key: str) -> None:
         """Release the lock kept for ``key`` at the store now, if there is one."""
+        ident = (id(store), key)
         with self._cond:
-            kept = self._kept.pop((id(store), key), None)
+            kept = self._pop(ident)
         if kept is not None:
-            self._release(kept)
+            self._let_go(ident, kept)
 
     def release_all(self) -> None:
         """Release every kept lock now (at exit)."""
         with self._cond:
-            kept, self._kept = list(self._kept.values()), {}
-        for each in kept:
-            self._release(each)
+            leaving = [(ident, self._pop(ident)) for ident in list(self._kept)]
+        for ident, kept in leaving:
+            if kept is not None:
+                self._let_go(ident, kept)
 
     def _main(self) -> None:
         idle_since = time.monotonic()
@@ -192,10 +206,27 @@ class Keeper:
                     self._wake_at = min(kept.due for kept in self._kept.values())
                     self._cond.wait(self._wake_at - now)
                     continue
-                ready = [self._kept.pop(ident) for ident in due]
-            for kept in ready:
-                self._release(kept)
+                ready = [(ident, self._pop(ident)) for ident in due]
+            for ident, kept in ready:
+                if kept is not None:
+                    self._let_go(ident, kept)
             idle_since = time.monotonic()
+
+    def _pop(self, ident: tuple[int, str]) -> Kept | None:
+        """Take a kept lock out to release it (holding the condition): until that is
+        done, an acquire of its key waits for it (:meth:`take`)."""
+        kept = self._kept.pop(ident, None)
+        if kept is not None:
+            self._leaving[ident] = (threading.Event(), kept.lease.deadline)
+        return kept
+
+    def _let_go(self, ident: tuple[int, str], kept: Kept) -> None:
+        try:
+            self._release(kept)
+        finally:
+            with self._cond:
+                event, _ = self._leaving.pop(ident)
+            event.set()
 
     @staticmethod
     def _release(kept: Kept) -> None:

@@ -94,6 +94,34 @@ def test_a_lock_taken_straight_back_costs_no_request(
     assert after > fences[-1]  # and still rising after it
 
 
+def test_a_lock_handed_over_is_kept_from_its_first_release(
+    redis_server: RedisServer, stores: list[RedisStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hold that starts with a hand-over (whose lease is short until renewed) is kept
+    from its first release on: no extra round trip per streak."""
+    store = stores[0]
+    holder = RedisStore.from_url(redis_server.url, prefix=store.prefix)  # hands over at once
+    calls = counting(monkeypatch, store)
+    lock = RemoteLock("k", store=store, ttl=30)
+    cycle(lock, 1)
+    assert holder.acquire("k", "H", 30) is not None
+    got: list[Lease] = []
+    thread = threading.Thread(target=lambda: got.append(lock.acquire(timeout=PATIENCE)))
+    thread.start()
+    board = store._clients.doorbell()._board
+    waiting = lambda: any(not channel.empty() for channel in board.channels.values())  # noqa: E731
+    assert eventually(waiting, PATIENCE)  # it waits in line, its wake-up registered
+    holder.release("k", "H")  # hands it over
+    thread.join(PATIENCE)
+    assert got[0].remaining() < 5  # the short lease of a hand-over
+    assert got[0].release() is True
+    again = lock.acquire()
+    assert calls == {"acquire": 2, "release": 1}
+    assert again.fencing_token == got[0].fencing_token + 1
+    again.release()
+    holder.close()
+
+
 def test_another_thread_of_the_process_takes_it_over(
     stores: list[RedisStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -195,6 +223,31 @@ def test_the_window_still_bounds_the_first_in_line(
     waiting.close()
 
 
+def test_an_acquire_waits_for_a_kept_lock_on_its_way_out(
+    stores: list[RedisStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background thread is releasing a kept lock at the store when a thread of the
+    process tries for the key without waiting: it finds the lock free, not held by its
+    own process (it waits for that release, which is on its way)."""
+    store = stores[0]
+    monkeypatch.setattr(streak, "KEEP", 0.05)
+    lock = RemoteLock("k", store=store, ttl=30)
+    cycle(lock, 2)  # kept now; released at the store by the thread in 0.05 s
+    leaving = threading.Event()
+    release = store.release
+
+    def slow_release(key: str, token: str) -> bool:
+        leaving.set()
+        time.sleep(0.3)  # a slow round trip
+        return release(key, token)
+
+    monkeypatch.setattr(store, "release", slow_release)
+    assert leaving.wait(PATIENCE)
+    lease = lock.acquire(timeout=0)  # one attempt: no LockTimeout
+    monkeypatch.setattr(store, "release", release)
+    lease.release()
+
+
 def test_locked_releases_a_kept_lock(stores: list[RedisStore]) -> None:
     lock = RemoteLock("k", store=stores[0], ttl=30)
     cycle(lock, 2)
@@ -231,7 +284,7 @@ def test_a_lease_short_of_time_is_not_kept(
     lock = RemoteLock("k", store=store, ttl=30)
     cycle(lock, 1)
     lease = lock.acquire()
-    lease.deadline = time.monotonic() + 5  # less than half its 30 s surely left
+    lease.deadline = time.monotonic() + 0.5  # too little left for a take-over to renew
     assert lease.release() is True
     assert calls == {"acquire": 2, "release": 2}
     assert stores[1].owner("k") is None
