@@ -81,14 +81,15 @@ _REDIS_NAMES: dict[str, str] = {
     "AsyncRefresh": "Refresh",
     "TaskReader": "ThreadReader",
     "TaskWaiter": "ThreadWaiter",
+    "client.aclose": "client.close",
     "pubsub.aclose": "pubsub.close",
     "redis.asyncio": "redis",
     "self._clients.aclose": "self._clients.close",
 }
 """The Redis store's names, async to sync: its hand-written sides (``connect_aio`` and
 ``tasks``, against ``connect`` and ``threads``), its generated modules, and redis-py's
-package. Names after a dot are never renamed, so the two ``aclose()`` calls
-on an object are named whole."""
+package. Names after a dot are never renamed, so the ``aclose()`` calls on an object
+are named whole."""
 
 PAIRS: tuple[Pair, ...] = (
     Pair(_POSTGRES + "aio.py", _POSTGRES + "store.py", _POSTGRES_NAMES),

@@ -399,3 +399,25 @@ def test_a_user_without_pub_sub_rights_still_gets_locks(private_redis: RedisServ
     later.join()
     assert not holder.lost
     store.close()
+
+
+def test_the_wake_up_connection_is_closed_with_its_reader(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store built from a URL gives its wake-up reader a client of its own: closing the
+    store closes that client too (on the sync side as on the asyncio side)."""
+    caplog.set_level("DEBUG", logger="remotelock")
+    prefix = f"hangup-{uuid.uuid4().hex[:8]}"
+    store = RedisStore.from_url(redis_server.url, prefix=prefix)
+    holder = RedisStore.from_url(redis_server.url, prefix=prefix)
+    assert holder.acquire("k", "H", 30) is not None
+    before = set(threading.enumerate())
+    store.wait("k", 0.05)  # starts the reader
+    readers = [t for t in set(threading.enumerate()) - before if t.name.endswith("-bells")]
+    assert readers
+    store.close()
+    holder.close()
+    for reader in readers:
+        reader.join(10)  # it sees its doorbell closed within one read
+        assert not reader.is_alive()
+    assert not [r for r in caplog.records if "closing the Redis wake-up" in r.getMessage()]

@@ -212,7 +212,7 @@ class Doorbell:
             if pubsub is not None:
                 pubsub.close()
             if client is not self._client:  # the subscriber's own connection
-                client.aclose()
+                client.close()
         except Exception as exc:
             log.debug("closing the Redis wake-up connection: %r", exc)
 
