@@ -136,7 +136,7 @@ class PotteryAdapter:
         handle.release()
 
 
-BARGING = 0.010
+BARGING = 0.012
 """The barging window remotelock's second Redis row runs with (seconds)."""
 
 # remotelock on each store; the value says which store URL it needs.

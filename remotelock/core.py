@@ -316,8 +316,11 @@ class Core:
         if lease.streak and not lease.lost and streak.KEEPER.keep(self.store, lease, lease.streak):
             log.debug("released lock %r, kept for this process for a moment", lease.key)
             return True
+        # A barging hold this process is done with goes to the first in line at once:
+        # were the store's window still open, the process would take it straight back.
+        args = (lease.key, lease.token, True) if lease.streak else (lease.key, lease.token)
         try:
-            ok = yield Call(self.store.release, (lease.key, lease.token), shield=True)
+            ok = yield Call(self.store.release, args, shield=True)
         except StoreError:
             self.later(functools.partial(self.store.release, lease.key, lease.token), lease.ttl)
             raise

@@ -231,7 +231,7 @@ class Keeper:
     @staticmethod
     def _release(kept: Kept) -> None:
         lease = kept.lease
-        step = functools.partial(kept.store.release, lease.key, lease.token)
+        step = functools.partial(kept.store.release, lease.key, lease.token, True)  # hand over
         try:
             held = step()
         except Exception as exc:  # retried in the background, as a failed release is

@@ -66,6 +66,23 @@ def test_the_holder_takes_the_lock_back_within_the_window(
     assert holder.client.zrange(f"{k.base}:queue", 0, -1) == [b"W"]  # W keeps its place
 
 
+def test_a_holder_done_taking_it_back_hands_over_within_the_window(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    """``hand_over=True``: the holder's process is done (a sync lock's streak ended, see
+    remotelock.streak), so the first in line gets the lock now, not after the window,
+    and its own window opens."""
+    holder, waiting = pair
+    k = layout(holder.prefix, "k")
+    assert holder.acquire("k", "H", 30) is not None
+    assert waiting.acquire("k", "W", 30) is None  # first in line: the window opens
+    assert holder.client.pttl(f"{k.base}:window") > 0
+    assert holder.release("k", "H", True) is True
+    assert holder.owner("k") == "W"
+    assert holder.acquire("k", "H2", 30) is None  # no taking it back: queued
+    assert 0 < holder.client.pttl(f"{k.base}:window") <= WINDOW * 1000  # W's window
+
+
 def test_after_the_window_the_release_hands_over(pair: tuple[RedisStore, RedisStore]) -> None:
     holder, waiting = pair
     assert holder.acquire("k", "H", 30) is not None

@@ -236,16 +236,31 @@ def test_an_acquire_waits_for_a_kept_lock_on_its_way_out(
     leaving = threading.Event()
     release = store.release
 
-    def slow_release(key: str, token: str) -> bool:
+    def slow_release(*args: Any) -> bool:
         leaving.set()
         time.sleep(0.3)  # a slow round trip
-        return release(key, token)
+        return release(*args)
 
     monkeypatch.setattr(store, "release", slow_release)
     assert leaving.wait(PATIENCE)
     lease = lock.acquire(timeout=0)  # one attempt: no LockTimeout
     monkeypatch.setattr(store, "release", release)
     lease.release()
+
+
+def test_a_hold_that_ends_hands_over_at_once(stores: list[RedisStore]) -> None:
+    """The process's window counts from its grant; the store's from when the first
+    waiter queued, later. A hold the process ends is handed to the first in line at
+    once, not left for the process to take straight back in the store's window."""
+    store, other = stores[0], stores[1]
+    lock = RemoteLock("k", store=store, ttl=30)
+    cycle(lock, 1)
+    lease = lock.acquire()  # came straight back: its window is WINDOW from now
+    time.sleep(WINDOW / 2)
+    assert other.acquire("k", "W", 30) is None  # the store's window opens now
+    time.sleep(WINDOW * 0.7)  # the process's window has closed, the store's has not
+    assert lease.release() is True
+    assert other.owner("k") == "W"
 
 
 def test_locked_releases_a_kept_lock(stores: list[RedisStore]) -> None:

@@ -193,7 +193,9 @@ return queued(left)
 )
 
 # KEYS[1] the lock's base name
-# ARGV[1] token, ARGV[2] waiter grace in ms, ARGV[3] fence retention in ms
+# ARGV[1] token, ARGV[2] waiter grace in ms, ARGV[3] fence retention in ms, ARGV[4]
+#         the barging window in ms (0: none), ARGV[5] '1' to hand over even within the
+#         window (the holder's process is done taking the lock back: remotelock.streak)
 # Frees the lock only if `token` holds it, and hands it over to the first waiter in
 # line. A token that does not hold it is taken out of the queue instead.
 # A repeated release by the token that released the key last (within a minute) returns
@@ -207,9 +209,10 @@ RELEASE_SCRIPT: Final[str] = (
     CORE
     + """
 local token, window = ARGV[1], tonumber(ARGV[4])
+local barging = window > 0 and ARGV[5] ~= '1'  -- a release within the window may keep it
 local holder = redis.call('GET', LOCK)
 local quiet = holder == token and redis.call('EXISTS', QUEUE, LISTEN) == 0  -- nobody waits
-if holder == token and not quiet and window > 0 and redis.call('EXISTS', WINDOW) == 1 then
+if holder == token and not quiet and barging and redis.call('EXISTS', WINDOW) == 1 then
   -- Within the barging window, with the first in line told when it closes: nobody is
   -- handed the lock (watchers still hear of the release).
   quiet = redis.call('GET', WINDOW) == redis.call('ZRANGE', QUEUE, 0, 0)[1]
@@ -234,7 +237,7 @@ if holder ~= token then
   return 0
 end
 redis.call('DEL', LOCK)
-if window > 0 and redis.call('EXISTS', WINDOW, QUEUE) == 2 then
+if barging and redis.call('EXISTS', WINDOW, QUEUE) == 2 then
   -- Within the window nobody in line is handed the lock (watchers still hear of it),
   -- but the first in line must look at the lock by a window after this one closes,
   -- in case nobody takes it back: it is told once ('w', :window names it), when it is

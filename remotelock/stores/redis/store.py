@@ -6,8 +6,7 @@ Written once, in its asyncio form (``aio.py``); the sync store (``store.py``) is
 generated from it by ``tools/unasync.py``, so both run the same scripts on the same
 keys by the same rules. What really differs, one client against one per event loop
 (and the sync store's extras: its async twin, a warning about a client without a
-timeout), is in the hand-written ``connect.py`` and ``connect_aio.py``, which both
-stores call by the same names.
+timeout), is in the hand-written ``connect.py`` and ``connect_aio.py``.
 
 Each primitive is one Lua script (see :mod:`remotelock.stores.redis.lua` for the key
 layout and every script's KEYS, ARGV and reply). Expiry is decided by the Redis
@@ -202,8 +201,9 @@ class RedisStore(RedisPermits, RedisReaders):
         self._queued[token] = Queued(key, asked, answer, int(since))
         return None
 
-    def release(self, key: str, token: str) -> bool:
-        """Free the lock if ``token`` holds it, handing it to the first waiter in line.
+    def release(self, key: str, token: str, hand_over: bool = False) -> bool:
+        """Free the lock if ``token`` holds it, handing it to the first waiter in line
+        (``hand_over``: within a barging window too; its holder is done taking it back).
 
         A repeated release by the token that released the key returns ``True``, so a
         retry after a lost reply is not a loss (see the class docs).
@@ -211,7 +211,7 @@ class RedisStore(RedisPermits, RedisReaders):
         k = layout(self.prefix, key)
         self._forget(token)
         with translate(self, "release", key):
-            args = [token, self._grace_ms, self._retain_ms, self._window_ms]
+            args = [token, self._grace_ms, self._retain_ms, self._window_ms, int(hand_over)]
             return bool(self._run("release", [k.base], args))
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
