@@ -101,9 +101,11 @@ class Core:
         self.tracked = self.exclusive or settings.reentrant
         can = hasattr(self.queue, "acquire_watching")  # skip_if callers watch (see Dismissed)
         self.watchable = can and settings.limit == 1 and not self.shared
-        plain = self.exclusive and not self.shared and not settings.reentrant
-        self.window = float(getattr(self.store, "barging", 0.0) or 0.0) if plain else 0.0
-        self.window *= self.keeps and streak.enabled()  # 0: every release goes to the store
+        # The barging window within which a released lock may be kept (remotelock.streak);
+        # 0: every release goes to the store.
+        keeps = self.keeps and self.exclusive and not self.shared and not settings.reentrant
+        barging = getattr(self.store, "barging", 0.0) if keeps and streak.enabled() else 0.0
+        self.window = float(barging or 0.0)
 
     # -- the hooks each engine fills in (no I/O in any of them) --------------------------
 
@@ -145,7 +147,8 @@ class Core:
         if self.window and skip is None:
             kept, back = yield Call(streak.KEEPER.take, (self.store, self.key))
             if kept is not None:
-                return self._take_over(kept, owner)
+                lease, first = self._take_over(kept)
+                return self._hold(lease, owner, first)
         state = Attempts(watching=skip is not None and self.watchable)
         try:
             outcome: Outcome = yield from self._attempt(state, skip)
@@ -165,9 +168,13 @@ class Core:
             self._missed(outcome, state)
             return None
         lease = self._issue(state.token, outcome, state.count, back)
+        return self._hold(lease, owner, first_renewal(outcome, self.settings.ttl))
+
+    def _hold(self, lease: Lease, owner: object, first: float) -> Lease:
+        """``lease`` is ``owner``'s from now on, renewed from ``first`` seconds on."""
         if self.tracked:
             holders.add(self.source, self.key, owner, lease)
-        self.start_renewal(lease, first_renewal(outcome, self.settings.ttl))
+        self.start_renewal(lease, first)
         return lease
 
     def _attempt(self, state: Attempts, skip: Skip) -> Machine[Attempt]:
@@ -271,8 +278,10 @@ class Core:
             lease.streak = streak.Streak.begin(taken.fence, self.window, back)
         return lease
 
-    def _take_over(self, kept: streak.Kept, owner: object) -> Lease:
-        """The lock this process kept after a release: no request (see remotelock.streak)."""
+    def _take_over(self, kept: streak.Kept) -> tuple[Lease, float]:
+        """The lock this process kept after a release, with no request (see
+        remotelock.streak), and when to renew it first: once two thirds of its lease
+        are left, as if it had been renewed when the kept lease last was."""
         ttl, last = self.settings.ttl, kept.lease
         lease = Lease(
             self.key, last.token, last.fencing_token + 1, ttl, last.deadline, keeper=self,
@@ -280,10 +289,7 @@ class Core:
         )  # fmt: skip
         lease.streak = kept.streak
         log.debug("took over kept lock %r (fencing token %d)", self.key, lease.fencing_token)
-        if self.tracked:
-            holders.add(self.source, self.key, owner, lease)
-        self.start_renewal(lease, max(0.0, last.deadline - time.monotonic() - ttl * 2 / 3))
-        return lease
+        return lease, max(0.0, last.deadline - time.monotonic() - ttl * 2 / 3)
 
     def _missed(self, outcome: Busy | Skipped | GaveUp, state: Attempts) -> None:
         if isinstance(outcome, GaveUp):
@@ -322,7 +328,7 @@ class Core:
         try:
             ok = yield Call(self.store.release, args, shield=True)
         except StoreError:
-            self.later(functools.partial(self.store.release, lease.key, lease.token), lease.ttl)
+            self.later(functools.partial(self.store.release, *args), lease.ttl)
             raise
         if ok and not lease.lost:
             log.debug("released lock %r (token %s…)", lease.key, lease.token[:8])
