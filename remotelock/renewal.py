@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .errors import RemoteLockError, StoreUnavailable
 from .lease import Lease
 from .stores.base import AsyncBatchRenewal, BatchRenewal
-from .timers import IDLE_SECONDS, DueHeap, Worker, done
+from .timers import IDLE_SECONDS, DueHeap, LeaseWorker, done
 from .watchdog import watch
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def _items(leases: list[Lease]) -> list[tuple[str, str, float]]:
     return [(lease.key, lease.token, lease.ttl) for lease in leases]
 
 
-class Renewer(Worker):
+class Renewer(LeaseWorker):
     """One scheduling thread renewing every sync lease of one store, in batches."""
 
     name = "remotelock-renewer"
@@ -221,7 +221,7 @@ class AsyncRenewer:
     def __init__(self, store: AsyncStore, loop: asyncio.AbstractEventLoop) -> None:
         self.store = store
         self._loop = loop
-        self._heap = DueHeap()
+        self._heap: DueHeap[Lease] = DueHeap(done)
         self._batched = isinstance(store, AsyncBatchRenewal)
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None

@@ -39,13 +39,13 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
-import math
 import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from . import cleanup
+from .timers import Worker
 
 if TYPE_CHECKING:
     from .lease import Lease
@@ -54,9 +54,6 @@ log = logging.getLogger("remotelock.lock")
 
 KEEP: float = 0.002
 """How long a released lock waits for its process to come back for it (seconds)."""
-
-IDLE_SECONDS: Final = 5.0
-"""The releasing thread ends after this long with nothing kept."""
 
 _MAX_RECENT: Final = 1024
 """Past this many remembered releases, the ones older than :data:`KEEP` are dropped."""
@@ -111,15 +108,17 @@ class Kept(NamedTuple):
         return ahead <= (now - self.streak.since) * 1_000_000
 
 
-class Keeper:
-    """The process's kept locks, and the thread that releases them when due."""
+class Keeper(Worker[Kept]):
+    """The process's kept locks, and the thread that releases them when due (a
+    :class:`~remotelock.timers.Worker`, as the renewal's and the watchdog's)."""
+
+    name = "remotelock-keep"
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        super().__init__()
+        # All under the worker's condition (reentrant: schedule() takes it again).
         self._kept: dict[tuple[int, str], Kept] = {}
         self._released: dict[tuple[int, str], float] = {}  # when each key was last let go
-        self._running = False
-        self._wake_at = math.inf  # when the thread plans to look again
         # Kept locks being released at the store now, and when each would expire anyway.
         self._leaving: dict[tuple[int, str], tuple[threading.Event, float]] = {}
 
@@ -141,11 +140,7 @@ class Keeper:
             ):
                 return False
             self._kept[ident] = kept
-            if not self._running:
-                self._running = True
-                threading.Thread(target=self._main, name="remotelock-keep", daemon=True).start()
-            elif kept.due < self._wake_at:  # not for each release: a thread switch each
-                self._cond.notify()
+            self.schedule(kept, kept.due)
         return True
 
     def take(self, store: Any, key: str) -> tuple[Kept | None, bool]:
@@ -189,28 +184,25 @@ class Keeper:
             if kept is not None:
                 self._let_go(ident, kept)
 
-    def _main(self) -> None:
-        idle_since = time.monotonic()
-        while True:
+    def _finished(self, item: Kept) -> bool:
+        """Taken over, or released already: no longer this key's kept lock."""
+        return self._kept.get((id(item.store), item.lease.key)) is not item
+
+    def _handle(self, items: list[Kept]) -> None:
+        for kept in items:
+            ident = (id(kept.store), kept.lease.key)
             with self._cond:
-                now = time.monotonic()
-                self._wake_at = math.inf  # looking now: anything new may notify
-                if not self._kept:
-                    if now - idle_since >= IDLE_SECONDS:
-                        self._running = False
-                        return
-                    self._cond.wait(IDLE_SECONDS)
-                    continue
-                due = [ident for ident, kept in self._kept.items() if kept.due <= now]
-                if not due:
-                    self._wake_at = min(kept.due for kept in self._kept.values())
-                    self._cond.wait(self._wake_at - now)
-                    continue
-                ready = [(ident, self._pop(ident)) for ident in due]
-            for ident, kept in ready:
-                if kept is not None:
-                    self._let_go(ident, kept)
-            idle_since = time.monotonic()
+                if self._kept.get(ident) is not kept:
+                    continue  # taken over since it came due
+                self._pop(ident)
+            self._let_go(ident, kept)
+
+    def _failed(self, exc: BaseException, current: list[Kept]) -> None:
+        """The thread dies: what it kept is released here and now, not left held."""
+        log.critical("%s failed; releasing the locks it kept", self.name, exc_info=exc)
+        with self._cond:
+            self._running = False
+        self.release_all()
 
     def _pop(self, ident: tuple[int, str]) -> Kept | None:
         """Take a kept lock out to release it (holding the condition): until that is

@@ -15,10 +15,10 @@ import os
 import time
 
 from .lease import Lease
-from .timers import Worker, done
+from .timers import LeaseWorker, done
 
 
-class Watchdog(Worker):
+class Watchdog(LeaseWorker):
     """Declares a lease lost at its local deadline unless a renewal pushed it out."""
 
     name = "remotelock-watchdog"
