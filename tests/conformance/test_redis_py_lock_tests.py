@@ -358,7 +358,7 @@ def test_token_lives_on_the_lease(store: Store, key: str) -> None:
     lease = lock.acquire()
     assert Bunch.run(lambda: lease.token) == lease.token
     assert Bunch.run(lease.release) is True
-    assert store.owner(key) is None
+    freed(store, key)  # may_keep: this acquire followed a release within streak.KEEP
 
 
 def test_locked(store: Store, key: str) -> None:
@@ -883,7 +883,9 @@ def test_fencing_tokens_increase(store: Store, key: str) -> None:
     fences.append(lease.fencing_token)
     rival, fence = take_over(store, key, lease.token)
     fences.append(fence)
-    assert lock.release() is False
+    # This acquire may follow the other thread's release within streak.KEEP, so its
+    # release may be kept (may_keep): the loss is then found when it reaches the store.
+    found_lost(store, lease, lock.release())
     store.release(key, rival)
 
     started = time.monotonic()
