@@ -109,7 +109,7 @@ class Doorbell:
                 if need == START:
                     self._start(board)
                 elif need == NUDGE:
-                    self._client.publish(board.nudge, "")
+                    self._nudge()
                 if outcome is WAITING:
                     self._sleep(waiter, spec, refresh)
             finally:
@@ -133,14 +133,13 @@ class Doorbell:
             if seen is not BUSY:
                 return _outcome(seen)
 
-    @staticmethod
-    def _sleep(waiter: ThreadWaiter, spec: Wait, refresh: Refresh | None) -> None:
+    def _sleep(self, waiter: ThreadWaiter, spec: Wait, refresh: Refresh | None) -> None:
         """Until woken, the deadline, or the place in line was lost (not woken then)."""
         while True:
             now = time.monotonic()
             until = min(spec.deadline, spec.refresh_at)
             if until > now:
-                waiter.sleep(until - now)
+                self._reader.sleep(waiter, until - now, self._nudge)
             if waiter.woken:
                 return
             now = time.monotonic()
@@ -178,34 +177,46 @@ class Doorbell:
 
     def _read(self, board: Switchboard, reader: object) -> None:
         pubsub = None
-        worked = False
         client = subscriber_of(self._client)
         try:
             pubsub = client.pubsub()
             pubsub.subscribe(board.nudge)
-            while not self._closed:
-                subscribe, unsubscribe, stop = board.work(reader, time.monotonic())
-                if stop:
-                    return
-                if unsubscribe:
-                    pubsub.unsubscribe(*unsubscribe)
-                if subscribe:
-                    pubsub.subscribe(*subscribe)
-                message = pubsub.get_message(timeout=TICK)
-                if message is None:
-                    continue
-                kind, name = decode(message["type"]), decode(message["channel"])
-                if kind == "subscribe":
-                    worked = True
-                    board.subscribed(name, time.monotonic())
-                elif kind == "message":
-                    board.message(name, decode(message["data"]), time.monotonic())
+            turn = functools.partial(self._turn, board, reader, pubsub)
+            while not self._closed and self._reader.read(turn, TICK):
+                pass
         except Exception as exc:  # the connection failed: waiters re-check, and reconnect
             if not self._closed:
                 log.debug("Redis wake-up connection ended: %r; waiters re-check", exc)
         finally:
-            board.dropped(reader, time.monotonic(), worked)
+            # It worked if the reader's own subscription was ever confirmed.
+            board.dropped(reader, time.monotonic(), board.listening)
             self._hang_up(pubsub, client)
+
+    def _turn(self, board: Switchboard, reader: object, pubsub: Any, timeout: float) -> bool:
+        """One turn at the connection: (un)subscribe as the board asks, then read and
+        hand on at most one message (within ``timeout``). ``False``: the reader stops.
+        The reader runs turns, and so may a waiting thread (see ``threads.py``)."""
+        if self._closed:
+            return False
+        subscribe, unsubscribe, stop = board.work(reader, time.monotonic())
+        if stop:
+            return False
+        if unsubscribe:
+            pubsub.unsubscribe(*unsubscribe)
+        if subscribe:
+            pubsub.subscribe(*subscribe)
+        message = pubsub.get_message(timeout=timeout)
+        if message is not None:
+            kind, name = decode(message["type"]), decode(message["channel"])
+            if kind == "subscribe":
+                board.subscribed(name, time.monotonic())
+            elif kind == "message":
+                board.message(name, decode(message["data"]), time.monotonic())
+        return True
+
+    def _nudge(self) -> None:
+        """Wake whoever reads the connection (it is blocked reading): one PUBLISH."""
+        self._client.publish(self._board.nudge, "")
 
     def _hang_up(self, pubsub: Any, client: Any) -> None:
         try:

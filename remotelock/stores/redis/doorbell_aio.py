@@ -110,7 +110,7 @@ class AsyncDoorbell:
                 if need == START:
                     self._start(board)
                 elif need == NUDGE:
-                    await self._client.publish(board.nudge, "")
+                    await self._nudge()
                 if outcome is WAITING:
                     await self._sleep(waiter, spec, refresh)
             finally:
@@ -134,14 +134,13 @@ class AsyncDoorbell:
             if seen is not BUSY:
                 return _outcome(seen)
 
-    @staticmethod
-    async def _sleep(waiter: TaskWaiter, spec: Wait, refresh: AsyncRefresh | None) -> None:
+    async def _sleep(self, waiter: TaskWaiter, spec: Wait, refresh: AsyncRefresh | None) -> None:
         """Until woken, the deadline, or the place in line was lost (not woken then)."""
         while True:
             now = time.monotonic()
             until = min(spec.deadline, spec.refresh_at)
             if until > now:
-                await waiter.sleep(until - now)
+                await self._reader.sleep(waiter, until - now, self._nudge)
             if waiter.woken:
                 return
             now = time.monotonic()
@@ -179,34 +178,46 @@ class AsyncDoorbell:
 
     async def _read(self, board: Switchboard, reader: object) -> None:
         pubsub = None
-        worked = False
         client = subscriber_of(self._client)
         try:
             pubsub = client.pubsub()
             await pubsub.subscribe(board.nudge)
-            while not self._closed:
-                subscribe, unsubscribe, stop = board.work(reader, time.monotonic())
-                if stop:
-                    return
-                if unsubscribe:
-                    await pubsub.unsubscribe(*unsubscribe)
-                if subscribe:
-                    await pubsub.subscribe(*subscribe)
-                message = await pubsub.get_message(timeout=TICK)
-                if message is None:
-                    continue
-                kind, name = decode(message["type"]), decode(message["channel"])
-                if kind == "subscribe":
-                    worked = True
-                    board.subscribed(name, time.monotonic())
-                elif kind == "message":
-                    board.message(name, decode(message["data"]), time.monotonic())
+            turn = functools.partial(self._turn, board, reader, pubsub)
+            while not self._closed and await self._reader.read(turn, TICK):
+                pass
         except Exception as exc:  # the connection failed: waiters re-check, and reconnect
             if not self._closed:
                 log.debug("Redis wake-up connection ended: %r; waiters re-check", exc)
         finally:
-            board.dropped(reader, time.monotonic(), worked)
+            # It worked if the reader's own subscription was ever confirmed.
+            board.dropped(reader, time.monotonic(), board.listening)
             await self._hang_up(pubsub, client)
+
+    async def _turn(self, board: Switchboard, reader: object, pubsub: Any, timeout: float) -> bool:
+        """One turn at the connection: (un)subscribe as the board asks, then read and
+        hand on at most one message (within ``timeout``). ``False``: the reader stops.
+        The reader runs turns, and so may a waiting thread (see ``threads.py``)."""
+        if self._closed:
+            return False
+        subscribe, unsubscribe, stop = board.work(reader, time.monotonic())
+        if stop:
+            return False
+        if unsubscribe:
+            await pubsub.unsubscribe(*unsubscribe)
+        if subscribe:
+            await pubsub.subscribe(*subscribe)
+        message = await pubsub.get_message(timeout=timeout)
+        if message is not None:
+            kind, name = decode(message["type"]), decode(message["channel"])
+            if kind == "subscribe":
+                board.subscribed(name, time.monotonic())
+            elif kind == "message":
+                board.message(name, decode(message["data"]), time.monotonic())
+        return True
+
+    async def _nudge(self) -> None:
+        """Wake whoever reads the connection (it is blocked reading): one PUBLISH."""
+        await self._client.publish(self._board.nudge, "")
 
     async def _hang_up(self, pubsub: Any, client: Any) -> None:
         try:
