@@ -90,7 +90,8 @@ class ThreadReader:
 
     def stop(self) -> None:
         """Nothing to wait for: the reader thread sees its doorbell closed within one
-        read, or now if it leaves the connection to a leader (which stops, too)."""
+        read, or once the leader, if one reads, has seen it too (the connection is
+        closed only when no thread uses it)."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
@@ -107,7 +108,7 @@ class ThreadReader:
                 if self._failure is not None:
                     failure, self._failure, self._turn = self._failure, None, None
                     raise failure
-                if self._leader is None and self._followers:
+                if self._leader is None and self._followers and not self._stopped:
                     self._promote()
                 if self._leader is None:
                     if self._stopped or self._turn is None:  # a leader's turn said stop
