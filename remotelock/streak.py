@@ -192,7 +192,7 @@ class Keeper(Worker[Kept]):
         for kept in items:
             ident = (id(kept.store), kept.lease.key)
             with self._cond:
-                if self._kept.get(ident) is not kept:
+                if self._finished(kept):
                     continue  # taken over since it came due
                 self._pop(ident)
             self._let_go(ident, kept)

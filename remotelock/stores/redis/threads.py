@@ -78,7 +78,8 @@ class ThreadReader:
         self._tick = 1.0
         self._reading = False  # the reader thread is in a turn
         self._leader: ThreadWaiter | None = None
-        self._followers: list[ThreadWaiter] = []  # waiting threads that would lead
+        # Waiting threads that would lead, in arrival order (a dict: each leaves in O(1)).
+        self._followers: dict[ThreadWaiter, None] = {}
         self._resigned = -math.inf
         self._failure: Exception | None = None  # a leader's turn failed: the reader ends
         self._stopped = False
@@ -135,7 +136,8 @@ class ThreadReader:
 
     def _promote(self) -> None:
         """Lend the connection to the first follower (under the condition's lock)."""
-        leader = self._leader = self._followers.pop(0)
+        leader = self._leader = next(iter(self._followers))
+        del self._followers[leader]
         leader.event.set()  # not woken: it finds itself the leader, and reads
 
     # -- a waiting thread -----------------------------------------------------------
@@ -151,7 +153,7 @@ class ThreadReader:
             elif self._turn is not None and self._leader is None and not self._reading:
                 self._leader, lead, asked = waiter, True, False
             else:
-                self._followers.append(waiter)
+                self._followers[waiter] = None
                 lead, asked = False, self._reading and self._leader is None
         if not lead:
             if asked:
@@ -159,10 +161,9 @@ class ThreadReader:
                 # nudge fails, the reader thread still reads for us, as it may.
                 with contextlib.suppress(Exception):
                     nudge()
-            waiter.event.wait(seconds)
+            waiter.sleep(seconds)
             with self._cond:
-                if waiter in self._followers:
-                    self._followers.remove(waiter)
+                self._followers.pop(waiter, None)
                 lead = self._leader is waiter
             if not lead:
                 return
