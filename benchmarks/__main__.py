@@ -231,19 +231,21 @@ class Run:
     def stampede(self) -> None:
         wanted = ("remotelock", "remotelock-postgres", "remotelock-sqlite",
                   "remotelock-dynamodb", "redis-py-1ms", "python-redis-lock")  # fmt: skip
+        kinds = [k for k in self.kinds if k in wanted]
+        runs: dict[str, list[scenarios.Stampede]] = {kind: [] for kind in kinds}
+        floors: list[scenarios.Stampede] = []
+        # One sample per run, and a slow moment of the machine moves it by 10-20 ms: more
+        # rounds than elsewhere, interleaved with the floor so noise hits all alike.
+        for _ in range(1 if self.quick else 5):
+            for kind in kinds:
+                runs[kind].append(scenarios.stampede(self.stores, kind, self.url(kind), 50, 0.2))
+            floors.append(scenarios.floor(self.stores, 50, 0.2))
         results = []
-        for kind in [k for k in self.kinds if k in wanted]:
-            runs = [
-                scenarios.stampede(self.stores, kind, self.url(kind), 50, 0.2)
-                for _ in range(self.rounds)
-            ]
-            requests_each = median_requests(runs)
-            results.append(median_of(runs, ["api_calls", "got_value", "late_ms"]))
+        for kind in kinds:
+            requests_each = median_requests(runs[kind])
+            results.append(median_of(runs[kind], ["api_calls", "got_value", "late_ms"]))
             results[-1].requests = requests_each
-        floor = median_of(
-            [scenarios.floor(self.stores, 50, 0.2) for _ in range(self.rounds)],
-            ["got_value", "late_ms"],
-        )
+        floor = median_of(floors, ["got_value", "late_ms"])
         print("### (c) Stampede: 50 processes want a value from a 0.2 s external API\n")
         rows = [
             [r.name, f"{r.api_calls:.0f}", f"{r.got_value:.0f} / {r.callers}",
@@ -260,9 +262,8 @@ class Run:
         )
         self.targets.append(check(
             ours.late_ms <= 50,
-            f"(c) all 50 done within 0.2 s + 50 ms of the call's start: 0.2 s + "
-            f"{ours.late_ms:.0f} ms (this machine's floor, with no lock at all: 0.2 s + "
-            f"{floor.late_ms:.0f} ms)",
+            f"(c) all 50 done within 50 ms of the 0.2 s call's end: {ours.late_ms:.0f} ms "
+            f"(this machine's floor, with no lock at all: {floor.late_ms:.0f} ms)",
         ))  # fmt: skip
         peers = [r for r in results if not r.name.startswith("remotelock")]
         if peers:

@@ -62,12 +62,13 @@ def stampede(args: argparse.Namespace) -> list[dict[str, Any]]:
     what a lock costs."""
     r = redis.Redis.from_url(args.data, socket_timeout=5)
     r.ping()
-    cache, calls, started = f"{args.key}:cache", f"{args.key}:calls", f"{args.key}:api-start"
+    cache, calls = f"{args.key}:cache", f"{args.key}:calls"
+    ended: list[float] = []
 
     def call_api() -> None:
-        r.set(started, repr(time.monotonic()))
         r.incr(calls)
         time.sleep(args.api)
+        ended.append(time.monotonic())  # the call's end: what "late" is counted from
         r.set(cache, "42")
 
     counter: Callable[[], int] | None = None
@@ -104,6 +105,8 @@ def stampede(args: argparse.Namespace) -> list[dict[str, Any]]:
                 adapter.release(handle)
     done = time.monotonic()
     record: dict[str, Any] = {"pid": os.getpid(), "done": done, "value": (value or b"").decode()}
+    if ended:
+        record["api_end"] = ended[0]
     if counter is not None:  # requests this caller's store sent (DynamoDB)
         record["requests"] = counter()
     return [record]
