@@ -164,10 +164,12 @@ class Renewer(LeaseWorker):
                 if lease.mark_lost(f"its renewal failed: {exc!r}"):
                     lease.notify_lost()
             return
+        later: list[tuple[Lease, float]] = []
         for lease, ok in zip(batch, results, strict=True):
             delay = after_renewal(lease, ok, started)
             if delay is not None:
-                self.schedule(lease, time.monotonic() + delay)
+                later.append((lease, time.monotonic() + delay))
+        self.schedule_many(later)
 
 
 class _Calls:

@@ -87,12 +87,20 @@ class Worker(Generic[T]):
 
     def schedule(self, item: T, due: float) -> None:
         """Act on ``item`` at monotonic time ``due``."""
+        self.schedule_many([(item, due)])
+
+    def schedule_many(self, pairs: list[tuple[T, float]]) -> None:
+        """:meth:`schedule` for each ``(item, due)``, under one hold of the condition (a
+        renewal round reschedules a hundred leases at once)."""
+        if not pairs:
+            return
         with self._cond:
-            self._heap.push(due, item)
+            for item, due in pairs:
+                self._heap.push(due, item)
             if self._running:
                 # Wake the thread only if it must act sooner than it planned: waking it
                 # for every item would cost each acquire (or release) a thread switch.
-                if due < self._wake_at:
+                if min(due for _, due in pairs) < self._wake_at:
                     self._cond.notify()
                 return
             self._running = True

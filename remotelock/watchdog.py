@@ -29,13 +29,15 @@ class Watchdog(LeaseWorker):
         self.schedule(lease, lease.deadline)
 
     def _handle(self, leases: list[Lease]) -> None:
+        later: list[tuple[Lease, float]] = []  # renewed meanwhile: look again then
         for lease in leases:
             if done(lease):
                 continue
             if lease.deadline > time.monotonic():
-                self.schedule(lease, lease.deadline)  # renewed meanwhile: look again then
+                later.append((lease, lease.deadline))
             elif lease.settle_deadline():
                 lease.notify_lost()
+        self.schedule_many(later)
 
 
 WATCHDOG = Watchdog()

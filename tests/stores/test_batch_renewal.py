@@ -66,6 +66,19 @@ async def test_the_async_twin_extends_many_too(batch_store: Any, key: str) -> No
     await twin.aclose()
 
 
+def test_extend_many_takes_any_token(batch_store: Any, key: str) -> None:
+    """Tokens are the caller's: separators, spaces, digits and non-ASCII text (several
+    bytes per character) go through a batch, each lease answered by its own token."""
+    tokens = ["a:b:c", "12:34", "with space", "žluťoučký kůň", ":", "1:é:", "x" * 300]
+    for n, token in enumerate(tokens):
+        assert batch_store.acquire(f"{key}:{n}", token, 0.5) is not None
+    asked = [(f"{key}:{n}", token, 3.0) for n, token in enumerate(tokens)]
+    wrong = [(f"{key}:{n}", token[:-1] + "?", 3.0) for n, token in enumerate(tokens)]
+    assert batch_store.extend_many(wrong + asked) == [False] * len(tokens) + [True] * len(tokens)
+    time.sleep(0.8)  # past the leases as first taken
+    assert [batch_store.owner(f"{key}:{n}") for n in range(len(tokens))] == tokens
+
+
 def test_redis_extend_many_keeps_each_fence_past_its_lease(redis_store: Any, key: str) -> None:
     """The fence outlives the renewed lease by the retention, as ``extend`` keeps it."""
     from remotelock.stores.redis.common import layout

@@ -38,6 +38,8 @@ from .common import (
     key_of,
     layout,
     ms,
+    renewal_calls,
+    renewed,
     text,
     translate,
 )
@@ -222,16 +224,12 @@ class AsyncRedisStore(AsyncRedisPermits, AsyncRedisReaders):
     async def extend_many(self, leases: Sequence[tuple[str, str, float]]) -> list[bool]:
         """:meth:`extend` for each ``(key, token, ttl)``: one script for all of them (on
         a Cluster, one per slot), so renewing a hundred leases is one round trip."""
-        bases = [base_name(self.prefix, key) for key, _, _ in leases]
         reset = [False] * len(leases)
-        for group in by_slot(self.client, bases):
-            keys = [bases[index] for index in group]
-            args: list[int | str] = [self._retain_ms]
-            args += [f"{ms(leases[index][2])}:{leases[index][1]}" for index in group]
+        for group, keys, args in renewal_calls(self.client, self.prefix, leases, self._retain_ms):
             with translate(self, "extend", leases[group[0]][0]):
-                replies = await self._run("extend_many", keys, args)
-            for index, reply in zip(group, replies, strict=True):
-                reset[index] = bool(int(reply))
+                reply = await self._run("extend_many", keys, args)
+                for index, ok in zip(group, renewed(reply, len(group)), strict=True):
+                    reset[index] = ok
         return reset
 
     async def owner(self, key: str) -> str | None:

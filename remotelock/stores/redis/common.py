@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 import redis.exceptions as rex
@@ -124,6 +125,30 @@ def by_slot(client: object, names: list[str]) -> list[list[int]]:
     for index, name in enumerate(names):
         groups.setdefault(slot_of(name), []).append(index)
     return list(groups.values())
+
+
+def renewal_calls(
+    client: object, prefix: str, leases: Sequence[tuple[str, str, float]], retain_ms: int
+) -> list[tuple[list[int], list[str], list[int | str]]]:
+    """The ``extend_many`` script calls that renew ``leases``, one per Cluster slot: each
+    the indexes of its leases, its KEYS and its ARGV (see ``EXTEND_MANY_SCRIPT``)."""
+    bases = [base_name(prefix, key) for key, _, _ in leases]
+    calls: list[tuple[list[int], list[str], list[int | str]]] = []
+    for group in by_slot(client, bases):
+        asked = "".join(
+            f"{ms(ttl)}:{len(token) if token.isascii() else len(token.encode())}:{token}"
+            for ttl, token in ((leases[index][2], leases[index][1]) for index in group)
+        )
+        calls.append((group, [bases[index] for index in group], [retain_ms, asked]))
+    return calls
+
+
+def renewed(reply: Any, count: int) -> list[bool]:
+    """An ``extend_many`` reply: for each of ``count`` leases, whether it was reset."""
+    flags = text(reply) or ""
+    if len(flags) != count:
+        raise rex.ResponseError(f"extend_many answered {flags!r} for {count} leases")
+    return [flag == "1" for flag in flags]
 
 
 def describe(client: Any) -> str:
