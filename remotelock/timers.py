@@ -87,7 +87,11 @@ class Worker(Generic[T]):
 
     def schedule(self, item: T, due: float) -> None:
         """Act on ``item`` at monotonic time ``due``."""
-        self.schedule_many([(item, due)])
+        with self._cond:
+            self._heap.push(due, item)
+            if self._runs_by(due):
+                return
+        self._start()
 
     def schedule_many(self, pairs: list[tuple[T, float]]) -> None:
         """:meth:`schedule` for each ``(item, due)``, under one hold of the condition (a
@@ -95,16 +99,29 @@ class Worker(Generic[T]):
         if not pairs:
             return
         with self._cond:
+            earliest = math.inf
             for item, due in pairs:
                 self._heap.push(due, item)
-            if self._running:
-                # Wake the thread only if it must act sooner than it planned: waking it
-                # for every item would cost each acquire (or release) a thread switch.
-                if min(due for _, due in pairs) < self._wake_at:
-                    self._cond.notify()
+                earliest = min(earliest, due)
+            if self._runs_by(earliest):
                 return
-            self._running = True
-            self._wake_at = math.inf
+        self._start()
+
+    def _runs_by(self, due: float) -> bool:
+        """Whether the thread runs and acts by ``due`` (told to, if it planned to look
+        later); if not running, it is marked as running and the caller starts it.
+        Called holding the condition."""
+        if self._running:
+            # Wake the thread only if it must act sooner than it planned: waking it for
+            # every item would cost each acquire (or release) a thread switch.
+            if due < self._wake_at:
+                self._cond.notify()
+            return True
+        self._running = True
+        self._wake_at = math.inf
+        return False
+
+    def _start(self) -> None:
         threading.Thread(target=self._main, name=self.name, daemon=True).start()
 
     def discard(self, item: T) -> None:

@@ -135,11 +135,12 @@ def renewal_calls(
     bases = [base_name(prefix, key) for key, _, _ in leases]
     calls: list[tuple[list[int], list[str], list[int | str]]] = []
     for group in by_slot(client, bases):
-        asked = "".join(
-            f"{ms(ttl)}:{len(token) if token.isascii() else len(token.encode())}:{token}"
-            for ttl, token in ((leases[index][2], leases[index][1]) for index in group)
-        )
-        calls.append((group, [bases[index] for index in group], [retain_ms, asked]))
+        asked = []
+        for index in group:
+            _, token, ttl = leases[index]
+            size = len(token) if token.isascii() else len(token.encode())
+            asked.append(f"{ms(ttl)}:{size}:{token}")
+        calls.append((group, [bases[index] for index in group], [retain_ms, "".join(asked)]))
     return calls
 
 
